@@ -1,0 +1,10 @@
+//! imagepush: push OCI image layouts to container registries with `docker push` semantics.
+
+pub mod auth;
+pub mod digest;
+pub mod layout;
+pub mod oci;
+pub mod platform;
+pub mod push;
+pub mod reference;
+pub mod registry;
