@@ -1,6 +1,7 @@
 //! imagepush: push OCI image layouts to container registries with `docker push` semantics.
 
 pub mod auth;
+pub mod cli;
 pub mod digest;
 pub mod layout;
 pub mod oci;

@@ -1,1 +1,22 @@
-fn main() {}
+use clap::Parser;
+
+use imagepush::cli::{Cli, Command, init_logging};
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    imagepush::registry::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Push(args) => imagepush::cli::push::run(args).await,
+        }
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,439 @@
+//! The distribution API, as far as a push needs it.
+//!
+//! oci-client does what it does well: blob existence (`HEAD`) and raw manifest uploads,
+//! which keep the manifest bytes (and so the digest) exactly as in the layout. The rest —
+//! multi-scope tokens, cross-repository mounts whose `202` session is reused, streamed
+//! uploads verified on the way — lives in `upload.rs` and `token.rs` on reqwest, the
+//! HTTP client oci-client itself uses. This module never reads a layout; it is handed
+//! open files and verifiers.
+
+mod error;
+mod token;
+mod upload;
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use oci_client::RegistryOperation;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use tokio::sync::OnceCell;
+
+pub use error::Error;
+pub use token::Challenge;
+pub use upload::{MountOutcome, UploadSession};
+
+use crate::auth::Credential;
+use crate::digest::Digest;
+use crate::reference::{TagOrDigest, Target};
+
+/// Media types we accept when asking whether a manifest exists.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How to reach the registry.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Talk plain HTTP to this registry (only when the user named it so).
+    pub plain_http: bool,
+    /// Extra CA certificates (PEM) to trust besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate. Only for registries the user named.
+    pub insecure_skip_tls_verify: bool,
+    /// Connect timeout for every request.
+    pub connect_timeout: Duration,
+    /// Time allowed for a request that carries no blob (HEAD, manifests, tokens).
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            plain_http: false,
+            ca_file: None,
+            insecure_skip_tls_verify: false,
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Installs ring as rustls' process-wide crypto provider (kube and oci-client share it).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A connection to one registry, authenticated for pushes to one target repository.
+pub struct RegistryClient {
+    registry: String,
+    /// The repository pushes go to: tokens for it carry push scope, others only pull.
+    repository: String,
+    base: String,
+    http: reqwest::Client,
+    oci: oci_client::Client,
+    credential: Credential,
+    challenge: OnceCell<Challenge>,
+    tokens: token::TokenCache,
+    request_timeout: Duration,
+}
+
+impl RegistryClient {
+    pub fn new(
+        target: &Target,
+        credential: Credential,
+        opts: &ConnectOptions,
+    ) -> Result<RegistryClient, Error> {
+        install_crypto_provider();
+        let mut certs = Vec::new();
+        if let Some(path) = &opts.ca_file {
+            let pem = std::fs::read(path).map_err(|e| Error::CaFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let parsed = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::CaFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            if parsed.is_empty() {
+                return Err(Error::CaFile {
+                    path: path.clone(),
+                    reason: "no PEM certificate in the file".into(),
+                });
+            }
+            certs.push((pem, parsed));
+        }
+        let user_agent = concat!("imagepush/", env!("CARGO_PKG_VERSION"));
+        let mut builder = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.request_timeout)
+            .pool_max_idle_per_host(32)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::limited(5));
+        for (_, parsed) in &certs {
+            for c in parsed {
+                builder = builder.add_root_certificate(c.clone());
+            }
+        }
+        if opts.insecure_skip_tls_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
+
+        let oci = oci_client::Client::try_from(ClientConfig {
+            protocol: if opts.plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
+            accept_invalid_certificates: opts.insecure_skip_tls_verify,
+            extra_root_certificates: certs
+                .iter()
+                .map(|(pem, _)| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            connect_timeout: Some(opts.connect_timeout),
+            read_timeout: Some(opts.request_timeout),
+            user_agent,
+            ..Default::default()
+        })
+        .map_err(|e| Error::Client(e.to_string()))?;
+
+        let scheme = if opts.plain_http { "http" } else { "https" };
+        Ok(RegistryClient {
+            registry: target.registry.clone(),
+            repository: target.repository.clone(),
+            base: format!("{scheme}://{}", target.endpoint),
+            http,
+            oci,
+            credential,
+            challenge: OnceCell::new(),
+            tokens: token::TokenCache::default(),
+            request_timeout: opts.request_timeout,
+        })
+    }
+
+    /// The registry's name as the user wrote it.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// `GET /v2/`: learns how the registry authenticates, and checks that our credentials
+    /// can push to `repository`, so a wrong password fails before anything is read or sent.
+    pub async fn check_push_access(&self, repository: &str) -> Result<(), Error> {
+        match self.challenge().await? {
+            Challenge::None => Ok(()),
+            Challenge::Basic => {
+                let url = format!("{}/v2/", self.base);
+                let req = self.authorize(self.http.get(&url), &[]).await?;
+                let resp = req.send().await.map_err(|e| error::network("GET", &url, e))?;
+                match resp.status().as_u16() {
+                    200..=299 => Ok(()),
+                    401 | 403 => Err(self.unauthorized(None, resp.status().as_u16())),
+                    s => Err(error::from_response_body("GET", &url, s, &resp.bytes().await.unwrap_or_default())),
+                }
+            }
+            Challenge::Bearer { .. } => {
+                self.token(&[push_scope(repository)]).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn challenge(&self) -> Result<&Challenge, Error> {
+        self.challenge
+            .get_or_try_init(|| async {
+                let url = format!("{}/v2/", self.base);
+                let resp = self
+                    .http
+                    .get(&url)
+                    .timeout(self.request_timeout)
+                    .send()
+                    .await
+                    .map_err(|e| error::network("GET", &url, e))?;
+                let status = resp.status().as_u16();
+                if status == 401 {
+                    let header = resp
+                        .headers()
+                        .get(reqwest::header::WWW_AUTHENTICATE)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or_default();
+                    return Challenge::parse(header).ok_or_else(|| Error::InvalidResponse {
+                        url: url.clone(),
+                        reason: format!("401 with an unsupported WWW-Authenticate challenge {header:?}"),
+                    });
+                }
+                if (200..300).contains(&status) {
+                    return Ok(Challenge::None);
+                }
+                let body = resp.bytes().await.unwrap_or_default();
+                Err(error::from_response_body("GET", &url, status, &body))
+            })
+            .await
+    }
+
+    async fn token(&self, scopes: &[String]) -> Result<String, Error> {
+        match self.challenge().await? {
+            Challenge::Bearer { realm, service } => {
+                self.tokens
+                    .get(&self.http, &self.registry, realm, service.as_deref(), &self.credential, scopes)
+                    .await
+            }
+            _ => Err(Error::InvalidResponse {
+                url: self.base.clone(),
+                reason: "registry does not use bearer tokens".into(),
+            }),
+        }
+    }
+
+    /// Adds whatever the registry's challenge asks for to a request.
+    async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+        scopes: &[String],
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        Ok(match self.challenge().await? {
+            Challenge::None => req,
+            Challenge::Basic => match &self.credential {
+                Credential::Basic { username, password } => {
+                    req.basic_auth(username, Some(password.expose()))
+                }
+                _ => req,
+            },
+            Challenge::Bearer { .. } => req.bearer_auth(self.token(scopes).await?),
+        })
+    }
+
+    fn unauthorized(&self, scope: Option<String>, status: u16) -> Error {
+        let detail = match (&self.credential, status) {
+            (Credential::Anonymous, _) => {
+                format!("the registry answered {status} and no credentials were found for {}", self.registry)
+            }
+            (_, 403) => "the registry answered 403: the credentials may not push here".to_string(),
+            _ => format!("the registry answered {status}: the credentials were refused"),
+        };
+        Error::Unauthorized {
+            registry: self.registry.clone(),
+            scope,
+            detail,
+        }
+    }
+
+    /// Prepares oci-client to authenticate as we do for `repository` and `op`.
+    async fn oci_for(&self, repository: &str, op: RegistryOperation) -> Result<&oci_client::Client, Error> {
+        let reference = oci_client::Reference::with_tag(self.registry.clone(), repository.to_string(), "latest".into());
+        match self.challenge().await? {
+            Challenge::None => {}
+            Challenge::Basic => {
+                if let Credential::Basic { username, password } = &self.credential {
+                    self.oci
+                        .store_auth_if_needed(
+                            reference.resolve_registry(),
+                            &RegistryAuth::Basic(username.clone(), password.expose().to_string()),
+                        )
+                        .await;
+                }
+            }
+            Challenge::Bearer { .. } => {
+                // Hand oci-client our current token (it does no network call for a bearer
+                // token), so a token renewed by us is the one it sends.
+                let token = self.token(&[self.scope_for(repository)]).await?;
+                self.oci
+                    .auth(&reference, &RegistryAuth::Bearer(token), op)
+                    .await
+                    .map_err(|e| self.from_oci("AUTH", &self.base, e))?;
+            }
+        }
+        Ok(&self.oci)
+    }
+
+    fn from_oci(&self, method: &'static str, url: &str, e: oci_client::errors::OciDistributionError) -> Error {
+        use oci_client::errors::OciDistributionError as E;
+        match e {
+            E::UnauthorizedError { .. } => self.unauthorized(None, 401),
+            E::AuthenticationFailure(detail) => Error::Unauthorized {
+                registry: self.registry.clone(),
+                scope: None,
+                detail: detail.chars().take(300).collect(),
+            },
+            E::ServerError { code, url, message } if code == 401 || code == 403 => {
+                let _ = (url, message);
+                self.unauthorized(None, code)
+            }
+            E::ServerError { code, url, message } => Error::Status {
+                method,
+                url,
+                status: code,
+                code: None,
+                message: message.chars().take(300).collect(),
+            },
+            E::RegistryError { envelope, url } => {
+                let first = envelope.errors.first();
+                let code = first.map(|e| format!("{:?}", e.code));
+                if code.as_deref().is_some_and(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+                    return self.unauthorized(None, 401);
+                }
+                Error::Status {
+                    method,
+                    url,
+                    status: 400,
+                    code,
+                    message: first.map(|e| e.message.clone()).unwrap_or_default(),
+                }
+            }
+            E::RequestError(re) => match re.status().map(|s| s.as_u16()) {
+                Some(401) | Some(403) => self.unauthorized(None, re.status().unwrap().as_u16()),
+                Some(s) => Error::Status {
+                    method,
+                    url: url.to_string(),
+                    status: s,
+                    code: None,
+                    message: String::new(),
+                },
+                None => error::network(method, url, re),
+            },
+            other => Error::InvalidResponse {
+                url: url.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// `HEAD /v2/<repository>/blobs/<digest>` (oci-client).
+    pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
+        let reference = oci_client::Reference::with_digest(self.registry.clone(), repository.to_string(), digest.to_string());
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        self.oci_for(repository, RegistryOperation::Pull)
+            .await?
+            .blob_exists(&reference, &digest.to_string())
+            .await
+            .map_err(|e| self.from_oci("HEAD", &url, e))
+    }
+
+    /// Push scope on the target repository, pull scope on any other.
+    fn scope_for(&self, repository: &str) -> String {
+        if repository == self.repository {
+            push_scope(repository)
+        } else {
+            pull_scope(repository)
+        }
+    }
+
+    /// `HEAD /v2/<repository>/manifests/<digest>`: whether the manifest is there already.
+    pub async fn manifest_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
+        let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
+        let scopes = [push_scope(repository)];
+        let resp = self
+            .send_with_auth("HEAD", &url, &scopes, |c| {
+                c.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            s => Err(error::from_response_body("HEAD", &url, s, &[])),
+        }
+    }
+
+    /// `PUT /v2/<repository>/manifests/<tag or digest>` with the layout's bytes, unchanged
+    /// (oci-client's `push_manifest_raw`). Returns the digest the registry reports.
+    pub async fn put_manifest(
+        &self,
+        target: &Target,
+        at: TagOrDigest<'_>,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), Error> {
+        let reference = target.oci_reference(at);
+        let url = match at {
+            TagOrDigest::Tag(t) => format!("{}/v2/{}/manifests/{t}", self.base, target.repository),
+            TagOrDigest::Digest(d) => format!("{}/v2/{}/manifests/{d}", self.base, target.repository),
+        };
+        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|_| Error::InvalidResponse {
+            url: url.clone(),
+            reason: format!("media type {media_type:?} is not a valid header value"),
+        })?;
+        self.oci_for(&target.repository, RegistryOperation::Push)
+            .await?
+            .push_manifest_raw(&reference, bytes.to_vec(), content_type)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.from_oci("PUT", &url, e))
+    }
+
+    /// Sends a request built by `build` with authorization; on a 401 with bearer tokens,
+    /// renews the token once and sends again.
+    async fn send_with_auth(
+        &self,
+        method: &'static str,
+        url: &str,
+        scopes: &[String],
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        for attempt in 0..2 {
+            let req = self.authorize(build(&self.http).timeout(self.request_timeout), scopes).await?;
+            let resp = req.send().await.map_err(|e| error::network(method, url, e))?;
+            let status = resp.status().as_u16();
+            if status == 401 || status == 403 {
+                if attempt == 0 && matches!(self.challenge().await?, Challenge::Bearer { .. }) {
+                    self.tokens.invalidate(scopes).await;
+                    continue;
+                }
+                return Err(self.unauthorized(Some(scopes.join(" ")), status));
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+}
+
+/// `repository:<name>:pull,push`
+pub fn push_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull,push")
+}
+
+/// `repository:<name>:pull`
+pub fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}

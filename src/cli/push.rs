@@ -1,0 +1,228 @@
+//! `imagepush push`: flags, credentials, progress, report file and exit codes.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+
+use crate::auth::{self, Credential, Secret};
+use crate::platform::Platform;
+use crate::push::progress::{Bars, Lines, Progress, Silent};
+use crate::push::{self, DEFAULT_MAX_CONCURRENT_UPLOADS, Error, PushOptions, PushReport};
+use crate::reference::Target;
+use crate::registry::ConnectOptions;
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Directory holding an OCI image layout (`oci-layout`, `index.json`, `blobs/`).
+    pub layout: PathBuf,
+    /// Where to push: `registry[:port]/repository[:tag]` or `...@sha256:<hex>`.
+    /// Without a tag and without --ref, every tag of the layout is pushed.
+    pub target: String,
+    /// The layout entry to push: a tag (org.opencontainers.image.ref.name) or a digest.
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Push only this platform's manifest of an index (`os/arch[/variant]`).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Platform preferred when an index is only partly in the layout (default: this machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub host_platform: Option<String>,
+    /// A repository on the target registry to mount blobs from (repeatable).
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Vec<String>,
+    /// JSON file of known blob locations (digest -> ["registry/repository", ...]); a
+    /// successful push adds the target to it.
+    #[arg(long, value_name = "FILE")]
+    pub sources: Option<PathBuf>,
+    /// Blob uploads in flight at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_UPLOADS)]
+    pub max_concurrent_uploads: usize,
+    /// Docker config.json, or a mounted Kubernetes Secret directory (.dockerconfigjson or
+    /// username/password). Default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json.
+    #[arg(long, value_name = "PATH")]
+    pub registry_config: Option<PathBuf>,
+    /// Username for basic authentication (the password comes from --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password (or token) from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Talk plain HTTP to the target registry.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Trust the CA certificates in this PEM file (in addition to the system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the registry's TLS certificate.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// Write a JSON push report to this file (also on failure).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print only the pushed references (`repository:tag@digest`), no progress.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Progress bars.
+    Bars,
+    /// One line per state change.
+    Plain,
+    /// Nothing.
+    None,
+}
+
+fn credential(args: &PushArgs, registry: &str) -> Result<Credential, Error> {
+    if let Some(username) = &args.username {
+        let mut password = String::new();
+        std::io::stdin().read_to_string(&mut password).map_err(|e| Error::InvalidOption {
+            option: "--password-stdin",
+            reason: format!("cannot read standard input: {e}"),
+        })?;
+        let password = password.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "--password-stdin",
+                reason: "standard input was empty".into(),
+            });
+        }
+        return Ok(Credential::Basic {
+            username: username.clone(),
+            password: Secret::new(password),
+        });
+    }
+    if let Some(path) = &args.registry_config {
+        return Ok(auth::from_path(path, registry)?);
+    }
+    match auth::default_docker_config_path() {
+        Some(path) if path.is_file() => Ok(auth::from_docker_config(&path, registry)?),
+        _ => Ok(Credential::Anonymous),
+    }
+}
+
+fn parse_platform(value: &Option<String>) -> Result<Option<Platform>, Error> {
+    value.as_deref().map(|p| p.parse::<Platform>()).transpose().map_err(Error::from)
+}
+
+fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
+    let credential = credential(args, &target.registry)?;
+    Ok(PushOptions {
+        layout: args.layout.clone(),
+        reference: args.reference.clone(),
+        platform: parse_platform(&args.platform)?,
+        host_platform: parse_platform(&args.host_platform)?,
+        mount_from: args.mount_from.clone(),
+        sources: args.sources.clone(),
+        max_concurrent_uploads: args.max_concurrent_uploads,
+        credential,
+        connect: ConnectOptions {
+            plain_http: args.plain_http,
+            ca_file: args.ca_file.clone(),
+            insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(120),
+        },
+        target,
+    })
+}
+
+fn progress_sink(args: &PushArgs) -> Arc<dyn Progress> {
+    if args.quiet {
+        return Arc::new(Silent);
+    }
+    match args.progress {
+        ProgressMode::None => Arc::new(Silent),
+        ProgressMode::Plain => Arc::new(Lines::new(std::io::stdout())),
+        ProgressMode::Bars => Arc::new(Bars::new()),
+        ProgressMode::Auto if std::io::stdout().is_terminal() => Arc::new(Bars::new()),
+        ProgressMode::Auto => Arc::new(Lines::new(std::io::stdout())),
+    }
+}
+
+/// Writes `report` to `path` atomically (temporary file, then rename).
+pub fn write_report(path: &Path, report: &PushReport) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("report"),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(report).expect("a report serializes"))?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn summary(report: &PushReport) -> String {
+    let t = &report.totals;
+    format!(
+        "pushed {} blobs ({} uploaded, {} mounted, {} already existed), {} bytes uploaded in {:.1}s",
+        report.blobs.len(),
+        t.uploaded,
+        t.mounted,
+        t.existed,
+        t.bytes_uploaded,
+        report.duration_ms as f64 / 1000.0
+    )
+}
+
+/// Runs `imagepush push`; returns the process exit code.
+pub async fn run(args: PushArgs) -> i32 {
+    let started = Instant::now();
+    let result = match Target::parse(&args.target) {
+        Err(e) => Err((args.target.clone(), String::new(), Error::from(e))),
+        Ok(target) => {
+            let shown = target.to_string();
+            let repo = target.repository_name();
+            match options(&args, target) {
+                Err(e) => Err((shown, repo, e)),
+                Ok(opts) => push::push(&opts, progress_sink(&args)).await.map_err(|e| (shown, repo, e)),
+            }
+        }
+    };
+    match result {
+        Ok(report) => {
+            if args.quiet {
+                for t in &report.tags {
+                    println!("{}:{}@{}", report.repository, t.tag, t.digest);
+                }
+                if report.tags.is_empty()
+                    && let Some(d) = &report.digest
+                {
+                    println!("{}@{d}", report.repository);
+                }
+            } else if args.progress != ProgressMode::None {
+                println!("{}", summary(&report));
+            }
+            if let Some(path) = &args.report
+                && let Err(e) = write_report(path, &report)
+            {
+                eprintln!("error: cannot write the report {}: {e}", path.display());
+                return 1;
+            }
+            0
+        }
+        Err((target, repo, error)) => {
+            eprintln!("error: {error}");
+            let code = error.class().exit_code();
+            if let Some(path) = &args.report {
+                let report = push::failure_report(&target, &repo, &error, started.elapsed().as_millis() as u64);
+                if let Err(e) = write_report(path, &report) {
+                    eprintln!("error: cannot write the report {}: {e}", path.display());
+                }
+            }
+            code
+        }
+    }
+}

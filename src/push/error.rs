@@ -1,0 +1,159 @@
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+/// Why a push failed. Each variant is one failure class; `class()` maps it to an exit code
+/// and `reason()` to the CamelCase reason the operator writes into conditions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::Error),
+    #[error(transparent)]
+    Credentials(#[from] crate::auth::Error),
+    #[error("{option}: {reason}")]
+    InvalidOption { option: &'static str, reason: String },
+    #[error("sources file {path}: {reason}")]
+    Sources { path: PathBuf, reason: String },
+    #[error("{reference:?} is not in the layout {layout} (it has {})", list_or_none(.available))]
+    RefNotFound {
+        reference: String,
+        layout: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("the layout {layout} has no tagged entries to push to an untagged target; add a tag to the target or pass --ref")]
+    NoTags { layout: PathBuf },
+    #[error("the layout {layout} has {count} entries and none is named {tag:?}; pass --ref to choose one (tags: {})", list_or_none(.tags))]
+    AmbiguousSource {
+        layout: PathBuf,
+        tag: String,
+        count: usize,
+        tags: Vec<String>,
+    },
+    #[error("{name:?} in {layout} is not a valid tag")]
+    InvalidTagName { name: String, layout: PathBuf },
+    #[error("no manifest for platform {wanted} in {index} (available: {})", list_or_none(.available))]
+    PlatformNotFound {
+        wanted: String,
+        index: Digest,
+        available: Vec<String>,
+    },
+    #[error("platform {wanted} matches {} manifests of {index}: {}", .matches.len(), .matches.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
+    PlatformConflict {
+        wanted: String,
+        index: Digest,
+        matches: Vec<Digest>,
+    },
+    #[error("the image {digest} is for {actual}, not {wanted}")]
+    PlatformMismatch {
+        wanted: String,
+        actual: String,
+        digest: Digest,
+    },
+    #[error("the index {index} is only partly in the layout and none of its present manifests ({}) runs on the host platform {host}; pass --platform to choose one", list_or_none(.available))]
+    NoHostMatch {
+        index: Digest,
+        host: String,
+        available: Vec<String>,
+    },
+    #[error("content missing from the layout and from every mount candidate: {}", .digests.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
+    ContentMissing { digests: Vec<Digest> },
+    #[error("{digest} has media type {media_type:?}, which is neither an image manifest nor an index")]
+    UnsupportedMediaType { digest: Digest, media_type: String },
+    #[error("index {digest} contains itself (a cycle through nested indexes)")]
+    IndexCycle { digest: Digest },
+    #[error("--platform cannot pick a manifest when the target names the index {digest} by digest")]
+    PlatformWithDigestTarget { digest: Digest },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The failure classes, each with its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Something else went wrong (exit 1).
+    Internal,
+    /// Usage, layout, reference or option is wrong (exit 2).
+    BadInput,
+    /// A tag, platform or content the push needs is not there (exit 3).
+    NotFound,
+    /// The registry refused the credentials (exit 4).
+    Authentication,
+    /// The registry failed or could not be reached (exit 5).
+    Registry,
+}
+
+impl ErrorClass {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorClass::Internal => 1,
+            ErrorClass::BadInput => 2,
+            ErrorClass::NotFound => 3,
+            ErrorClass::Authentication => 4,
+            ErrorClass::Registry => 5,
+        }
+    }
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        use Error::*;
+        match self {
+            Reference(_) | Platform(_) | Layout(_) | Credentials(_) | InvalidOption { .. }
+            | Sources { .. } | InvalidTagName { .. } | UnsupportedMediaType { .. }
+            | IndexCycle { .. } | PlatformWithDigestTarget { .. } => ErrorClass::BadInput,
+            RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | PlatformNotFound { .. }
+            | PlatformConflict { .. } | PlatformMismatch { .. } | NoHostMatch { .. }
+            | ContentMissing { .. } => ErrorClass::NotFound,
+            Registry(crate::registry::Error::Unauthorized { .. }) => ErrorClass::Authentication,
+            Registry(crate::registry::Error::Content(_)) => ErrorClass::BadInput,
+            Registry(crate::registry::Error::CaFile { .. }) => ErrorClass::BadInput,
+            Registry(_) => ErrorClass::Registry,
+            Io { .. } => ErrorClass::Internal,
+        }
+    }
+
+    /// A CamelCase reason for conditions and reports.
+    pub fn reason(&self) -> &'static str {
+        use Error::*;
+        match self {
+            Reference(_) => "ReferenceInvalid",
+            Platform(_) => "PlatformInvalid",
+            Layout(_) | IndexCycle { .. } | UnsupportedMediaType { .. } => "LayoutInvalid",
+            Registry(crate::registry::Error::Content(_)) => "LayoutInvalid",
+            Credentials(_) => "CredentialsInvalid",
+            InvalidOption { .. } | PlatformWithDigestTarget { .. } => "SpecInvalid",
+            Sources { .. } => "SourcesInvalid",
+            RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | InvalidTagName { .. } => "RefNotFound",
+            PlatformNotFound { .. } | PlatformMismatch { .. } => "PlatformNotFound",
+            PlatformConflict { .. } | NoHostMatch { .. } => "PlatformConflict",
+            ContentMissing { .. } => "ContentMissing",
+            Registry(crate::registry::Error::Unauthorized { .. }) => "AuthenticationFailed",
+            Registry(crate::registry::Error::CaFile { .. }) => "TLSConfigInvalid",
+            Registry(_) => "RegistryUnavailable",
+            Io { .. } => "InternalError",
+        }
+    }
+
+    /// Whether retrying the same push later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Registry(e) if e.is_transient())
+    }
+}

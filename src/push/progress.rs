@@ -1,0 +1,202 @@
+//! What a push shows while it runs: docker-like lines (`<id>: Pushed`), progress bars on a
+//! terminal, or nothing. The engine only emits `Event`s; sinks decide how they look.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::digest::Digest;
+
+/// One state change of a push.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The push starts; `repository` is `registry/repository`.
+    Start { repository: String },
+    Blob { digest: Digest, size: u64, state: BlobState },
+    /// An index was only partly in the layout; one manifest is pushed instead.
+    Fallback { index: Digest, manifest: Digest, platform: String },
+    /// A tag now points at `digest`.
+    Tagged { tag: String, digest: Digest, size: u64 },
+    /// The image was pushed by digest (no tag).
+    PushedDigest { digest: Digest, size: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlobState {
+    Preparing,
+    Waiting,
+    Pushing { done: u64 },
+    Pushed,
+    Mounted { from: String },
+    Exists,
+}
+
+/// Receives push events. Must be cheap: `Pushing` arrives for every chunk sent.
+pub trait Progress: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// Shows nothing.
+pub struct Silent;
+impl Progress for Silent {
+    fn event(&self, _: Event) {}
+}
+
+/// The 12-hex short id docker shows for a blob.
+pub fn short_id(d: &Digest) -> &str {
+    &d.hex()[..12]
+}
+
+/// Docker's non-terminal output: one line per state change, no byte counts.
+pub struct Lines<W: Write + Send> {
+    out: Mutex<W>,
+    pushing_shown: Mutex<std::collections::HashSet<Digest>>,
+}
+
+impl<W: Write + Send> Lines<W> {
+    pub fn new(out: W) -> Self {
+        Lines {
+            out: Mutex::new(out),
+            pushing_shown: Mutex::default(),
+        }
+    }
+}
+
+impl<W: Write + Send> Progress for Lines<W> {
+    fn event(&self, event: Event) {
+        let line = match event {
+            Event::Start { repository } => format!("The push refers to repository [{repository}]"),
+            Event::Blob { digest, state, .. } => {
+                let id = short_id(&digest);
+                match state {
+                    BlobState::Preparing => format!("{id}: Preparing"),
+                    BlobState::Waiting => format!("{id}: Waiting"),
+                    BlobState::Pushing { .. } => {
+                        if !self.pushing_shown.lock().unwrap().insert(digest.clone()) {
+                            return;
+                        }
+                        format!("{id}: Pushing")
+                    }
+                    BlobState::Pushed => format!("{id}: Pushed"),
+                    BlobState::Mounted { from } => format!("{id}: Mounted from {from}"),
+                    BlobState::Exists => format!("{id}: Layer already exists"),
+                }
+            }
+            Event::Fallback { index, manifest, platform } => format!(
+                "index {index} is only partly in the layout; pushing the {platform} manifest {manifest} instead"
+            ),
+            Event::Tagged { tag, digest, size } => format!("{tag}: digest: {digest} size: {size}"),
+            Event::PushedDigest { digest, size } => format!("digest: {digest} size: {size}"),
+        };
+        let mut out = self.out.lock().unwrap();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Terminal output: a bar per blob, redrawn at a bounded rate, with the same final lines.
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<Digest, (ProgressBar, Instant)>>,
+}
+
+impl Bars {
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
+        Bars {
+            multi,
+            bars: Mutex::default(),
+        }
+    }
+
+    fn bar(&self, digest: &Digest, size: u64) -> ProgressBar {
+        let mut bars = self.bars.lock().unwrap();
+        bars.entry(digest.clone())
+            .or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new(size));
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix}: {msg:<22} {bar:30} {bytes}/{total_bytes}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_prefix(short_id(digest).to_string());
+                (bar, Instant::now() - Duration::from_secs(1))
+            })
+            .0
+            .clone()
+    }
+}
+
+impl Default for Bars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for Bars {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Start { repository } => {
+                let _ = self.multi.println(format!("The push refers to repository [{repository}]"));
+            }
+            Event::Blob { digest, size, state } => {
+                let bar = self.bar(&digest, size);
+                match state {
+                    BlobState::Preparing => bar.set_message("Preparing"),
+                    BlobState::Waiting => bar.set_message("Waiting"),
+                    BlobState::Pushing { done } => {
+                        bar.set_message("Pushing");
+                        bar.set_position(done);
+                    }
+                    BlobState::Pushed => bar.finish_with_message("Pushed"),
+                    BlobState::Mounted { from } => bar.finish_with_message(format!("Mounted from {from}")),
+                    BlobState::Exists => bar.finish_with_message("Layer already exists"),
+                }
+            }
+            Event::Fallback { index, manifest, platform } => {
+                let _ = self.multi.println(format!(
+                    "index {index} is only partly in the layout; pushing the {platform} manifest {manifest} instead"
+                ));
+            }
+            Event::Tagged { tag, digest, size } => {
+                let _ = self.multi.println(format!("{tag}: digest: {digest} size: {size}"));
+            }
+            Event::PushedDigest { digest, size } => {
+                let _ = self.multi.println(format!("digest: {digest} size: {size}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_look_like_docker() {
+        let d = Digest::sha256(b"layer");
+        let sink = Lines::new(Vec::new());
+        sink.event(Event::Start { repository: "127.0.0.1:5000/team/app".into() });
+        for state in [
+            BlobState::Preparing,
+            BlobState::Pushing { done: 1 },
+            BlobState::Pushing { done: 2 },
+            BlobState::Pushed,
+            BlobState::Mounted { from: "team/base".into() },
+            BlobState::Exists,
+        ] {
+            sink.event(Event::Blob { digest: d.clone(), size: 5, state });
+        }
+        sink.event(Event::Tagged { tag: "v1".into(), digest: d.clone(), size: 5 });
+        let text = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
+        let id = &d.hex()[..12];
+        assert_eq!(
+            text,
+            format!(
+                "The push refers to repository [127.0.0.1:5000/team/app]\n{id}: Preparing\n{id}: Pushing\n{id}: Pushed\n{id}: Mounted from team/base\n{id}: Layer already exists\nv1: digest: {d} size: 5\n"
+            )
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Carries out a plan: blobs (HEAD, mount, upload) with bounded concurrency, then
+//! manifests and indexes children first, then tags. Nothing is tagged until everything
+//! under the tag is in the registry.
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use tokio::sync::Semaphore;
+
+use super::Error;
+use super::plan::{Plan, PlannedManifest};
+use super::progress::{BlobState, Event, Progress};
+use super::report::{BlobOutcome, BlobReport, ManifestOutcome, ManifestReport, TagReport};
+use super::sources::MountCandidates;
+use crate::layout::LayoutReader;
+use crate::oci::Descriptor;
+use crate::reference::{TagOrDigest, Target};
+use crate::registry::{MountOutcome, RegistryClient};
+
+/// HEAD requests in flight at once (cheap for the registry).
+const CHECK_CONCURRENCY: usize = 16;
+/// Manifest and tag requests in flight at once.
+const MANIFEST_CONCURRENCY: usize = 8;
+
+pub struct Runner<'a> {
+    pub client: &'a RegistryClient,
+    pub layout: &'a LayoutReader,
+    pub target: &'a Target,
+    pub candidates: &'a MountCandidates,
+    pub progress: Arc<dyn Progress>,
+    pub uploads: Semaphore,
+    pub checks: Semaphore,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(
+        client: &'a RegistryClient,
+        layout: &'a LayoutReader,
+        target: &'a Target,
+        candidates: &'a MountCandidates,
+        progress: Arc<dyn Progress>,
+        max_concurrent_uploads: usize,
+    ) -> Self {
+        Runner {
+            client,
+            layout,
+            target,
+            candidates,
+            progress,
+            uploads: Semaphore::new(max_concurrent_uploads),
+            checks: Semaphore::new(CHECK_CONCURRENCY),
+        }
+    }
+
+    fn blob_event(&self, desc: &Descriptor, state: BlobState) {
+        self.progress.event(Event::Blob {
+            digest: desc.digest.clone(),
+            size: desc.size,
+            state,
+        });
+    }
+
+    /// Pushes every blob; the first failure cancels the others.
+    pub async fn blobs(&self, plan: &Plan) -> Result<Vec<BlobReport>, Error> {
+        for b in &plan.blobs {
+            self.blob_event(b, BlobState::Preparing);
+        }
+        let mut reports: Vec<(usize, BlobReport)> = stream::iter(plan.blobs.iter().enumerate())
+            .map(|(i, b)| async move { self.blob(b).await.map(|r| (i, r)) })
+            .buffer_unordered(CHECK_CONCURRENCY + self.uploads.available_permits())
+            .try_collect()
+            .await?;
+        reports.sort_by_key(|(i, _)| *i);
+        Ok(reports.into_iter().map(|(_, r)| r).collect())
+    }
+
+    async fn blob(&self, desc: &Descriptor) -> Result<BlobReport, Error> {
+        let repo = &self.target.repository;
+        let report = |outcome, from| BlobReport {
+            digest: desc.digest.clone(),
+            size: desc.size,
+            media_type: desc.media_type.clone(),
+            outcome,
+            from,
+        };
+        {
+            let _check = self.checks.acquire().await.expect("never closed");
+            if self.client.blob_exists(repo, &desc.digest).await? {
+                self.blob_event(desc, BlobState::Exists);
+                return Ok(report(BlobOutcome::Existed, None));
+            }
+        }
+        let local = self.layout.contains(&desc.digest)?;
+        if self.uploads.available_permits() == 0 {
+            self.blob_event(desc, BlobState::Waiting);
+        }
+        let _permit = self.uploads.acquire().await.expect("never closed");
+        for source in self.candidates.for_blob(&desc.digest) {
+            match self.client.mount(repo, &desc.digest, &source).await {
+                Ok(MountOutcome::Mounted) => {
+                    let from = format!("{}/{}", self.target.registry, source);
+                    self.blob_event(desc, BlobState::Mounted { from: source.clone() });
+                    return Ok(report(BlobOutcome::Mounted, Some(from)));
+                }
+                Ok(MountOutcome::Started(session)) if local => {
+                    tracing::debug!(digest = %desc.digest, source, "mount not possible; uploading into the session the registry opened");
+                    self.upload(desc, session).await?;
+                    return Ok(report(BlobOutcome::Uploaded, None));
+                }
+                Ok(MountOutcome::Started(session)) => {
+                    self.client.cancel_upload(repo, session).await;
+                }
+                Err(e) if e.is_unauthorized() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(digest = %desc.digest, source, error = %e, "mount failed; trying the next candidate");
+                }
+            }
+        }
+        if !local {
+            return Err(Error::ContentMissing {
+                digests: vec![desc.digest.clone()],
+            });
+        }
+        let session = self.client.start_upload(repo).await?;
+        self.upload(desc, session).await?;
+        Ok(report(BlobOutcome::Uploaded, None))
+    }
+
+    async fn upload(&self, desc: &Descriptor, session: crate::registry::UploadSession) -> Result<(), Error> {
+        let (file, verifier) = self.layout.open_blob(desc)?;
+        let progress = self.progress.clone();
+        let digest = desc.digest.clone();
+        let size = desc.size;
+        let on_progress: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |done| {
+            progress.event(Event::Blob {
+                digest: digest.clone(),
+                size,
+                state: BlobState::Pushing { done },
+            })
+        });
+        on_progress(0);
+        self.client
+            .upload(&self.target.repository, session, file, verifier, &desc.digest, desc.size, on_progress)
+            .await?;
+        self.blob_event(desc, BlobState::Pushed);
+        Ok(())
+    }
+
+    /// Pushes manifests and indexes by digest, children first. Roots that get a tag are
+    /// left for `tags`, which pushes them under the tag (and so by digest as well).
+    pub async fn manifests(&self, plan: &Plan) -> Result<Vec<ManifestReport>, Error> {
+        let tagged_roots: Vec<_> = plan
+            .roots
+            .iter()
+            .filter(|r| r.tag.is_some())
+            .map(|r| r.desc.digest.clone())
+            .collect();
+        let needed_by_digest = |m: &PlannedManifest| m.child || !tagged_roots.contains(&m.desc.digest);
+        let mut reports = Vec::new();
+        let max_height = plan.manifests.iter().map(|m| m.height).max().unwrap_or(0);
+        for height in 0..=max_height {
+            let level: Vec<&PlannedManifest> = plan
+                .manifests
+                .iter()
+                .filter(|m| m.height == height && needed_by_digest(m))
+                .collect();
+            let mut done: Vec<ManifestReport> = stream::iter(level)
+                .map(|m| async move {
+                    let outcome = if self.client.manifest_exists(&self.target.repository, &m.desc.digest).await? {
+                        ManifestOutcome::Existed
+                    } else {
+                        self.client
+                            .put_manifest(self.target, TagOrDigest::Digest(&m.desc.digest), &m.bytes, &m.desc.media_type)
+                            .await?;
+                        ManifestOutcome::Pushed
+                    };
+                    Ok::<_, Error>(ManifestReport {
+                        digest: m.desc.digest.clone(),
+                        size: m.desc.size,
+                        media_type: m.desc.media_type.clone(),
+                        outcome,
+                    })
+                })
+                .buffer_unordered(MANIFEST_CONCURRENCY)
+                .try_collect()
+                .await?;
+            done.sort_by(|a, b| a.digest.cmp(&b.digest));
+            reports.extend(done);
+        }
+        for root in plan.roots.iter().filter(|r| r.tag.is_none()) {
+            self.progress.event(Event::PushedDigest {
+                digest: root.desc.digest.clone(),
+                size: root.desc.size,
+            });
+        }
+        Ok(reports)
+    }
+
+    /// Points every tag at its root, last of all.
+    pub async fn tags(&self, plan: &Plan) -> Result<Vec<TagReport>, Error> {
+        let bytes_of = |d: &Descriptor| {
+            plan.manifests
+                .iter()
+                .find(|m| m.desc.digest == d.digest)
+                .map(|m| m.bytes.as_slice())
+                .expect("every root is in the plan")
+        };
+        stream::iter(plan.roots.iter().filter_map(|r| r.tag.as_ref().map(|t| (t, r))))
+            .map(|(tag, root)| async move {
+                self.client
+                    .put_manifest(self.target, TagOrDigest::Tag(tag), bytes_of(&root.desc), &root.desc.media_type)
+                    .await?;
+                self.progress.event(Event::Tagged {
+                    tag: tag.clone(),
+                    digest: root.desc.digest.clone(),
+                    size: root.desc.size,
+                });
+                Ok::<_, Error>(TagReport {
+                    tag: tag.clone(),
+                    digest: root.desc.digest.clone(),
+                    size: root.desc.size,
+                    media_type: root.desc.media_type.clone(),
+                    manifest_pushed_instead_of_index: root.fallback.clone(),
+                })
+            })
+            .buffered(MANIFEST_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+}

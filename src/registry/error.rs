@@ -1,0 +1,123 @@
+use std::path::PathBuf;
+
+/// A failure talking to a registry. Messages name the registry, repository and request;
+/// they never contain credentials or tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The registry or its token service refused our credentials (401/403).
+    #[error("authentication to {registry} failed{}: {detail}", scope_text(.scope))]
+    Unauthorized {
+        registry: String,
+        scope: Option<String>,
+        detail: String,
+    },
+    /// The registry answered with a status we did not expect.
+    #[error("{method} {url} answered {status}{}", code_text(.code, .message))]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    /// The request did not get an answer (connection refused, reset, TLS, timeout).
+    #[error("{method} {url} failed: {detail}")]
+    Network {
+        method: &'static str,
+        url: String,
+        detail: String,
+    },
+    /// The registry answered, but not in a form the distribution spec allows.
+    #[error("{url}: {reason}")]
+    InvalidResponse { url: String, reason: String },
+    /// The blob being uploaded did not match its descriptor; the registry was not told to commit it.
+    #[error(transparent)]
+    Content(#[from] crate::layout::Error),
+    /// A TLS setting could not be used.
+    #[error("CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+}
+
+fn scope_text(scope: &Option<String>) -> String {
+    scope.as_ref().map(|s| format!(" for {s}")).unwrap_or_default()
+}
+
+fn code_text(code: &Option<String>, message: &str) -> String {
+    match (code, message.is_empty()) {
+        (Some(c), false) => format!(" ({c}: {message})"),
+        (Some(c), true) => format!(" ({c})"),
+        (None, false) => format!(" ({message})"),
+        (None, true) => String::new(),
+    }
+}
+
+impl Error {
+    /// Whether trying again later may succeed (network failures, 408, 429, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Network { .. } => true,
+            Error::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Error::Unauthorized { .. })
+    }
+}
+
+/// Turns a reqwest failure into `Error::Network` without leaking URLs with credentials.
+pub(crate) fn network(method: &'static str, url: &str, e: reqwest::Error) -> Error {
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
+        source = s.source();
+    }
+    Error::Network {
+        method,
+        url: url.to_string(),
+        detail,
+    }
+}
+
+/// The distribution spec's error envelope: `{"errors":[{"code":..,"message":..}]}`.
+pub(crate) fn from_response_body(
+    method: &'static str,
+    url: &str,
+    status: u16,
+    body: &[u8],
+) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let (code, message) = match serde_json::from_slice::<Envelope>(body) {
+        Ok(env) if !env.errors.is_empty() => (
+            env.errors[0].code.clone(),
+            env.errors[0].message.clone().unwrap_or_default(),
+        ),
+        _ => (
+            None,
+            String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string(),
+        ),
+    };
+    Error::Status {
+        method,
+        url: url.to_string(),
+        status,
+        code,
+        message,
+    }
+}
