@@ -437,3 +437,6 @@ pub fn push_scope(repository: &str) -> String {
 pub fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ const CHUNK: usize = 256 * 1024;
 /// An upload the registry has opened (its `Location`).
 #[derive(Debug, Clone)]
 pub struct UploadSession {
-    location: String,
+    pub(super) location: String,
 }
 
 /// What a mount request did.
