@@ -53,6 +53,9 @@ impl Target {
         {
             return Err(err("repository names must be lowercase".into()));
         }
+        if let Some((_, digest)) = value.split_once('@') {
+            digest.parse::<Digest>().map_err(|e| err(e.reason))?;
+        }
         let parsed = oci_client::Reference::try_from(value).map_err(|e| {
             let reason = match e {
                 oci_client::ParseError::ReferenceInvalidFormat
@@ -190,7 +193,7 @@ mod tests {
             ("127.0.0.1:0/app", "port"),
             ("https://registry.example.com/app", "prefix"),
             ("127.0.0.1:5000/app:v1@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "both"),
-            ("127.0.0.1:5000/app@sha256:abc", "length"),
+            ("127.0.0.1:5000/app@sha256:abc", "64 hex characters"),
             ("127.0.0.1:5000/app:bad tag", "format"),
             ("127.0.0.1:5000/a$$/b", "format"),
         ];

@@ -63,7 +63,7 @@ pub enum Error {
     ContentMissing { digests: Vec<Digest> },
     #[error("{digest} has media type {media_type:?}, which is neither an image manifest nor an index")]
     UnsupportedMediaType { digest: Digest, media_type: String },
-    #[error("index {digest} contains itself (a cycle through nested indexes)")]
+    #[error("index {digest} is nested more than 8 levels deep or contains itself (a cycle)")]
     IndexCycle { digest: Digest },
     #[error("--platform cannot pick a manifest when the target names the index {digest} by digest")]
     PlatformWithDigestTarget { digest: Digest },
@@ -147,6 +147,7 @@ impl Error {
             ContentMissing { .. } => "ContentMissing",
             Registry(crate::registry::Error::Unauthorized { .. }) => "AuthenticationFailed",
             Registry(crate::registry::Error::CaFile { .. }) => "TLSConfigInvalid",
+            Registry(crate::registry::Error::Tls { .. }) => "TLSVerificationFailed",
             Registry(_) => "RegistryUnavailable",
             Io { .. } => "InternalError",
         }

@@ -127,7 +127,13 @@ impl<'a> Runner<'a> {
     }
 
     async fn upload(&self, desc: &Descriptor, session: crate::registry::UploadSession) -> Result<(), Error> {
-        let (file, verifier) = self.layout.open_blob(desc)?;
+        let (file, verifier) = match self.layout.open_blob(desc) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.client.cancel_upload(&self.target.repository, session).await;
+                return Err(e.into());
+            }
+        };
         let progress = self.progress.clone();
         let digest = desc.digest.clone();
         let size = desc.size;
@@ -196,35 +202,46 @@ impl<'a> Runner<'a> {
         Ok(reports)
     }
 
-    /// Points every tag at its root, last of all.
+    /// Points every tag at its root, last of all. Tags go in waves by height: a tag on a
+    /// manifest that an index of this push names is written before the index's tag, never at
+    /// the same time (distribution rewrites a manifest's link on every PUT, and a concurrent
+    /// PUT of an index that names it can then find it missing).
     pub async fn tags(&self, plan: &Plan) -> Result<Vec<TagReport>, Error> {
-        let bytes_of = |d: &Descriptor| {
-            plan.manifests
-                .iter()
-                .find(|m| m.desc.digest == d.digest)
-                .map(|m| m.bytes.as_slice())
-                .expect("every root is in the plan")
+        let planned = |d: &Descriptor| {
+            plan.manifests.iter().find(|m| m.desc.digest == d.digest).expect("every root is in the plan")
         };
-        stream::iter(plan.roots.iter().filter_map(|r| r.tag.as_ref().map(|t| (t, r))))
-            .map(|(tag, root)| async move {
-                self.client
-                    .put_manifest(self.target, TagOrDigest::Tag(tag), bytes_of(&root.desc), &root.desc.media_type)
-                    .await?;
-                self.progress.event(Event::Tagged {
-                    tag: tag.clone(),
-                    digest: root.desc.digest.clone(),
-                    size: root.desc.size,
-                });
-                Ok::<_, Error>(TagReport {
-                    tag: tag.clone(),
-                    digest: root.desc.digest.clone(),
-                    size: root.desc.size,
-                    media_type: root.desc.media_type.clone(),
-                    manifest_pushed_instead_of_index: root.fallback.clone(),
+        let tagged: Vec<(&String, &crate::push::resolve::Root)> =
+            plan.roots.iter().filter_map(|r| r.tag.as_ref().map(|t| (t, r))).collect();
+        let max_height = tagged.iter().map(|(_, r)| planned(&r.desc).height).max().unwrap_or(0);
+        let mut reports = Vec::new();
+        for height in 0..=max_height {
+            let wave = tagged.iter().filter(|(_, r)| planned(&r.desc).height == height);
+            let done: Vec<TagReport> = stream::iter(wave)
+                .map(|(tag, root)| async move {
+                    let m = planned(&root.desc);
+                    self.client
+                        .put_manifest(self.target, TagOrDigest::Tag(tag), &m.bytes, &root.desc.media_type)
+                        .await?;
+                    self.progress.event(Event::Tagged {
+                        tag: (*tag).clone(),
+                        digest: root.desc.digest.clone(),
+                        size: root.desc.size,
+                    });
+                    Ok::<_, Error>(TagReport {
+                        tag: (*tag).clone(),
+                        digest: root.desc.digest.clone(),
+                        size: root.desc.size,
+                        media_type: root.desc.media_type.clone(),
+                        manifest_pushed_instead_of_index: root.fallback.clone(),
+                    })
                 })
-            })
-            .buffered(MANIFEST_CONCURRENCY)
-            .try_collect()
-            .await
+                .buffered(MANIFEST_CONCURRENCY)
+                .try_collect()
+                .await?;
+            reports.extend(done);
+        }
+        // Report tags in the order they were chosen.
+        reports.sort_by_key(|t| tagged.iter().position(|(tag, _)| **tag == t.tag));
+        Ok(reports)
     }
 }

@@ -20,7 +20,14 @@ pub enum Error {
         code: Option<String>,
         message: String,
     },
-    /// The request did not get an answer (connection refused, reset, TLS, timeout).
+    /// The registry's certificate could not be verified (will not fix itself).
+    #[error("{method} {url}: TLS certificate verification failed: {detail}")]
+    Tls {
+        method: &'static str,
+        url: String,
+        detail: String,
+    },
+    /// The request did not get an answer (connection refused, reset, timeout).
     #[error("{method} {url} failed: {detail}")]
     Network {
         method: &'static str,
@@ -79,6 +86,14 @@ pub(crate) fn network(method: &'static str, url: &str, e: reqwest::Error) -> Err
             detail.push_str(&text);
         }
         source = s.source();
+    }
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
+        return Error::Tls {
+            method,
+            url: url.to_string(),
+            detail,
+        };
     }
     Error::Network {
         method,

@@ -151,7 +151,10 @@ impl RegistryClient {
                 )
                 .await?;
             let sent = req.send().await;
-            if let Some(e) = failure.lock().unwrap().take() {
+            let content_failure = failure.lock().unwrap().take();
+            if let Some(e) = content_failure {
+                // Nothing was committed; tell the registry to drop what it received.
+                self.cancel_upload(repository, UploadSession { location }).await;
                 return Err(Error::Content(e));
             }
             let resp = sent.map_err(|e| error::network("PATCH", &location, e))?;
@@ -163,8 +166,9 @@ impl RegistryClient {
                     return Err(error::from_response_body("PATCH", &location, s, &body));
                 }
             }
-        } else {
-            verifier.finish()?;
+        } else if let Err(e) = verifier.finish() {
+            self.cancel_upload(repository, UploadSession { location }).await;
+            return Err(Error::Content(e));
         }
         let mut commit = url::Url::parse(&location).map_err(|e| Error::InvalidResponse {
             url: location.clone(),

@@ -42,7 +42,11 @@ pub fn imagepush_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run imagepush");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        // The binary may exit before reading (usage errors): a broken pipe is not a failure.
+        match child.stdin.take().unwrap().write_all(input.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
     }
     let out = child.wait_with_output().unwrap();
     Run {
