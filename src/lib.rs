@@ -2,6 +2,8 @@
 
 pub mod auth;
 pub mod cli;
+pub mod controller;
+pub mod crd;
 pub mod digest;
 pub mod layout;
 pub mod oci;

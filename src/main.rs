@@ -16,6 +16,11 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Push(args) => imagepush::cli::push::run(args).await,
+            Command::Controller(args) => imagepush::cli::controller::run(args).await,
+            Command::Crd => {
+                print!("{}", imagepush::crd::crd_yaml());
+                0
+            }
         }
     });
     std::process::exit(code);

@@ -223,6 +223,7 @@ async fn max_concurrent_uploads_is_respected() {
             sources: None,
             max_concurrent_uploads: limit,
             credential: imagepush::auth::Credential::Anonymous,
+            known_sources: Default::default(),
             connect: imagepush::registry::ConnectOptions { plain_http: true, ..Default::default() },
         };
         let r = imagepush::push::push(&opts, overlap.clone()).await.unwrap();

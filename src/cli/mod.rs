@@ -2,6 +2,7 @@
 //! done by the library (`push::push`); this module turns flags into options, errors into
 //! exit codes, and reports into files and lines.
 
+pub mod controller;
 pub mod push;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -30,6 +31,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Push an OCI image layout to a registry.
     Push(push::PushArgs),
+    /// Run the Kubernetes operator: reconcile ImagePush objects with worker Jobs.
+    Controller(controller::ControllerArgs),
+    /// Print the ImagePush CustomResourceDefinition (YAML).
+    Crd,
 }
 
 /// Sets up logging on stderr. Credentials never reach a log: no type that holds one prints it.

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::auth::{self, Credential, Secret};
 use crate::platform::Platform;
-use crate::push::progress::{Bars, Lines, Progress, Silent};
+use crate::push::progress::{Bars, JsonLines, Lines, Progress, Silent};
 use crate::push::{self, DEFAULT_MAX_CONCURRENT_UPLOADS, Error, PushOptions, PushReport};
 use crate::reference::Target;
 use crate::registry::ConnectOptions;
@@ -37,6 +37,13 @@ pub struct PushArgs {
     /// successful push adds the target to it.
     #[arg(long, value_name = "FILE")]
     pub sources: Option<PathBuf>,
+    /// Known blob locations as inline JSON (same shape as --sources), read-only.
+    #[arg(long, value_name = "JSON", env = "IMAGEPUSH_KNOWN_SOURCES", hide_env_values = true)]
+    pub known_sources: Option<String>,
+    /// Also write a compact report (no per-blob list, at most 4 KiB) to this file, e.g.
+    /// /dev/termination-log in a Kubernetes worker.
+    #[arg(long, value_name = "FILE")]
+    pub termination_message: Option<PathBuf>,
     /// Blob uploads in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_UPLOADS)]
     pub max_concurrent_uploads: usize,
@@ -80,6 +87,14 @@ pub enum ProgressMode {
     Plain,
     /// Nothing.
     None,
+    /// JSON lines for machines: throttled `progress` events and the final `report`.
+    Json,
+}
+
+impl PushArgs {
+    fn json_mode(&self) -> bool {
+        self.progress == ProgressMode::Json
+    }
 }
 
 fn credential(args: &PushArgs, registry: &str) -> Result<Credential, Error> {
@@ -116,6 +131,13 @@ fn parse_platform(value: &Option<String>) -> Result<Option<Platform>, Error> {
 
 fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
     let credential = credential(args, &target.registry)?;
+    let known_sources = match args.known_sources.as_deref().map(str::trim) {
+        None | Some("") => Default::default(),
+        Some(json) => serde_json::from_str(json).map_err(|e| Error::InvalidOption {
+            option: "--known-sources",
+            reason: format!("expected a JSON object mapping blob digests to lists of registry/repository names: {e}"),
+        })?,
+    };
     Ok(PushOptions {
         layout: args.layout.clone(),
         reference: args.reference.clone(),
@@ -123,6 +145,7 @@ fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
         host_platform: parse_platform(&args.host_platform)?,
         mount_from: args.mount_from.clone(),
         sources: args.sources.clone(),
+        known_sources,
         max_concurrent_uploads: args.max_concurrent_uploads,
         credential,
         connect: ConnectOptions {
@@ -136,11 +159,15 @@ fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
     })
 }
 
-fn progress_sink(args: &PushArgs) -> Arc<dyn Progress> {
+fn progress_sink(args: &PushArgs, json: &Option<Arc<JsonLines<std::io::Stdout>>>) -> Arc<dyn Progress> {
+    if let Some(j) = json {
+        return j.clone();
+    }
     if args.quiet {
         return Arc::new(Silent);
     }
     match args.progress {
+        ProgressMode::Json => Arc::new(Silent),
         ProgressMode::None => Arc::new(Silent),
         ProgressMode::Plain => Arc::new(Lines::new(std::io::stdout())),
         ProgressMode::Bars => Arc::new(Bars::new()),
@@ -180,6 +207,8 @@ fn summary(report: &PushReport) -> String {
 /// Runs `imagepush push`; returns the process exit code.
 pub async fn run(args: PushArgs) -> i32 {
     let started = Instant::now();
+    let json = (args.progress == ProgressMode::Json)
+        .then(|| Arc::new(JsonLines::new(std::io::stdout(), Duration::from_secs(1))));
     let result = match Target::parse(&args.target) {
         Err(e) => Err((args.target.clone(), String::new(), Error::from(e))),
         Ok(target) => {
@@ -187,13 +216,29 @@ pub async fn run(args: PushArgs) -> i32 {
             let repo = target.repository_name();
             match options(&args, target) {
                 Err(e) => Err((shown, repo, e)),
-                Ok(opts) => push::push(&opts, progress_sink(&args)).await.map_err(|e| (shown, repo, e)),
+                Ok(opts) => push::push(&opts, progress_sink(&args, &json)).await.map_err(|e| (shown, repo, e)),
             }
         }
     };
+    let report = match &result {
+        Ok(report) => report.clone(),
+        Err((target, repo, error)) => {
+            push::failure_report(target, repo, error, started.elapsed().as_millis() as u64)
+        }
+    };
+    if let Some(j) = &json {
+        j.report(&report);
+    }
+    if let Some(path) = &args.termination_message
+        && let Err(e) = std::fs::write(path, report.compact_json(4096))
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
     match result {
         Ok(report) => {
-            if args.quiet {
+            if args.json_mode() {
+                // The report line on stdout is the output.
+            } else if args.quiet {
                 for t in &report.tags {
                     println!("{}:{}@{}", report.repository, t.tag, t.digest);
                 }
@@ -213,11 +258,10 @@ pub async fn run(args: PushArgs) -> i32 {
             }
             0
         }
-        Err((target, repo, error)) => {
+        Err((_, _, error)) => {
             eprintln!("error: {error}");
             let code = error.class().exit_code();
             if let Some(path) = &args.report {
-                let report = push::failure_report(&target, &repo, &error, started.elapsed().as_millis() as u64);
                 if let Err(e) = write_report(path, &report) {
                     eprintln!("error: cannot write the report {}: {e}", path.display());
                 }

@@ -47,6 +47,8 @@ pub struct PushOptions {
     pub mount_from: Vec<String>,
     /// Known blob locations; extended with the target after a successful push.
     pub sources: Option<PathBuf>,
+    /// More known blob locations, read-only (the operator hands these to its workers).
+    pub known_sources: sources::SourceMap,
     pub max_concurrent_uploads: usize,
     pub credential: Credential,
     pub connect: ConnectOptions,
@@ -66,10 +68,13 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
     let layout = LayoutReader::open(&opts.layout)?;
     let index = layout.index()?;
     let selected = resolve::select_roots(&layout, &index, target, opts.reference.as_deref())?;
-    let source_map = match &opts.sources {
+    let mut source_map = match &opts.sources {
         Some(path) => sources::load(path)?,
         None => sources::SourceMap::new(),
     };
+    for (digest, names) in &opts.known_sources {
+        source_map.entry(digest.clone()).or_default().extend(names.iter().cloned());
+    }
     let candidates = sources::MountCandidates::new(target, &opts.mount_from, source_map);
 
     let client = RegistryClient::new(target, opts.credential.clone(), &opts.connect)?;

@@ -200,3 +200,97 @@ mod tests {
         );
     }
 }
+
+/// Machine-readable progress for the operator: JSON lines on `out`, at most one
+/// `{"event":"progress",...}` line per `interval` (plus one when the push ends), so the
+/// controller can read movement from the worker's log without a flood.
+pub struct JsonLines<W: Write + Send> {
+    out: Mutex<W>,
+    state: Mutex<JsonState>,
+    interval: Duration,
+}
+
+#[derive(Default)]
+struct JsonState {
+    sizes: HashMap<Digest, u64>,
+    in_flight: HashMap<Digest, u64>,
+    finished_bytes: u64,
+    finished: usize,
+    last: Option<Instant>,
+}
+
+/// One `progress` line of `--progress json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressLine {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub blobs_done: u64,
+    pub blobs_total: u64,
+}
+
+impl<W: Write + Send> JsonLines<W> {
+    pub fn new(out: W, interval: Duration) -> Self {
+        JsonLines {
+            out: Mutex::new(out),
+            state: Mutex::default(),
+            interval,
+        }
+    }
+
+    fn snapshot(s: &JsonState) -> ProgressLine {
+        ProgressLine {
+            bytes_done: s.finished_bytes + s.in_flight.values().sum::<u64>(),
+            bytes_total: s.sizes.values().sum(),
+            blobs_done: s.finished as u64,
+            blobs_total: s.sizes.len() as u64,
+        }
+    }
+
+    fn write(&self, value: serde_json::Value) {
+        let mut out = self.out.lock().unwrap();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+
+    /// Writes the final report as `{"event":"report","report":{...}}`.
+    pub fn report(&self, report: &crate::push::PushReport) {
+        let line = {
+            let s = self.state.lock().unwrap();
+            Self::snapshot(&s)
+        };
+        self.write(serde_json::json!({ "event": "progress", "progress": line }));
+        self.write(serde_json::json!({ "event": "report", "report": report }));
+    }
+}
+
+impl<W: Write + Send> Progress for JsonLines<W> {
+    fn event(&self, event: Event) {
+        let line = {
+            let mut s = self.state.lock().unwrap();
+            if let Event::Blob { digest, size, state } = &event {
+                match state {
+                    BlobState::Preparing => {
+                        s.sizes.insert(digest.clone(), *size);
+                    }
+                    BlobState::Pushing { done } => {
+                        s.in_flight.insert(digest.clone(), *done);
+                    }
+                    BlobState::Pushed | BlobState::Mounted { .. } | BlobState::Exists => {
+                        s.in_flight.remove(digest);
+                        s.finished_bytes += size;
+                        s.finished += 1;
+                    }
+                    BlobState::Waiting => {}
+                }
+            }
+            let due = s.last.is_none_or(|t| t.elapsed() >= self.interval);
+            if !due {
+                return;
+            }
+            s.last = Some(Instant::now());
+            Self::snapshot(&s)
+        };
+        self.write(serde_json::json!({ "event": "progress", "progress": line }));
+    }
+}

@@ -147,6 +147,27 @@ impl PushReport {
         }
     }
 
+    /// The report as JSON of at most `limit` bytes (a Kubernetes termination message holds
+    /// 4 KiB): per-blob and per-manifest lists are dropped first, then tags beyond the first.
+    pub fn compact_json(&self, limit: usize) -> String {
+        let full = serde_json::to_string(self).expect("a report serializes");
+        if full.len() <= limit {
+            return full;
+        }
+        let mut small = self.clone();
+        small.blobs.clear();
+        small.manifests.clear();
+        let text = serde_json::to_string(&small).expect("a report serializes");
+        if text.len() <= limit {
+            return text;
+        }
+        small.tags.truncate(1);
+        if let Some(e) = &mut small.error {
+            e.message = e.message.chars().take(1000).collect();
+        }
+        serde_json::to_string(&small).expect("a report serializes")
+    }
+
     /// Recomputes `totals` from `blobs`.
     pub fn recount(&mut self) {
         let mut t = Totals::default();

@@ -1,0 +1,104 @@
+//! `imagepush controller` and `imagepush crd`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::controller::{self, LeaderElection, job::WorkerSettings};
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, value_name = "NS", env = "IMAGEPUSH_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Image of the worker Jobs (this binary's image).
+    #[arg(long, value_name = "IMAGE", env = "IMAGEPUSH_WORKER_IMAGE", default_value = concat!("imagepush:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// imagePullPolicy of the worker container.
+    #[arg(long, value_name = "POLICY", env = "IMAGEPUSH_WORKER_IMAGE_PULL_POLICY")]
+    pub worker_image_pull_policy: Option<String>,
+    /// A node directory under which hostPath sources are allowed (repeatable; none: hostPath refused).
+    #[arg(long = "allowed-host-path-root", value_name = "DIR")]
+    pub allowed_host_path_roots: Vec<PathBuf>,
+    /// Seconds between progress updates of a running push.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub progress_interval: u64,
+    /// Push timeout when the spec gives none, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub default_timeout: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so that only one replica acts.
+    #[arg(long)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, value_name = "NAME", default_value = "imagepush-controller")]
+    pub lease_name: String,
+}
+
+async fn client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+pub async fn run(args: ControllerArgs) -> i32 {
+    for root in &args.allowed_host_path_roots {
+        if !root.is_absolute() {
+            eprintln!("error: --allowed-host-path-root {} must be an absolute path", root.display());
+            return 2;
+        }
+    }
+    let client = match client(&args.kubeconfig).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot configure the Kubernetes client: {e}");
+            return 2;
+        }
+    };
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let config = controller::Config {
+        namespace: args.namespace,
+        worker: WorkerSettings {
+            image: args.worker_image,
+            image_pull_policy: args.worker_image_pull_policy,
+            default_timeout: Duration::from_secs(args.default_timeout.max(1)),
+        },
+        allowed_host_path_roots: args.allowed_host_path_roots,
+        progress_interval: Duration::from_secs(args.progress_interval.max(1)),
+        metrics_addr: args.metrics_addr,
+        leader_election: args.leader_election.then(|| LeaderElection {
+            namespace: args.lease_namespace,
+            lease_name: args.lease_name,
+            identity,
+        }),
+    };
+    match controller::run(client, config).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            5
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "imagepush".into())
+}

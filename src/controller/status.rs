@@ -1,0 +1,200 @@
+//! Status as kstatus wants it: `Ready` always, `Reconciling` and `Stalled` only while true,
+//! and the push report turned into status fields.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{BlobTotals, ImagePushStatus, IndexFallbackStatus, MountStatus, ProgressStatus, TagStatus};
+use crate::push::report::{BlobOutcome, PushReport};
+use crate::push::progress::ProgressLine;
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// Condition reasons the controller sets itself (the push's own reasons come from the report).
+pub mod reasons {
+    pub const PUSHED: &str = "Pushed";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const RETRYING: &str = "Retrying";
+    pub const PVC_NOT_FOUND: &str = "PersistentVolumeClaimNotFound";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const WORKER_FAILED: &str = "WorkerFailed";
+    pub const TIMED_OUT: &str = "PushTimedOut";
+    pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
+}
+
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Sets a condition, keeping its lastTransitionTime when the status does not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool, reason: &str, message: &str, generation: i64) {
+    let status_text = if status { "True" } else { "False" };
+    let transition = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status_text)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(now);
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.to_string(),
+        status: status_text.to_string(),
+        reason: reason.to_string(),
+        message: message.chars().take(1000).collect(),
+        last_transition_time: transition,
+        observed_generation: Some(generation),
+    });
+    conditions.sort_by_key(|c| match c.type_.as_str() {
+        READY => 0,
+        RECONCILING => 1,
+        STALLED => 2,
+        _ => 3,
+    });
+}
+
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+pub fn condition<'a>(status: &'a ImagePushStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// In progress: Ready False (Progressing), Reconciling True, no Stalled.
+pub fn mark_reconciling(status: &mut ImagePushStatus, reason: &str, message: &str, generation: i64) {
+    set_condition(&mut status.conditions, READY, false, reason, message, generation);
+    set_condition(&mut status.conditions, RECONCILING, true, reason, message, generation);
+    remove_condition(&mut status.conditions, STALLED);
+}
+
+/// Finished for good without success: Ready False, Stalled True, no Reconciling.
+pub fn mark_stalled(status: &mut ImagePushStatus, reason: &str, message: &str, generation: i64) {
+    set_condition(&mut status.conditions, READY, false, reason, message, generation);
+    set_condition(&mut status.conditions, STALLED, true, reason, message, generation);
+    remove_condition(&mut status.conditions, RECONCILING);
+    status.phase = Some(crate::crd::Phase::Failed);
+    status.message = Some(message.chars().take(1000).collect());
+    status.observed_generation = Some(generation);
+    status.progress = None;
+}
+
+/// `blobs 3/8, 120.0/512.0 MiB`
+pub fn progress_status(p: &ProgressLine) -> ProgressStatus {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    ProgressStatus {
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+        blobs_done: p.blobs_done,
+        blobs_total: p.blobs_total,
+        summary: format!("blobs {}/{}, {:.1}/{:.1} MiB", p.blobs_done, p.blobs_total, mib(p.bytes_done), mib(p.bytes_total)),
+    }
+}
+
+/// A successful report as status: Ready True (Pushed), no Reconciling or Stalled.
+pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generation: i64) {
+    status.phase = Some(crate::crd::Phase::Succeeded);
+    status.observed_generation = Some(generation);
+    status.digest = report.digest.as_ref().map(|d| d.to_string());
+    status.size = report.size;
+    status.media_type = report.media_type.clone();
+    status.tags = report
+        .tags
+        .iter()
+        .map(|t| TagStatus { tag: t.tag.clone(), digest: t.digest.to_string(), size: t.size })
+        .collect();
+    status.manifest_pushed_instead_of_index = report.manifest_pushed_instead_of_index.as_ref().map(|f| IndexFallbackStatus {
+        original_index: f.original_index.digest.to_string(),
+        selected_manifest: f.selected_manifest.digest.to_string(),
+        platform: f.selected_manifest.platform.as_ref().map(|p| p.to_string()),
+    });
+    status.blobs = Some(BlobTotals {
+        uploaded: report.totals.uploaded,
+        mounted: report.totals.mounted,
+        existed: report.totals.existed,
+        bytes_uploaded: report.totals.bytes_uploaded,
+    });
+    status.mounts = report
+        .blobs
+        .iter()
+        .filter(|b| b.outcome == BlobOutcome::Mounted)
+        .map(|b| MountStatus { digest: b.digest.to_string(), from: b.from.clone().unwrap_or_default() })
+        .collect();
+    status.blob_digests = report.blobs.iter().map(|b| b.digest.to_string()).collect();
+    let total: u64 = report.blobs.iter().map(|b| b.size).sum();
+    status.progress = Some(progress_status(&ProgressLine {
+        bytes_done: total,
+        bytes_total: total,
+        blobs_done: report.blobs.len() as u64,
+        blobs_total: report.blobs.len() as u64,
+    }));
+    status.completion_time = Some(now());
+    status.message = None;
+    let what = match (report.tags.len(), &report.digest) {
+        (0, Some(d)) => format!("pushed {d} to {}", report.repository),
+        (1, _) => format!("pushed {}:{} as {}", report.repository, report.tags[0].tag, report.tags[0].digest),
+        (n, _) => format!("pushed {n} tags to {}", report.repository),
+    };
+    set_condition(&mut status.conditions, READY, true, reasons::PUSHED, &what, generation);
+    remove_condition(&mut status.conditions, RECONCILING);
+    remove_condition(&mut status.conditions, STALLED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::push::report::{BlobReport, TagReport};
+
+    fn report() -> PushReport {
+        let mut r = PushReport::new("reg/app:v1".into(), "reg/app".into());
+        let d = Digest::sha256(b"m");
+        r.digest = Some(d.clone());
+        r.size = Some(10);
+        r.media_type = Some(crate::oci::OCI_MANIFEST.into());
+        r.tags = vec![TagReport { tag: "v1".into(), digest: d, size: 10, media_type: crate::oci::OCI_MANIFEST.into(), manifest_pushed_instead_of_index: None }];
+        for (i, outcome) in [BlobOutcome::Uploaded, BlobOutcome::Mounted, BlobOutcome::Existed].into_iter().enumerate() {
+            r.blobs.push(BlobReport {
+                digest: Digest::sha256(&[i as u8]),
+                size: 100,
+                media_type: "x".into(),
+                outcome,
+                from: (outcome == BlobOutcome::Mounted).then(|| "reg/base".to_string()),
+            });
+        }
+        r.recount();
+        r
+    }
+
+    #[test]
+    fn success_sets_ready_and_clears_the_rest() {
+        let mut s = ImagePushStatus::default();
+        mark_reconciling(&mut s, reasons::PROGRESSING, "pushing", 2);
+        assert_eq!(condition(&s, RECONCILING).unwrap().status, "True");
+        apply_success(&mut s, &report(), 2);
+        assert_eq!(s.observed_generation, Some(2));
+        let ready = condition(&s, READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Pushed"));
+        assert!(condition(&s, RECONCILING).is_none() && condition(&s, STALLED).is_none());
+        assert_eq!(s.blobs.as_ref().unwrap().mounted, 1);
+        assert_eq!(s.blobs.as_ref().unwrap().bytes_uploaded, 100);
+        assert_eq!(s.mounts.len(), 1);
+        assert_eq!(s.mounts[0].from, "reg/base");
+        assert_eq!(s.blob_digests.len(), 3);
+        assert_eq!(s.tags[0].tag, "v1");
+        assert_eq!(s.progress.as_ref().unwrap().summary, "blobs 3/3, 0.0/0.0 MiB");
+    }
+
+    #[test]
+    fn stalled_keeps_transition_time_while_unchanged() {
+        let mut s = ImagePushStatus::default();
+        mark_stalled(&mut s, "AuthenticationFailed", "no", 1);
+        let t1 = condition(&s, READY).unwrap().last_transition_time.clone();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        mark_stalled(&mut s, "AuthenticationFailed", "still no", 1);
+        assert_eq!(condition(&s, READY).unwrap().last_transition_time, t1);
+        assert_eq!(condition(&s, STALLED).unwrap().reason, "AuthenticationFailed");
+        assert!(condition(&s, RECONCILING).is_none());
+        assert_eq!(s.phase, Some(crate::crd::Phase::Failed));
+    }
+}

@@ -1,0 +1,316 @@
+//! The `ImagePush` resource (`imagepush.dev/v1alpha1`). The CRD is generated from these
+//! types (`imagepush crd`); doc comments become the field descriptions users read with
+//! `kubectl explain`, and the checked-in `crds/imagepush.dev_imagepushes.yaml` must equal
+//! what this file generates (a test compares them).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Pushes an OCI image layout from a PersistentVolumeClaim or a node's disk to a registry,
+/// with `docker push` semantics, and records the digest and what happened to every blob.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "imagepush.dev",
+    version = "v1alpha1",
+    kind = "ImagePush",
+    plural = "imagepushes",
+    shortname = "ipush",
+    namespaced,
+    status = "ImagePushStatus",
+    doc = "Pushes an OCI image layout from a PersistentVolumeClaim or a node's disk to a registry.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":0}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.summary","priority":1}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePushSpec {
+    /// Where the OCI image layout is: exactly one of persistentVolumeClaim or hostPath.
+    pub source: Source,
+    /// Where to push: `registry[:port]/repository[:tag]` pushes one tag, a target without a tag
+    /// pushes every tag of the layout, `...@sha256:<hex>` pushes that digest.
+    #[schemars(length(min = 1, max = 512))]
+    pub target: String,
+    /// Push only this platform's manifest of an index (`os/arch[/variant]`, strict match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9._-]+/[a-z0-9._-]+(/[a-z0-9._-]+)?$"))]
+    pub platform: Option<String>,
+    /// A Secret in this namespace with the registry credentials: type
+    /// `kubernetes.io/dockerconfigjson` (key `.dockerconfigjson`) or `kubernetes.io/basic-auth`
+    /// (keys `username`, `password`). Omit for anonymous registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<LocalObjectReference>,
+    /// Repositories of the target registry to mount blobs from, in addition to what earlier
+    /// pushes in this namespace recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_from: Vec<String>,
+    /// How to reach the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+    /// Blob uploads in flight at once (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent_uploads: Option<u32>,
+    /// Longest time one push may take, as a duration (`90s`, `30m`, `1h`); default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// The layout's location. Exactly one of persistentVolumeClaim and hostPath.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.persistentVolumeClaim) != has(self.hostPath)",
+    "message": "set exactly one of persistentVolumeClaim and hostPath"
+}]))]
+pub struct Source {
+    /// A PersistentVolumeClaim in this namespace holding the layout; mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PvcSource>,
+    /// A directory on a node; only under the roots the cluster admin allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathSource>,
+    /// The layout entry to push: a tag (`org.opencontainers.image.ref.name`) or a digest.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub reference: Option<String>,
+}
+
+/// A layout on a PersistentVolumeClaim.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcSource {
+    /// Name of the PersistentVolumeClaim (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// The layout directory inside the volume, relative, without `..` (default: the volume root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self.startsWith('/') && self != '..' && !self.startsWith('../') && !self.endsWith('/..') && !self.contains('/../')",
+        "message": "path must be relative and must not contain '..'"
+    }]))]
+    #[schemars(length(max = 4096))]
+    pub path: Option<String>,
+}
+
+/// A layout in a directory of a node.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.nodeName) && has(self.nodeSelector))",
+    "message": "set at most one of nodeName and nodeSelector"
+}]))]
+pub struct HostPathSource {
+    /// Absolute path of the layout directory on the node.
+    #[schemars(regex(pattern = r"^/"), length(max = 4096))]
+    pub path: String,
+    /// The node holding the layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Labels selecting the nodes holding the layout (any one of them is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct LocalObjectReference {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Transport settings for the target registry.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    /// Talk plain HTTP to the registry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
+    /// Do not verify the registry's TLS certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_tls_verify: bool,
+    /// CA certificates (PEM) to trust besides the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaSource>,
+}
+
+/// A PEM bundle in a Secret or a ConfigMap of this namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.secretName) != has(self.configMapName)",
+    "message": "set exactly one of secretName and configMapName"
+}]))]
+pub struct CaSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
+    /// The key holding the PEM bundle (default `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// What the last push of the resource did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePushStatus {
+    /// The generation whose push finished (successfully or for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` summarizes; `Reconciling` and `Stalled` are present only while true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pending, Running, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Digest of the pushed manifest or index (the first, when all tags were pushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Every pushed tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagStatus>,
+    /// Set when an index was only partly in the layout and one manifest was pushed instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_pushed_instead_of_index: Option<IndexFallbackStatus>,
+    /// Blob counts of the last push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<BlobTotals>,
+    /// Blobs mounted from other repositories, and from where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountStatus>,
+    /// Digests of every blob the target repository now holds for this image (the mount
+    /// knowledge later pushes in the namespace use).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blob_digests: Vec<String>,
+    /// Progress of a running push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// The worker Job of the current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Which try of the current generation the worker Job is (from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// What went wrong, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TagStatus {
+    pub tag: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexFallbackStatus {
+    /// The index named by the layout, which was only partly there.
+    pub original_index: String,
+    /// The manifest pushed instead.
+    pub selected_manifest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobTotals {
+    pub uploaded: u64,
+    pub mounted: u64,
+    pub existed: u64,
+    pub bytes_uploaded: u64,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MountStatus {
+    pub digest: String,
+    /// `registry/repository` the blob was mounted from.
+    pub from: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressStatus {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub blobs_done: u64,
+    pub blobs_total: u64,
+    /// `blobs 3/8, 120.0/512.0 MiB` for `kubectl get -o wide`.
+    pub summary: String,
+}
+
+/// The CRD as YAML, as `imagepush crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = ImagePush::crd();
+    let mut out = String::from("# Generated by `imagepush crd` from src/crd.rs; do not edit.\n");
+    out.push_str(&serde_saphyr::to_string(&crd).expect("the CRD serializes"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in CRD must be what the code generates: run `imagepush crd >
+    /// crds/imagepush.dev_imagepushes.yaml` after changing the types.
+    #[test]
+    fn checked_in_crd_matches_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/imagepush.dev_imagepushes.yaml");
+        let checked_in = std::fs::read_to_string(path).expect("crds/imagepush.dev_imagepushes.yaml");
+        assert!(
+            checked_in == crd_yaml(),
+            "crds/imagepush.dev_imagepushes.yaml is stale: regenerate it with `imagepush crd`"
+        );
+    }
+
+    #[test]
+    fn crd_has_the_promised_shape() {
+        use kube::CustomResourceExt;
+        let crd = ImagePush::crd();
+        assert_eq!(crd.spec.group, "imagepush.dev");
+        assert_eq!(crd.spec.names.plural, "imagepushes");
+        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["ipush".to_string()][..]));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<&str> =
+            version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        for want in ["Ready", "Target", "Digest", "Age"] {
+            assert!(columns.contains(&want), "{columns:?}");
+        }
+        let yaml = crd_yaml();
+        assert!(yaml.contains("has(self.persistentVolumeClaim) != has(self.hostPath)"));
+        assert!(yaml.contains("must not contain '..'"));
+    }
+}
