@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cli;
+pub mod cluster;
 pub mod layout;
 pub mod proxy;
 pub mod registry;

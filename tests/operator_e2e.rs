@@ -1,0 +1,273 @@
+//! End-to-end: the real `imagepush controller` against the Kubernetes API test double with
+//! its node simulator (worker Jobs run the real `imagepush push` as local processes), and a
+//! real registry. Each scenario applies ImagePush objects and waits for their status.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Cluster, condition, copy_tree, create, is_ready, is_stalled, wait_for};
+use common::{LayoutBuilder, TestRegistry, multi_platform, simple_image};
+use imagepush::crd::{ImagePush, Phase};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+const NS: &str = "e2e";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn pvc(client: &kube::Client, name: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    create(&api, json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .await;
+}
+
+fn image_push(name: &str, claim: &str, path: &str, target: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = json!({
+        "apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "source": {"persistentVolumeClaim": {"claimName": claim, "path": path}},
+            "target": target,
+            "connection": {"plainHttp": true}
+        }
+    });
+    if let serde_json::Value::Object(extra) = extra {
+        for (k, val) in extra {
+            v["spec"][k] = val;
+        }
+    }
+    v
+}
+
+async fn jobs_of(client: &kube::Client, name: &str) -> Vec<Job> {
+    let api: Api<Job> = Api::namespaced(client.clone(), NS);
+    api.list(&ListParams::default().labels(&format!("imagepush.dev/name={name}"))).await.unwrap().items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_push_becomes_ready_with_the_digest_and_is_idempotent() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[200_000, 3000], 1);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("app", "layouts", "app", &format!("{}/team/app:v1", registry.host()), json!({}))).await;
+    let ip = wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
+    let st = ip.status.clone().unwrap();
+    assert_eq!(st.digest.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(st.phase, Some(Phase::Succeeded));
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.tags[0].tag, "v1");
+    assert_eq!(st.blobs.as_ref().unwrap().uploaded, 3);
+    assert_eq!(condition(&ip, "Ready").unwrap().1, "Pushed");
+    assert!(condition(&ip, "Reconciling").is_none() && condition(&ip, "Stalled").is_none());
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
+    assert_eq!(jobs_of(&client, "app").await.len(), 1);
+
+    // A finished generation: a restarted controller reconciles it without writing anything.
+    cluster.kill_controller();
+    let before = cluster.requests().len();
+    cluster.start_controller(&[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let writes: Vec<_> = cluster.requests()[before..]
+        .iter()
+        .filter(|r| matches!(r["method"].as_str(), Some("POST") | Some("PATCH") | Some("PUT") | Some("DELETE")))
+        .filter(|r| !r["path"].as_str().unwrap_or_default().contains("/leases") && !r["path"].as_str().unwrap_or_default().contains("/events"))
+        .cloned()
+        .collect();
+    assert!(writes.is_empty(), "writes after restart: {writes:#?}");
+    assert_eq!(jobs_of(&client, "app").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_tags_platform_and_promotion_with_mounts_from_earlier_pushes() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let root = cluster.pvc_dir(NS, "layouts");
+    // Two tags in one layout.
+    let mut b = LayoutBuilder::new(&root.join("tags"));
+    let one = b.image(&common::ImageSpec::new(&[(1, 5000)], 1));
+    let two = b.image(&common::ImageSpec::new(&[(2, 5000)], 2));
+    b.tag(&one, "1.0");
+    b.tag(&two, "2.0");
+    b.write();
+    // A multi-platform index.
+    let (_mb, _index, images) =
+        multi_platform(&root.join("multi"), "v1", &[("linux", "amd64", None), ("linux", "arm64", None)], true, true, 3);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    create(&api, image_push("tags", "layouts", "tags", &format!("{host}/team/tags"), json!({}))).await;
+    create(&api, image_push("arm", "layouts", "multi", &format!("{host}/team/arm:v1"), json!({"platform": "linux/arm64"}))).await;
+
+    let tags = wait_for(&cluster, &api, "tags", TIMEOUT, "Ready", is_ready).await;
+    let names: Vec<_> = tags.status.as_ref().unwrap().tags.iter().map(|t| (t.tag.clone(), t.digest.clone())).collect();
+    assert_eq!(names, [("1.0".to_string(), one.digest.clone()), ("2.0".to_string(), two.digest.clone())]);
+    assert_eq!(registry.tags("team/tags").await, ["1.0", "2.0"]);
+
+    let arm = wait_for(&cluster, &api, "arm", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(arm.status.as_ref().unwrap().digest.as_deref(), Some(images[1].digest.as_str()));
+    assert_eq!(registry.manifest("team/arm", "v1").await.unwrap().2, images[1].digest);
+
+    // Promotion: the same layout to another repository, no mountFrom: the controller hands the
+    // worker what the finished "arm" push recorded, so every blob is mounted.
+    create(&api, image_push("arm-prod", "layouts", "multi", &format!("{host}/prod/arm:v1"), json!({"platform": "linux/arm64"}))).await;
+    let prod = wait_for(&cluster, &api, "arm-prod", TIMEOUT, "Ready", is_ready).await;
+    let st = prod.status.unwrap();
+    let totals = st.blobs.unwrap();
+    assert_eq!(totals.uploaded, 0, "{totals:?}");
+    assert_eq!(totals.bytes_uploaded, 0);
+    assert_eq!(totals.mounted as usize, st.mounts.len());
+    assert!(totals.mounted >= 2);
+    assert!(st.mounts.iter().all(|m| m.from == format!("{host}/team/arm")), "{:?}", st.mounts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
+    let registry = TestRegistry::start_with_htpasswd("alice", "right-password");
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[1000], 4);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    create(&secrets, json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "wrong", "namespace": NS},
+        "stringData": {"username": "alice", "password": "wrong-password"}
+    }))
+    .await;
+    cluster.start_controller(&["--allowed-host-path-root", "/var/lib/images"]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    create(&api, image_push("auth", "layouts", "app", &format!("{host}/team/app:v1"), json!({"credentialsSecret": {"name": "wrong"}}))).await;
+    create(&api, image_push("nolayout", "layouts", "missing", &format!("{host}/team/app:v2"), json!({}))).await;
+    create(&api, image_push("badref", "layouts", "app", "Registry/Upper:v1", json!({}))).await;
+    let mut host_path = image_push("host", "layouts", "app", &format!("{host}/team/app:v3"), json!({}));
+    host_path["spec"]["source"] = json!({"hostPath": {"path": "/etc", "nodeName": "sim-node"}});
+    create(&api, host_path).await;
+
+    let auth = wait_for(&cluster, &api, "auth", TIMEOUT, "Stalled", is_stalled).await;
+    assert_eq!(condition(&auth, "Stalled").unwrap().1, "AuthenticationFailed");
+    assert_eq!(condition(&auth, "Ready").unwrap(), ("False".into(), "AuthenticationFailed".into()));
+    assert!(condition(&auth, "Reconciling").is_none());
+    assert!(!serde_json::to_string(&auth).unwrap().contains("wrong-password"));
+    let nolayout = wait_for(&cluster, &api, "nolayout", TIMEOUT, "Stalled", is_stalled).await;
+    assert_eq!(condition(&nolayout, "Stalled").unwrap().1, "LayoutInvalid");
+    let badref = wait_for(&cluster, &api, "badref", TIMEOUT, "Stalled", is_stalled).await;
+    assert_eq!(condition(&badref, "Stalled").unwrap().1, "ReferenceInvalid");
+    let hp = wait_for(&cluster, &api, "host", TIMEOUT, "Stalled", is_stalled).await;
+    assert_eq!(condition(&hp, "Stalled").unwrap().1, "HostPathNotAllowed");
+    // Spec errors start no Job; permanent push failures ran exactly one.
+    assert!(jobs_of(&client, "badref").await.is_empty());
+    assert!(jobs_of(&client, "host").await.is_empty());
+    assert_eq!(jobs_of(&client, "auth").await.len(), 1);
+    assert_eq!(jobs_of(&client, "nolayout").await.len(), 1);
+    assert!(registry.tags("team/app").await.is_empty());
+    // No retry storm: a few seconds later nothing new was created.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(jobs_of(&client, "auth").await.len(), 1);
+    // Warning events with the reason.
+    let events = cluster.requests().iter().filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events")).count();
+    assert!(events >= 4, "events posted: {events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_change_pushes_again_and_delete_removes_the_job() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let root = cluster.pvc_dir(NS, "layouts");
+    let (_b1, first) = simple_image(&root.join("v1"), "v1", &[2000], 5);
+    let (_b2, second) = simple_image(&root.join("v2"), "v2", &[2000], 6);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    create(&api, image_push("app", "layouts", "v1", &format!("{host}/team/app:release"), json!({}))).await;
+    wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(registry.manifest("team/app", "release").await.unwrap().2, first.digest);
+
+    api.patch("app", &PatchParams::default(), &Patch::Merge(json!({"spec": {"source": {"persistentVolumeClaim": {"claimName": "layouts", "path": "v2"}}}})))
+        .await
+        .unwrap();
+    let ip = wait_for(&cluster, &api, "app", TIMEOUT, "Ready for generation 2", |ip| {
+        is_ready(ip) && ip.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(second.digest.as_str()));
+    assert_eq!(registry.manifest("team/app", "release").await.unwrap().2, second.digest);
+    assert_eq!(jobs_of(&client, "app").await.len(), 2, "one Job per generation");
+
+    api.delete("app", &DeleteParams::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !jobs_of(&client, "app").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "jobs not garbage-collected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_restart_mid_push_ends_in_one_job_and_one_success() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    // 120 blobs: the report must reach the controller intact (far more than 4 KiB).
+    let mut b = LayoutBuilder::new(&cluster.pvc_dir(NS, "layouts").join("big"));
+    let layers: Vec<(u64, usize)> = (0..119).map(|i| (1000 + i, 40_000)).collect();
+    let image = b.image(&common::ImageSpec::new(&layers, 9));
+    b.tag(&image, "v1");
+    b.write();
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("big", "layouts", "big", &format!("{}/team/big:v1", registry.host()), json!({"maxConcurrentUploads": 1}))).await;
+    wait_for(&cluster, &api, "big", TIMEOUT, "running", |ip| ip.status.as_ref().and_then(|s| s.job_name.clone()).is_some()).await;
+    cluster.kill_controller();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_controller(&[]);
+    let ip = wait_for(&cluster, &api, "big", TIMEOUT, "Ready", is_ready).await;
+    let st = ip.status.unwrap();
+    assert_eq!(st.digest.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(st.blob_digests.len(), 120);
+    assert_eq!(st.blobs.unwrap().uploaded, 120);
+    assert_eq!(jobs_of(&client, "big").await.len(), 1, "exactly one Job for the generation");
+    let pushed_events = cluster
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events"))
+        .count();
+    assert!(pushed_events >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_copied_onto_a_pvc_pushes_and_a_missing_claim_stalls() {
+    // A layout copied into a PVC directory works like one built there (the copy helper is what
+    // a user's build job does).
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "builds").await;
+    let src = tempfile::tempdir().unwrap();
+    let (_b, image) = simple_image(&src.path().join("l"), "v1", &[1234], 7);
+    copy_tree(&src.path().join("l"), &cluster.pvc_dir(NS, "builds").join("out/app"));
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("copied", "builds", "out/app", &format!("{}/team/copied:v1", registry.host()), json!({}))).await;
+    let ip = wait_for(&cluster, &api, "copied", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    // An ImagePush naming a claim that does not exist stalls without a Job.
+    create(&api, image_push("noclaim", "nope", "x", &format!("{}/team/x:v1", registry.host()), json!({}))).await;
+    let ip = wait_for(&cluster, &api, "noclaim", TIMEOUT, "Stalled", is_stalled).await;
+    assert_eq!(condition(&ip, "Stalled").unwrap().1, "PersistentVolumeClaimNotFound");
+    assert!(jobs_of(&client, "noclaim").await.is_empty());
+}
