@@ -271,3 +271,96 @@ async fn layout_copied_onto_a_pvc_pushes_and_a_missing_claim_stalls() {
     assert_eq!(condition(&ip, "Stalled").unwrap().1, "PersistentVolumeClaimNotFound");
     assert!(jobs_of(&client, "noclaim").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_push_shows_progress_and_metrics_count_it() {
+    let registry = TestRegistry::start();
+    let proxy = common::CountingProxy::start(registry.addr());
+    proxy.set_throttle(1_500_000);
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("slow"), "v1", &[1_500_000; 4], 8);
+    cluster.start_controller(&[]);
+    let (code, body) = cluster.controller_http("/healthz").await;
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("slow", "layouts", "slow", &format!("{}/team/slow:v1", proxy.host()), json!({"maxConcurrentUploads": 1}))).await;
+    // Watch the status while the push runs: progress moves between 0 and the total.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let ip = api.get("slow").await.unwrap();
+        if let Some(p) = ip.status.as_ref().and_then(|s| s.progress.clone())
+            && ip.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+        {
+            seen.push((p.bytes_done, p.bytes_total, p.summary.clone()));
+        }
+        if is_ready(&ip) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not Ready; progress seen {seen:?}\n{}", cluster.diagnostics());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let total: u64 = 6_000_000;
+    assert!(
+        seen.iter().any(|(done, t, _)| *done > 0 && *done < *t && *t >= total),
+        "no intermediate progress seen: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, _, s)| s.starts_with("blobs ")));
+    let ip = api.get("slow").await.unwrap();
+    assert_eq!(ip.status.as_ref().unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    // Progress writes are rate-bounded: far fewer status patches than progress lines.
+    let status_patches = cluster
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "PATCH" && r["path"].as_str().unwrap_or_default().ends_with("/imagepushes/slow/status"))
+        .count();
+    assert!(status_patches <= 30, "{status_patches} status patches");
+
+    let (code, metrics) = cluster.controller_http("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(metrics.contains("imagepush_pushes_total{result=\"succeeded\"} 1"), "{metrics}");
+    let bytes: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("imagepush_bytes_uploaded_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes >= total, "{metrics}");
+    assert!(metrics.contains("imagepush_reconciles_total"));
+    assert_eq!(cluster.controller_http("/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader() {
+    let registry = TestRegistry::start();
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    simple_image(&cluster.pvc_dir(NS, "layouts").join("a"), "v1", &[1000], 10);
+    let logs = [cluster.dir.path().join("c1.log"), cluster.dir.path().join("c2.log")];
+    let args = ["--leader-election", "--lease-namespace", NS];
+    let mut first = cluster.spawn_controller(&logs[0], common::free_port(), &args);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut second = cluster.spawn_controller(&logs[1], common::free_port(), &args);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("a", "layouts", "a", &format!("{}/team/a:v1", registry.host()), json!({}))).await;
+    wait_for(&cluster, &api, "a", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(jobs_of(&client, "a").await.len(), 1);
+    let log = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
+    let leaders = (0..2).filter(|i| log(*i).contains("leading")).count();
+    assert_eq!(leaders, 1, "one leader:\n{}\n---\n{}", log(0), log(1));
+    assert!(log(1).contains("waiting for leadership"), "{}", log(1));
+
+    // The leader dies; the standby takes over and pushes the next one.
+    let _ = first.kill();
+    let _ = first.wait();
+    create(&api, image_push("b", "layouts", "a", &format!("{}/team/b:v1", registry.host()), json!({}))).await;
+    wait_for(&cluster, &api, "b", Duration::from_secs(90), "Ready after failover", is_ready).await;
+    assert!(log(1).contains("leading"), "{}", log(1));
+    assert_eq!(jobs_of(&client, "b").await.len(), 1);
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -20,6 +20,8 @@ pub struct Cluster {
     double: Option<Child>,
     controller: Option<Child>,
     pub controller_log: PathBuf,
+    /// Port of the controller's /metrics, /healthz, /readyz.
+    pub metrics_port: u16,
     pub real: bool,
 }
 
@@ -40,6 +42,7 @@ impl Cluster {
                 dir,
                 double: None,
                 controller: None,
+                metrics_port: 0,
                 real: true,
             };
         }
@@ -81,6 +84,7 @@ impl Cluster {
             dir,
             double: Some(child),
             controller: None,
+            metrics_port: super::free_port(),
             real: false,
         }
     }
@@ -102,18 +106,39 @@ impl Cluster {
             return;
         }
         assert!(self.controller.is_none(), "controller already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.controller_log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_imagepush"))
+        let child = self.spawn_controller(&self.controller_log.clone(), self.metrics_port, extra);
+        self.controller = Some(child);
+    }
+
+    /// Starts another controller process (for leader election), logging to `log`; the caller
+    /// owns it.
+    pub fn spawn_controller(&self, log: &Path, metrics_port: u16, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_imagepush"))
             .args(["--log-level", "info,imagepush=debug", "controller", "--kubeconfig"])
             .arg(&self.kubeconfig)
-            .args(["--metrics-addr", "127.0.0.1:0", "--progress-interval", "1", "--worker-image", "imagepush:e2e"])
+            .args(["--progress-interval", "1", "--worker-image", "imagepush:e2e"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra)
             .env_remove("KUBECONFIG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start imagepush controller");
-        self.controller = Some(child);
+            .expect("start imagepush controller")
+    }
+
+    /// GET on the controller's metrics endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub async fn controller_http(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        for _ in 0..50 {
+            if let Ok(resp) = super::http_client().get(&url).send().await {
+                let status = resp.status().as_u16();
+                return (status, resp.text().await.unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{url} did not answer");
     }
 
     /// Kills the controller (SIGKILL, as a crash would).

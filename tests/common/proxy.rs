@@ -40,6 +40,8 @@ pub struct Stats {
 struct Shared {
     target: SocketAddr,
     stats: Stats,
+    /// Bytes per second towards the server; 0 = unlimited.
+    throttle: AtomicU64,
 }
 
 pub struct CountingProxy {
@@ -58,6 +60,7 @@ impl CountingProxy {
         let shared = Arc::new(Shared {
             target,
             stats: Stats::default(),
+            throttle: AtomicU64::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = shared.clone();
@@ -122,6 +125,12 @@ impl CountingProxy {
     }
 
     /// Zeroes the counters (connections already open keep being forwarded and counted).
+    /// Limits each connection's bytes towards the server to `bytes_per_second` (0: no limit),
+    /// to make a push last long enough to watch.
+    pub fn set_throttle(&self, bytes_per_second: u64) {
+        self.shared.throttle.store(bytes_per_second, Ordering::Relaxed);
+    }
+
     pub fn reset(&self) {
         self.shared.stats.to_server.store(0, Ordering::SeqCst);
         self.shared.stats.to_client.store(0, Ordering::SeqCst);
@@ -196,6 +205,10 @@ async fn pump(
         // (fault-injection hook point: decide per chunk, knowing conn, dir and offset)
         if to.write_all(&buf[..n]).await.is_err() {
             break;
+        }
+        let rate = shared.throttle.load(Ordering::Relaxed);
+        if dir == Direction::ToServer && rate > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64)).await;
         }
     }
     let _ = to.shutdown().await;
