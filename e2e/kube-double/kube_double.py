@@ -1311,6 +1311,45 @@ class Proc:
 
 SETPRIV = shutil.which("setpriv")
 
+# A helper process that outlives a SIGKILLed double for just long enough to kill every pod's
+# process group: it reads "+PGID"/"-PGID" lines and, at EOF (the double is gone), kills what is left.
+REAPER_SRC = r"""
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line[:1] == "+":
+        groups.add(int(line[1:]))
+    elif line[:1] == "-":
+        groups.discard(int(line[1:]))
+for g in groups:
+    try:
+        os.killpg(g, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Reaper:
+    def __init__(self):
+        self.lock = threading.Lock()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", REAPER_SRC], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True, text=True)
+        except OSError:
+            self.proc = None
+
+    def tell(self, line):
+        if self.proc is None:
+            return
+        with self.lock:
+            try:
+                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass
+
 
 class NodeSim:
     def __init__(self, store, registry, state_dir, binary_map, pod_env, backoff, nodes, strict_pvc):
@@ -1328,6 +1367,7 @@ class NodeSim:
         self.started = set()  # pod uids given a runner
         self.jobstate = {}  # job uid -> dict
         self.stopping = False
+        self.reaper = Reaper()
         store.listeners.append(self._on_event)
 
     # -- events from the store (called under the store lock: only enqueue) --
@@ -1690,6 +1730,7 @@ class NodeSim:
                                      env=env, cwd=cwd, process_group=0)
                 proc = Proc(p, ns, name, uid, job, argv)
                 self.procs[uid] = proc
+                self.reaper.tell(f"+{p.pid}")
         except OSError as e:
             logf.close()
             finished = now_str()
@@ -1717,8 +1758,14 @@ class NodeSim:
         self.event(pod, "Normal", "Started", f"Started container {c.get('name')}", "kubelet")
         rc = p.wait()
         finished = now_str()
+        # like a container runtime: when the main process exits, everything else in the container goes too
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
         with self.lock:
             self.procs.pop(uid, None)
+            self.reaper.tell(f"-{p.pid}")
         code = rc if rc >= 0 else 128 - rc
         log(f"pod {ns}/{name} pid {p.pid} exited {code} ({proc.killed_by or 'normally'})")
         if proc.killed_by == "deleted":

@@ -66,6 +66,12 @@ pub struct PushArgs {
     /// Do not verify the registry's TLS certificate.
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+    /// Retries of a request that failed transiently (network, 408, 429, 5xx).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Stop retrying a request this many seconds after its first try.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub retry_max_time: u64,
     /// Write a JSON push report to this file (also on failure).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -154,6 +160,11 @@ fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
             insecure_skip_tls_verify: args.insecure_skip_tls_verify,
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
+            retry: crate::registry::retry::RetryPolicy {
+                max_attempts: args.retries.saturating_add(1),
+                max_elapsed: Duration::from_secs(args.retry_max_time),
+                ..Default::default()
+            },
         },
         target,
     })

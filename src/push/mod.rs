@@ -77,7 +77,17 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
     }
     let candidates = sources::MountCandidates::new(target, &opts.mount_from, source_map);
 
-    let client = RegistryClient::new(target, opts.credential.clone(), &opts.connect)?;
+    let mut client = RegistryClient::new(target, opts.credential.clone(), &opts.connect)?;
+    let retry_progress = progress.clone();
+    client.set_retry_observer(Arc::new(move |n: crate::registry::retry::RetryNotice| {
+        retry_progress.event(Event::Retry {
+            what: n.what,
+            attempt: n.attempt,
+            max_attempts: n.max_attempts,
+            delay: n.delay,
+            error: n.error,
+        })
+    }));
     client.check_push_access(&target.repository).await?;
     progress.event(Event::Start {
         repository: target.repository_name(),

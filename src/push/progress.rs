@@ -22,6 +22,17 @@ pub enum Event {
     Tagged { tag: String, digest: Digest, size: u64 },
     /// The image was pushed by digest (no tag).
     PushedDigest { digest: Digest, size: u64 },
+    /// A request failed transiently and will be tried again.
+    Retry { what: String, attempt: u32, max_attempts: u32, delay: Duration, error: String },
+}
+
+/// `Retrying HEAD blob ... in 1.2s (attempt 2 of 6): <error>`
+pub fn retry_line(what: &str, attempt: u32, max_attempts: u32, delay: Duration, error: &str) -> String {
+    format!(
+        "Retrying {what} in {:.1}s (attempt {} of {max_attempts}): {error}",
+        delay.as_secs_f64(),
+        attempt + 1
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +101,9 @@ impl<W: Write + Send> Progress for Lines<W> {
             ),
             Event::Tagged { tag, digest, size } => format!("{tag}: digest: {digest} size: {size}"),
             Event::PushedDigest { digest, size } => format!("digest: {digest} size: {size}"),
+            Event::Retry { what, attempt, max_attempts, delay, error } => {
+                retry_line(&what, attempt, max_attempts, delay, &error)
+            }
         };
         let mut out = self.out.lock().unwrap();
         let _ = writeln!(out, "{line}");
@@ -165,6 +179,9 @@ impl Progress for Bars {
             }
             Event::PushedDigest { digest, size } => {
                 let _ = self.multi.println(format!("digest: {digest} size: {size}"));
+            }
+            Event::Retry { what, attempt, max_attempts, delay, error } => {
+                let _ = self.multi.println(retry_line(&what, attempt, max_attempts, delay, &error));
             }
         }
     }
@@ -266,6 +283,13 @@ impl<W: Write + Send> JsonLines<W> {
 
 impl<W: Write + Send> Progress for JsonLines<W> {
     fn event(&self, event: Event) {
+        if let Event::Retry { what, attempt, max_attempts, delay, error } = &event {
+            self.write(serde_json::json!({
+                "event": "retry", "what": what, "attempt": attempt, "maxAttempts": max_attempts,
+                "delayMs": delay.as_millis() as u64, "error": error,
+            }));
+            return;
+        }
         let line = {
             let mut s = self.state.lock().unwrap();
             if let Event::Blob { digest, size, state } = &event {

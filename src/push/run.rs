@@ -127,13 +127,6 @@ impl<'a> Runner<'a> {
     }
 
     async fn upload(&self, desc: &Descriptor, session: crate::registry::UploadSession) -> Result<(), Error> {
-        let (file, verifier) = match self.layout.open_blob(desc) {
-            Ok(opened) => opened,
-            Err(e) => {
-                self.client.cancel_upload(&self.target.repository, session).await;
-                return Err(e.into());
-            }
-        };
         let progress = self.progress.clone();
         let digest = desc.digest.clone();
         let size = desc.size;
@@ -145,8 +138,9 @@ impl<'a> Runner<'a> {
             })
         });
         on_progress(0);
+        let open = || self.layout.open_blob(desc);
         self.client
-            .upload(&self.target.repository, session, file, verifier, &desc.digest, desc.size, on_progress)
+            .upload(&self.target.repository, session, &open, &desc.digest, desc.size, on_progress)
             .await?;
         self.blob_event(desc, BlobState::Pushed);
         Ok(())

@@ -19,6 +19,8 @@ pub enum Error {
         status: u16,
         code: Option<String>,
         message: String,
+        /// The registry's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
     },
     /// The registry's certificate could not be verified (will not fix itself).
     #[error("{method} {url}: TLS certificate verification failed: {detail}")]
@@ -65,8 +67,17 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Network { .. } => true,
-            Error::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            // 499: the registry saw the client connection close mid-request (distribution, nginx).
+            Error::Status { status, .. } => matches!(*status, 408 | 429 | 499) || *status >= 500,
             _ => false,
+        }
+    }
+
+    /// How long the registry asked us to wait.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -134,5 +145,22 @@ pub(crate) fn from_response_body(
         status,
         code,
         message,
+        retry_after: None,
     }
+}
+
+/// Like `from_response_body`, reading the body and `Retry-After` from the response.
+pub(crate) async fn from_response(method: &'static str, url: &str, resp: reqwest::Response) -> Error {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|h| h.to_str().ok())
+        .and_then(super::retry::parse_retry_after);
+    let body = resp.bytes().await.unwrap_or_default();
+    let mut e = from_response_body(method, url, status, &body);
+    if let Error::Status { retry_after: r, .. } = &mut e {
+        *r = retry_after;
+    }
+    e
 }

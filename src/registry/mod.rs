@@ -8,6 +8,7 @@
 //! open files and verifiers.
 
 mod error;
+pub mod retry;
 mod token;
 mod upload;
 
@@ -44,6 +45,8 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Time allowed for a request that carries no blob (HEAD, manifests, tokens).
     pub request_timeout: Duration,
+    /// Retries of transient failures (network, 408, 429, 5xx), every request kind.
+    pub retry: retry::RetryPolicy,
 }
 
 impl Default for ConnectOptions {
@@ -54,6 +57,7 @@ impl Default for ConnectOptions {
             insecure_skip_tls_verify: false,
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
+            retry: retry::RetryPolicy::default(),
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct RegistryClient {
     challenge: OnceCell<Challenge>,
     tokens: token::TokenCache,
     request_timeout: Duration,
+    retry: retry::RetryPolicy,
+    observer: Option<retry::RetryObserver>,
 }
 
 impl RegistryClient {
@@ -151,7 +157,22 @@ impl RegistryClient {
             challenge: OnceCell::new(),
             tokens: token::TokenCache::default(),
             request_timeout: opts.request_timeout,
+            retry: opts.retry.clone(),
+            observer: None,
         })
+    }
+
+    /// Who hears about retries (the push's progress output).
+    pub fn set_retry_observer(&mut self, observer: retry::RetryObserver) {
+        self.observer = Some(observer);
+    }
+
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        retry::retrying(&self.retry, self.observer.as_ref(), what, op).await
     }
 
     /// The registry's name as the user wrote it.
@@ -162,6 +183,10 @@ impl RegistryClient {
     /// `GET /v2/`: learns how the registry authenticates, and checks that our credentials
     /// can push to `repository`, so a wrong password fails before anything is read or sent.
     pub async fn check_push_access(&self, repository: &str) -> Result<(), Error> {
+        self.retrying("GET /v2/", || self.check_push_access_once(repository)).await
+    }
+
+    async fn check_push_access_once(&self, repository: &str) -> Result<(), Error> {
         match self.challenge().await? {
             Challenge::None => Ok(()),
             Challenge::Basic => {
@@ -307,6 +332,7 @@ impl RegistryClient {
                 status: code,
                 code: None,
                 message: message.chars().take(300).collect(),
+                retry_after: None,
             },
             E::RegistryError { envelope, url } => {
                 let first = envelope.errors.first();
@@ -320,6 +346,7 @@ impl RegistryClient {
                     status: 400,
                     code,
                     message: first.map(|e| e.message.clone()).unwrap_or_default(),
+                    retry_after: None,
                 }
             }
             E::RequestError(re) => match re.status().map(|s| s.as_u16()) {
@@ -330,6 +357,7 @@ impl RegistryClient {
                     status: s,
                     code: None,
                     message: String::new(),
+                    retry_after: None,
                 },
                 None => error::network(method, url, re),
             },
@@ -344,11 +372,14 @@ impl RegistryClient {
     pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
         let reference = oci_client::Reference::with_digest(self.registry.clone(), repository.to_string(), digest.to_string());
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
-        self.oci_for(repository, RegistryOperation::Pull)
-            .await?
-            .blob_exists(&reference, &digest.to_string())
-            .await
-            .map_err(|e| self.from_oci("HEAD", &url, e))
+        self.retrying(&format!("HEAD blob {digest}"), || async {
+            self.oci_for(repository, RegistryOperation::Pull)
+                .await?
+                .blob_exists(&reference, &digest.to_string())
+                .await
+                .map_err(|e| self.from_oci("HEAD", &url, e))
+        })
+        .await
     }
 
     /// Push scope on the target repository, pull scope on any other.
@@ -364,16 +395,19 @@ impl RegistryClient {
     pub async fn manifest_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
         let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
         let scopes = [push_scope(repository)];
-        let resp = self
-            .send_with_auth("HEAD", &url, &scopes, |c| {
-                c.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-            })
-            .await?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(true),
-            404 => Ok(false),
-            s => Err(error::from_response_body("HEAD", &url, s, &[])),
-        }
+        self.retrying(&format!("HEAD manifest {digest}"), || async {
+            let resp = self
+                .send_with_auth("HEAD", &url, &scopes, |c| {
+                    c.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(true),
+                404 => Ok(false),
+                _ => Err(error::from_response("HEAD", &url, resp).await),
+            }
+        })
+        .await
     }
 
     /// `PUT /v2/<repository>/manifests/<tag or digest>` with the layout's bytes, unchanged
@@ -394,12 +428,15 @@ impl RegistryClient {
             url: url.clone(),
             reason: format!("media type {media_type:?} is not a valid header value"),
         })?;
-        self.oci_for(&target.repository, RegistryOperation::Push)
-            .await?
-            .push_manifest_raw(&reference, bytes.to_vec(), content_type)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.from_oci("PUT", &url, e))
+        self.retrying(&format!("PUT manifest {url}"), || async {
+            self.oci_for(&target.repository, RegistryOperation::Push)
+                .await?
+                .push_manifest_raw(&reference, bytes.to_vec(), content_type.clone())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.from_oci("PUT", &url, e))
+        })
+        .await
     }
 
     /// Sends a request built by `build` with authorization; on a 401 with bearer tokens,

@@ -166,3 +166,205 @@ async fn identity_token_is_used_as_refresh_token() {
     assert_eq!(form["service"], "fake");
     assert_eq!(form["scope"], "repository:team/app:pull,push");
 }
+
+/// A registry that answers `/v2/` with 200 and the first `failures` other requests with
+/// `status` (and `Retry-After: 1` when asked), then 404; counts requests.
+async fn flaky_registry(failures: usize, status: &'static str, retry_after: bool) -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(Mutex::new(0usize));
+    let c2 = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let count = c2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let reply = if path == "/v2/" {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_string()
+                } else {
+                    let n = {
+                        let mut c = count.lock().unwrap();
+                        *c += 1;
+                        *c
+                    };
+                    if n <= failures {
+                        let extra = if retry_after { "Retry-After: 1\r\n" } else { "" };
+                        format!("HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    }
+                };
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn flaky_client(addr: &str, attempts: u32) -> (RegistryClient, Arc<Mutex<Vec<retry::RetryNotice>>>) {
+    let target = Target::parse(&format!("{addr}/team/app:v1")).unwrap();
+    let opts = ConnectOptions {
+        plain_http: true,
+        retry: retry::RetryPolicy {
+            max_attempts: attempts,
+            base_delay: std::time::Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut c = RegistryClient::new(&target, Credential::Anonymous, &opts).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    c.set_retry_observer(Arc::new(move |n| s2.lock().unwrap().push(n)));
+    (c, seen)
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_with_backoff_and_retry_after() {
+    let digest = crate::digest::Digest::sha256(b"layer");
+    // 503 twice, then the answer.
+    let (addr, count) = flaky_registry(2, "503 Service Unavailable", false).await;
+    let (c, seen) = flaky_client(&addr, 4);
+    assert!(!c.manifest_exists("team/app", &digest).await.unwrap());
+    assert_eq!(*count.lock().unwrap(), 3);
+    assert_eq!(seen.lock().unwrap().iter().map(|n| n.attempt).collect::<Vec<_>>(), [1, 2]);
+    // 429 with Retry-After: 1 is honoured.
+    let (addr, count) = flaky_registry(1, "429 Too Many Requests", true).await;
+    let (c, seen) = flaky_client(&addr, 4);
+    let started = std::time::Instant::now();
+    assert!(!c.manifest_exists("team/app", &digest).await.unwrap());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(950), "{:?}", started.elapsed());
+    assert_eq!(*count.lock().unwrap(), 2);
+    assert_eq!(seen.lock().unwrap()[0].delay, std::time::Duration::from_secs(1));
+    // Bounded: a registry that keeps failing gives up after max_attempts with the error.
+    let (addr, count) = flaky_registry(100, "502 Bad Gateway", false).await;
+    let (c, _) = flaky_client(&addr, 3);
+    let e = c.manifest_exists("team/app", &digest).await.unwrap_err();
+    assert!(e.is_transient() && e.to_string().contains("502"), "{e}");
+    assert_eq!(*count.lock().unwrap(), 3);
+    // Permanent statuses are not retried.
+    let (addr, count) = flaky_registry(100, "400 Bad Request", false).await;
+    let (c, seen) = flaky_client(&addr, 5);
+    assert!(c.manifest_exists("team/app", &digest).await.is_err());
+    assert_eq!(*count.lock().unwrap(), 1);
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+/// A registry that keeps partial upload data, as the distribution spec allows: the first
+/// PATCH is cut after `cut` bytes; GET on the session answers `Range: 0-<received-1>`; the
+/// next PATCH must continue at that offset (`Content-Range`); PUT checks the digest.
+async fn resumable_registry(cut: usize) -> (String, Arc<Mutex<(Vec<u8>, Vec<String>)>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // (received bytes, request log)
+    let state = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let s2 = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let state = s2.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 65536];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+                            .map(|l| l[name.len() + 1..].trim().to_string())
+                    };
+                    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let method = line.split(' ').next().unwrap_or_default().to_string();
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                    state.lock().unwrap().1.push(format!("{method} {} {}", path.split('?').next().unwrap_or(""), header("content-range").unwrap_or_default()));
+                    let mut body = buf[split..].to_vec();
+                    let first_patch = method == "PATCH" && state.lock().unwrap().0.is_empty();
+                    while body.len() < length {
+                        if first_patch && body.len() >= cut {
+                            state.lock().unwrap().0.extend_from_slice(&body[..cut]);
+                            return; // drop the connection mid-request
+                        }
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        body.extend_from_slice(&chunk[..n]);
+                    }
+                    let reply = match (method.as_str(), path.as_str()) {
+                        ("GET", "/v2/") => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_string(),
+                        ("POST", _) => "HTTP/1.1 202 Accepted\r\nLocation: /v2/team/app/blobs/uploads/s1\r\nContent-Length: 0\r\n\r\n".to_string(),
+                        ("GET", _) => {
+                            let n = state.lock().unwrap().0.len();
+                            format!("HTTP/1.1 204 No Content\r\nRange: 0-{}\r\nLocation: /v2/team/app/blobs/uploads/s1\r\nContent-Length: 0\r\n\r\n", n.max(1) - 1)
+                        }
+                        ("PATCH", _) => {
+                            let mut st = state.lock().unwrap();
+                            let offset = st.0.len();
+                            let ok = header("content-range").is_some_and(|r| r.starts_with(&format!("{offset}-")));
+                            if !ok {
+                                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n".to_string()
+                            } else {
+                                st.0.extend_from_slice(&body);
+                                "HTTP/1.1 202 Accepted\r\nLocation: /v2/team/app/blobs/uploads/s1\r\nContent-Length: 0\r\n\r\n".to_string()
+                            }
+                        }
+                        ("PUT", p) => {
+                            let got = crate::digest::Digest::sha256(&state.lock().unwrap().0).to_string();
+                            if p.contains(&got.replace(':', "%3A")) {
+                                "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".to_string()
+                            } else {
+                                "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_string()
+                            }
+                        }
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    };
+                    if sock.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, state)
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_resumes_from_the_registrys_range() {
+    let size = 3 * 1024 * 1024 + 17;
+    let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &bytes).unwrap();
+    let desc = crate::oci::Descriptor {
+        media_type: "application/octet-stream".into(),
+        digest: crate::digest::Digest::sha256(&bytes),
+        size: size as u64,
+        annotations: Default::default(),
+        platform: None,
+        urls: vec![],
+        artifact_type: None,
+    };
+    let (addr, state) = resumable_registry(1024 * 1024).await;
+    let (c, seen) = flaky_client(&addr, 4);
+    let session = c.start_upload("team/app").await.unwrap();
+    let open = || Ok((std::fs::File::open(&path).unwrap(), crate::layout::BlobVerifier::new(&desc)));
+    c.upload("team/app", session, &open, &desc.digest, desc.size, Arc::new(|_| {})).await.unwrap();
+    let (received, log) = state.lock().unwrap().clone();
+    assert_eq!(received, bytes, "the registry holds exactly the blob");
+    assert!(log.iter().any(|l| l.starts_with("GET /v2/team/app/blobs/uploads/s1")), "{log:#?}");
+    assert!(log.iter().any(|l| l == &format!("PATCH /v2/team/app/blobs/uploads/s1 {}-{}", 1024 * 1024, size - 1)), "{log:#?}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "one retry");
+}

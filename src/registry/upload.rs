@@ -3,6 +3,7 @@
 //! source, a streamed body verified against its digest before the registry commits it).
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::stream;
@@ -53,17 +54,18 @@ impl RegistryClient {
             })
     }
 
-    /// `POST /v2/<repository>/blobs/uploads/?mount=<digest>&from=<source>`.
+    /// `POST /v2/<repository>/blobs/uploads/?mount=<digest>&from=<source>`, retried on
+    /// transient failures.
     ///
     /// The token asks for pull on `source` as well as push on `repository`. When the token
     /// service refuses that scope, the mount is tried with the target's scope alone, where the
     /// registry answers 202 and the blob is uploaded instead.
-    pub async fn mount(
-        &self,
-        repository: &str,
-        digest: &Digest,
-        source: &str,
-    ) -> Result<MountOutcome, Error> {
+    pub async fn mount(&self, repository: &str, digest: &Digest, source: &str) -> Result<MountOutcome, Error> {
+        self.retrying(&format!("mount {digest} from {source}"), || self.mount_once(repository, digest, source))
+            .await
+    }
+
+    async fn mount_once(&self, repository: &str, digest: &Digest, source: &str) -> Result<MountOutcome, Error> {
         let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
         let digest_text = digest.to_string();
         let query = [("mount", digest_text.as_str()), ("from", source)];
@@ -88,28 +90,23 @@ impl RegistryClient {
             202 => Ok(MountOutcome::Started(UploadSession {
                 location: self.resolve_location(&url, &resp)?,
             })),
-            s => {
-                let body = resp.bytes().await.unwrap_or_default();
-                Err(error::from_response_body("POST", &url, s, &body))
-            }
+            _ => Err(error::from_response("POST", &url, resp).await),
         }
     }
 
     /// `POST /v2/<repository>/blobs/uploads/`: opens an upload session.
     pub async fn start_upload(&self, repository: &str) -> Result<UploadSession, Error> {
-        let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
-        let resp = self
-            .send_with_auth("POST", &url, &[push_scope(repository)], |c| c.post(&url))
-            .await?;
-        match resp.status().as_u16() {
-            202 => Ok(UploadSession {
-                location: self.resolve_location(&url, &resp)?,
-            }),
-            s => {
-                let body = resp.bytes().await.unwrap_or_default();
-                Err(error::from_response_body("POST", &url, s, &body))
+        self.retrying("POST upload", || async {
+            let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
+            let resp = self
+                .send_with_auth("POST", &url, &[push_scope(repository)], |c| c.post(&url))
+                .await?;
+            match resp.status().as_u16() {
+                202 => Ok(UploadSession { location: self.resolve_location(&url, &resp)? }),
+                _ => Err(error::from_response("POST", &url, resp).await),
             }
-        }
+        })
+        .await
     }
 
     /// `DELETE` on an upload session we will not use (best effort).
@@ -120,55 +117,107 @@ impl RegistryClient {
             .await;
     }
 
-    /// Streams `file` into `session` with one `PATCH`, then commits it with
-    /// `PUT ?digest=`. Every byte goes through `verifier`; a blob whose size or digest is
-    /// wrong fails before its last chunk is sent, so the registry never commits it.
-    /// `progress` is called with the bytes sent so far.
+    /// `GET` on an upload session: how many bytes the registry holds (its `Range`), and the
+    /// location to continue at. `None` when the session is gone.
+    async fn upload_status(&self, repository: &str, location: &str) -> Result<Option<(String, u64)>, Error> {
+        let resp = self
+            .send_with_auth("GET", location, &[push_scope(repository)], |c| c.get(location))
+            .await?;
+        match resp.status().as_u16() {
+            204 | 200 => {
+                let received = resp
+                    .headers()
+                    .get(reqwest::header::RANGE)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|r| r.trim().trim_start_matches("bytes=").split_once('-').map(|(_, end)| end.to_string()))
+                    .and_then(|end| end.parse::<u64>().ok())
+                    .map(|end| end + 1)
+                    .unwrap_or(0);
+                let next = self.resolve_location(location, &resp).unwrap_or_else(|_| location.to_string());
+                Ok(Some((next, received)))
+            }
+            404 => Ok(None),
+            _ => Err(error::from_response("GET", location, resp).await),
+        }
+    }
+
+    /// Streams the blob into `session` and commits it with `PUT ?digest=`.
+    ///
+    /// Every byte goes through the verifier; a blob whose size or digest is wrong fails before
+    /// its last chunk is sent, so the registry never commits it. When the connection breaks
+    /// or the registry fails transiently mid-upload, the upload **resumes** from the offset the
+    /// registry reports (`GET` on the session, `Range`), re-sending nothing it already has;
+    /// when the session is gone, a fresh one starts. An expired token is renewed on the way.
+    /// `open` opens the blob afresh for each try; `progress` gets the bytes sent so far.
     #[allow(clippy::too_many_arguments)]
     pub async fn upload(
         &self,
         repository: &str,
         session: UploadSession,
-        file: std::fs::File,
-        verifier: BlobVerifier,
+        open: &(dyn Fn() -> Result<(std::fs::File, BlobVerifier), crate::layout::Error> + Sync),
         digest: &Digest,
         size: u64,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<(), Error> {
         let scopes = [push_scope(repository)];
-        let failure: Arc<Mutex<Option<crate::layout::Error>>> = Arc::default();
         let mut location = session.location;
-        if size > 0 {
-            let body = verified_body(file, verifier, size, failure.clone(), progress);
-            let req = self
-                .authorize(
-                    self.http
-                        .patch(&location)
-                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                        .header(reqwest::header::CONTENT_LENGTH, size)
-                        .body(body),
-                    &scopes,
-                )
-                .await?;
-            let sent = req.send().await;
-            let content_failure = failure.lock().unwrap().take();
-            if let Some(e) = content_failure {
-                // Nothing was committed; tell the registry to drop what it received.
-                self.cancel_upload(repository, UploadSession { location }).await;
-                return Err(Error::Content(e));
+        let mut offset: u64 = 0;
+        let mut attempt = 1;
+        let started = Instant::now();
+        loop {
+            let (file, mut verifier) = match open() {
+                Ok(opened) => opened,
+                Err(e) => {
+                    self.cancel_upload(repository, UploadSession { location }).await;
+                    return Err(Error::Content(e));
+                }
+            };
+            let result = if size == 0 {
+                verifier.finish().map(|_| location.clone()).map_err(Error::Content)
+            } else {
+                match skip_verified(file, &mut verifier, offset) {
+                    Ok(file) => self.patch(repository, &location, file, verifier, offset, size, progress.clone()).await,
+                    Err(e) => Err(Error::Content(e)),
+                }
+            };
+            let failure = match result {
+                Ok(next) => {
+                    location = next;
+                    break;
+                }
+                Err(Error::Content(e)) => {
+                    // Nothing was committed; tell the registry to drop what it received.
+                    self.cancel_upload(repository, UploadSession { location }).await;
+                    return Err(Error::Content(e));
+                }
+                Err(e) if (e.is_transient() || e.is_unauthorized()) && self.retry.allows(attempt, started) => e,
+                Err(e) => return Err(e),
+            };
+            if failure.is_unauthorized() {
+                // A token that expired during a long upload: renew it (once per try).
+                self.tokens.invalidate(&scopes).await;
             }
-            let resp = sent.map_err(|e| error::network("PATCH", &location, e))?;
-            match resp.status().as_u16() {
-                202 | 204 => location = self.resolve_location(&location, &resp)?,
-                401 | 403 => return Err(self.unauthorized(Some(scopes.join(" ")), resp.status().as_u16())),
-                s => {
-                    let body = resp.bytes().await.unwrap_or_default();
-                    return Err(error::from_response_body("PATCH", &location, s, &body));
+            let delay = self.retry.delay(attempt, failure.retry_after());
+            super::retry::notify(self.observer.as_ref(), &format!("upload {digest} at byte {offset}"), attempt, &self.retry, delay, &failure);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            match self.upload_status(repository, &location).await {
+                Ok(Some((next, received))) if received <= size => {
+                    tracing::info!(%digest, received, size, "resuming the upload where the registry left it");
+                    location = next;
+                    offset = received;
+                }
+                other => {
+                    let why = match other {
+                        Ok(Some((_, received))) => format!("the registry reports {received} bytes of {size}"),
+                        Ok(None) => "the registry no longer knows the session".into(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::info!(%digest, why, "cannot resume; starting a new upload");
+                    location = self.start_upload(repository).await?.location;
+                    offset = 0;
                 }
             }
-        } else if let Err(e) = verifier.finish() {
-            self.cancel_upload(repository, UploadSession { location }).await;
-            return Err(Error::Content(e));
         }
         let mut commit = url::Url::parse(&location).map_err(|e| Error::InvalidResponse {
             url: location.clone(),
@@ -176,19 +225,82 @@ impl RegistryClient {
         })?;
         commit.query_pairs_mut().append_pair("digest", &digest.to_string());
         let commit = commit.to_string();
-        let resp = self
-            .send_with_auth("PUT", &commit, &scopes, |c| {
-                c.put(&commit).header(reqwest::header::CONTENT_LENGTH, 0)
+        let committed = self
+            .retrying(&format!("commit {digest}"), || async {
+                let resp = self
+                    .send_with_auth("PUT", &commit, &scopes, |c| c.put(&commit).header(reqwest::header::CONTENT_LENGTH, 0))
+                    .await?;
+                match resp.status().as_u16() {
+                    201 | 204 => Ok(()),
+                    _ => Err(error::from_response("PUT", &commit, resp).await),
+                }
             })
-            .await?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(()),
-            s => {
-                let body = resp.bytes().await.unwrap_or_default();
-                Err(error::from_response_body("PUT", &commit, s, &body))
-            }
+            .await;
+        match committed {
+            Ok(()) => Ok(()),
+            // A commit whose answer got lost may have happened: the registry is the judge.
+            Err(e) if e.is_transient() && self.blob_exists(repository, digest).await.unwrap_or(false) => Ok(()),
+            Err(e) => Err(e),
         }
     }
+
+    /// One `PATCH` carrying bytes `offset..size`; returns the next location.
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(
+        &self,
+        repository: &str,
+        location: &str,
+        file: std::fs::File,
+        verifier: BlobVerifier,
+        offset: u64,
+        size: u64,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<String, Error> {
+        let scopes = [push_scope(repository)];
+        let failure: Arc<Mutex<Option<crate::layout::Error>>> = Arc::default();
+        let body = verified_body(file, verifier, offset, size, failure.clone(), progress);
+        let mut req = self
+            .http
+            .patch(location)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size - offset);
+        if offset > 0 {
+            req = req.header(reqwest::header::CONTENT_RANGE, format!("{offset}-{}", size - 1));
+        }
+        let req = self.authorize(req.body(body), &scopes).await?;
+        let sent = req.send().await;
+        let content_failure = failure.lock().unwrap().take();
+        if let Some(e) = content_failure {
+            return Err(Error::Content(e));
+        }
+        let resp = sent.map_err(|e| error::network("PATCH", location, e))?;
+        match resp.status().as_u16() {
+            202 | 204 => self.resolve_location(location, &resp),
+            401 | 403 => Err(self.unauthorized(Some(scopes.join(" ")), resp.status().as_u16())),
+            _ => Err(error::from_response("PATCH", location, resp).await),
+        }
+    }
+}
+
+/// Feeds the first `offset` bytes of the blob (which the registry already has) to the
+/// verifier, so the digest still covers the whole blob, and leaves the file there.
+fn skip_verified(mut file: std::fs::File, verifier: &mut BlobVerifier, offset: u64) -> Result<std::fs::File, crate::layout::Error> {
+    use std::io::Read;
+    let mut left = offset;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = file.read(&mut buf[..want]).map_err(|e| crate::layout::Error::Io {
+            path: std::path::PathBuf::from(format!("blob being resumed at byte {offset}")),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        verifier.update(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(file)
 }
 
 struct BodyState {
@@ -205,6 +317,7 @@ struct BodyState {
 fn verified_body(
     file: std::fs::File,
     verifier: BlobVerifier,
+    offset: u64,
     size: u64,
     failure: Arc<Mutex<Option<crate::layout::Error>>>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
@@ -213,7 +326,7 @@ fn verified_body(
         file: tokio::fs::File::from_std(file),
         verifier: Some(verifier),
         size,
-        sent: 0,
+        sent: offset,
         failure,
         progress,
     };

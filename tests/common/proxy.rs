@@ -42,6 +42,10 @@ struct Shared {
     stats: Stats,
     /// Bytes per second towards the server; 0 = unlimited.
     throttle: AtomicU64,
+    /// Cut the first connection that has sent this many bytes towards the server (0: never);
+    /// cleared when it fires.
+    cut_after: AtomicU64,
+    cuts: AtomicU64,
 }
 
 pub struct CountingProxy {
@@ -61,6 +65,8 @@ impl CountingProxy {
             target,
             stats: Stats::default(),
             throttle: AtomicU64::new(0),
+            cut_after: AtomicU64::new(0),
+            cuts: AtomicU64::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = shared.clone();
@@ -125,6 +131,16 @@ impl CountingProxy {
     }
 
     /// Zeroes the counters (connections already open keep being forwarded and counted).
+    /// Cuts the next connection that sends `bytes` towards the server, mid-stream, once.
+    pub fn cut_after(&self, bytes: u64) {
+        self.shared.cut_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// How many connections were cut.
+    pub fn cuts(&self) -> u64 {
+        self.shared.cuts.load(Ordering::SeqCst)
+    }
+
     /// Limits each connection's bytes towards the server to `bytes_per_second` (0: no limit),
     /// to make a push last long enough to watch.
     pub fn set_throttle(&self, bytes_per_second: u64) {
@@ -200,8 +216,21 @@ async fn pump(
             Ok(n) => n,
         };
         // Counted before forwarding, so the count never lags behind what the peer has seen.
-        counter.fetch_add(n as u64, Ordering::SeqCst);
         _offset += n as u64;
+        let cut = shared.cut_after.load(Ordering::SeqCst);
+        if dir == Direction::ToServer
+            && cut > 0
+            && _offset >= cut
+            && shared.cut_after.compare_exchange(cut, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            // Forward only up to the cut, then drop the connection mid-request.
+            let keep = n - (_offset - cut) as usize;
+            counter.fetch_add(keep as u64, Ordering::SeqCst);
+            let _ = to.write_all(&buf[..keep]).await;
+            shared.cuts.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        counter.fetch_add(n as u64, Ordering::SeqCst);
         // (fault-injection hook point: decide per chunk, knowing conn, dir and offset)
         if to.write_all(&buf[..n]).await.is_err() {
             break;
