@@ -1,8 +1,6 @@
 //! The operator's test bed: the Kubernetes API test double with its node simulator
 //! (`e2e/kube-double/kube_double.py`), the real `imagepush controller` binary connected to
-//! it through a kubeconfig, and a kube client for the test itself. With
-//! `IMAGEPUSH_E2E_KUBECONFIG` set, `Cluster::start` uses that cluster instead and starts
-//! nothing (the controller must be installed there).
+//! it through a kubeconfig, and a kube client for the test itself.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,7 +20,6 @@ pub struct Cluster {
     pub controller_log: PathBuf,
     /// Port of the controller's /metrics, /healthz, /readyz.
     pub metrics_port: u16,
-    pub real: bool,
 }
 
 fn repo_root() -> PathBuf {
@@ -34,18 +31,6 @@ impl Cluster {
     pub fn start() -> Cluster {
         super::ensure_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        if let Ok(kc) = std::env::var("IMAGEPUSH_E2E_KUBECONFIG") {
-            return Cluster {
-                kubeconfig: PathBuf::from(kc),
-                api_url: String::new(),
-                controller_log: dir.path().join("controller.log"),
-                dir,
-                double: None,
-                controller: None,
-                metrics_port: 0,
-                real: true,
-            };
-        }
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
         let mut child = Command::new("python3")
@@ -85,7 +70,6 @@ impl Cluster {
             double: Some(child),
             controller: None,
             metrics_port: super::free_port(),
-            real: false,
         }
     }
 
@@ -102,9 +86,6 @@ impl Cluster {
 
     /// Starts `imagepush controller` against the double, with `extra` arguments.
     pub fn start_controller(&mut self, extra: &[&str]) {
-        if self.real {
-            return;
-        }
         assert!(self.controller.is_none(), "controller already running");
         let child = self.spawn_controller(&self.controller_log.clone(), self.metrics_port, extra);
         self.controller = Some(child);
