@@ -364,3 +364,57 @@ async fn two_replicas_elect_one_leader() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_conflicts_and_errors_on_status_writes_and_a_killed_worker_still_end_ready_once() {
+    let registry = TestRegistry::start();
+    let proxy = common::CountingProxy::start(registry.addr());
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[1_000_000; 3], 12);
+    // The API answers status writes with conflicts and server errors for a while.
+    cluster.set_faults(json!([
+        {"method": "PATCH", "pathRegex": "/imagepushes/[^/]+/status$", "status": 409, "times": 2},
+        {"method": "PATCH", "pathRegex": "/imagepushes/[^/]+/status$", "status": 500, "times": 2}
+    ]));
+    // Slow enough that the worker can be killed mid-push.
+    proxy.set_throttle(1_000_000);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("app", "layouts", "app", &format!("{}/team/app:v1", proxy.host()), json!({"maxConcurrentUploads": 1}))).await;
+
+    // Kill the worker process once it runs (as a node losing the pod would).
+    let http = common::http_client();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let killed = loop {
+        let procs: serde_json::Value = http.get(format!("{}/_sim/processes", cluster.api_url)).send().await.unwrap().json().await.unwrap();
+        let running = procs.as_array().and_then(|a| a.first().cloned()).or_else(|| procs["processes"].as_array().and_then(|a| a.first().cloned()));
+        if let Some(p) = running {
+            let (ns, pod) = (p["namespace"].as_str().unwrap_or(NS).to_string(), p["pod"].as_str().or(p["name"].as_str()).unwrap_or_default().to_string());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let r = http.post(format!("{}/_sim/kill?namespace={ns}&pod={pod}", cluster.api_url)).send().await.unwrap();
+            break r.status().is_success();
+        }
+        assert!(std::time::Instant::now() < deadline, "worker never ran\n{}", cluster.diagnostics());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(killed);
+    proxy.set_throttle(0);
+    let ip = wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(ip.status.as_ref().unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
+    assert_eq!(jobs_of(&client, "app").await.len(), 1, "the Job retried its pod; no second Job");
+    // Ready was reported once: a single Pushed event (and one PushStarted).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let reasons: Vec<String> = events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    assert_eq!(reasons.iter().filter(|r| *r == "Pushed").count(), 1, "{reasons:?}");
+    assert_eq!(reasons.iter().filter(|r| *r == "PushStarted").count(), 1, "{reasons:?}");
+    let failed_status_writes = cluster
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "PATCH" && r["path"].as_str().unwrap_or_default().ends_with("/status") && r["status"].as_u64().unwrap_or(0) >= 400)
+        .count();
+    assert_eq!(failed_status_writes, 4, "the injected faults were hit");
+}

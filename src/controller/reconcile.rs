@@ -242,8 +242,10 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         st.progress = None;
         st.message = None;
         status::mark_reconciling(&mut st, reasons::PROGRESSING, &format!("pushing to {} (job {job_name})", ip.spec.target), generation);
-        write_status(&ctx, &ip, &old, &st).await?;
+        // The event first: if the status write fails, the next reconcile finds the Job and
+        // does not start (or announce) it again.
         publish(&ctx, &ip, false, "PushStarted", "Push", format!("worker job {job_name} pushes to {}", ip.spec.target)).await;
+        write_status(&ctx, &ip, &old, &st).await?;
         return Ok(Action::requeue(ctx.config.progress_interval));
     };
     let job_name = job.name_any();
