@@ -110,7 +110,9 @@ impl<'a> Runner<'a> {
                 Ok(MountOutcome::Started(session)) => {
                     self.client.cancel_upload(repo, session).await;
                 }
-                Err(e) if e.is_unauthorized() => return Err(e.into()),
+                // A registry that checks pull access on the mount source refuses the mount
+                // when our token lacks it; like docker, upload instead (a real credential
+                // problem shows on the upload itself).
                 Err(e) => {
                     tracing::warn!(digest = %desc.digest, source, error = %e, "mount failed; trying the next candidate");
                 }

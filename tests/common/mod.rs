@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod layout;
 pub mod proxy;
 pub mod registry;
+pub mod token_registry;
 
 pub use cli::{Run, blob_outcomes, imagepush, imagepush_with_stdin, report};
 pub use layout::{Desc, ImageSpec, LayoutBuilder, multi_platform, simple_image};
