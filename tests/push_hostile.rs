@@ -90,3 +90,23 @@ async fn hostile_index_and_manifest_content() {
     assert!(run.stderr.contains("not a valid tag"), "{}", run.stderr);
     assert!(registry.tags("hostile/app").await.is_empty());
 }
+
+#[tokio::test]
+async fn layout_root_keeps_symlinks_inside_the_volume() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let outside = dir.path().join("outside");
+    simple_image(&outside, "v1", &[100], 7);
+    std::os::unix::fs::symlink(&outside, volume.join("app")).unwrap();
+    let target = format!("{}/hostile/app:v1", registry.host());
+    let run = imagepush(&["push", "--plain-http", "--layout-root", volume.to_str().unwrap(), volume.join("app").to_str().unwrap(), &target]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("outside") && run.stderr.contains("--layout-root"), "{}", run.stderr);
+    assert!(registry.tags("hostile/app").await.is_empty());
+    // The same layout inside the volume pushes.
+    let inside = volume.join("real");
+    simple_image(&inside, "v1", &[100], 7);
+    imagepush(&["push", "--plain-http", "--layout-root", volume.to_str().unwrap(), inside.to_str().unwrap(), &target]).ok();
+}

@@ -24,6 +24,10 @@ pub struct PushArgs {
     /// The layout entry to push: a tag (org.opencontainers.image.ref.name) or a digest.
     #[arg(long = "ref", value_name = "REF")]
     pub reference: Option<String>,
+    /// Refuse a LAYOUT that, with symlinks resolved, is not inside this directory (the
+    /// operator's workers pass their volume's mount point, so a path cannot escape it).
+    #[arg(long, value_name = "DIR")]
+    pub layout_root: Option<PathBuf>,
     /// Push only this platform's manifest of an index (`os/arch[/variant]`).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
@@ -135,7 +139,31 @@ fn parse_platform(value: &Option<String>) -> Result<Option<Platform>, Error> {
     value.as_deref().map(|p| p.parse::<Platform>()).transpose().map_err(Error::from)
 }
 
+/// `layout`, with symlinks resolved, must lie inside `root`.
+fn check_layout_root(layout: &Path, root: &Path) -> Result<(), Error> {
+    let invalid = |reason: String| Error::InvalidOption { option: "--layout-root", reason };
+    let root_real = std::fs::canonicalize(root).map_err(|e| invalid(format!("{}: {e}", root.display())))?;
+    let layout_real = match std::fs::canonicalize(layout) {
+        Ok(p) => p,
+        // A missing layout is the layout reader's to report.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(invalid(format!("layout {}: {e}", layout.display()))),
+    };
+    if !layout_real.starts_with(&root_real) {
+        return Err(invalid(format!(
+            "the layout {} resolves to {}, outside {}",
+            layout.display(),
+            layout_real.display(),
+            root_real.display()
+        )));
+    }
+    Ok(())
+}
+
 fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
+    if let Some(root) = &args.layout_root {
+        check_layout_root(&args.layout, root)?;
+    }
     let credential = credential(args, &target.registry)?;
     let known_sources = match args.known_sources.as_deref().map(str::trim) {
         None | Some("") => Default::default(),

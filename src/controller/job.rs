@@ -127,6 +127,9 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
         "json".into(),
         "--termination-message".into(),
         "/dev/termination-log".into(),
+        // Symlinks in the volume must not lead the worker out of it.
+        "--layout-root".into(),
+        LAYOUT_MOUNT.into(),
     ];
     if let Some(secret) = &spec.credentials_secret {
         volumes.push(Volume {
