@@ -152,6 +152,11 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Result<Credential, Err
     credential_from_config_bytes(path, &bytes, registry)
 }
 
+/// Like `from_docker_config`, from the file's bytes (`path` only names it in errors).
+pub fn from_docker_config_bytes(path: &Path, bytes: &[u8], registry: &str) -> Result<Credential, Error> {
+    credential_from_config_bytes(path, bytes, registry)
+}
+
 /// A mounted Kubernetes Secret directory: key `.dockerconfigjson` (type
 /// `kubernetes.io/dockerconfigjson`), `.dockercfg` (`kubernetes.io/dockercfg`), or `username` and
 /// `password` (`kubernetes.io/basic-auth`; one trailing newline is stripped from each, and the
