@@ -1,0 +1,1 @@
+{{- define "semantics.word" -}}from-b{{- end }}

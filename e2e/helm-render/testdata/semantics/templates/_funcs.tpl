@@ -1,0 +1,1 @@
+{{- define "semantics.funcs" -}}{{ dict "x" 1 | toJson }}{{- end }}
