@@ -123,6 +123,7 @@ pub struct HostPathSource {
 /// A reference to an object in the same namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct LocalObjectReference {
+    /// Name of the object in the ImagePush's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
@@ -150,8 +151,10 @@ pub struct Connection {
     "message": "set exactly one of secretName and configMapName"
 }]))]
 pub struct CaSource {
+    /// A Secret in this namespace holding the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// A ConfigMap in this namespace holding the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_name: Option<String>,
     /// The key holding the PEM bundle (default `ca.crt`).
@@ -175,8 +178,10 @@ pub struct ImagePushStatus {
     /// Digest of the pushed manifest or index (the first, when all tags were pushed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Size in bytes of that manifest or index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Media type of that manifest or index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     /// Every pushed tag.
@@ -198,8 +203,10 @@ pub struct ImagePushStatus {
     /// Progress of a running push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressStatus>,
+    /// When the worker Job of this generation was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the push of this generation finished successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
     /// The worker Job of the current generation.
@@ -224,8 +231,11 @@ pub enum Phase {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagStatus {
+    /// The tag in the target repository.
     pub tag: String,
+    /// Digest the tag now points at.
     pub digest: String,
+    /// Size in bytes of that manifest or index.
     pub size: u64,
 }
 
@@ -236,6 +246,7 @@ pub struct IndexFallbackStatus {
     pub original_index: String,
     /// The manifest pushed instead.
     pub selected_manifest: String,
+    /// Platform (`os/arch[/variant]`) of the manifest pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
 }
@@ -243,15 +254,20 @@ pub struct IndexFallbackStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlobTotals {
+    /// Blobs uploaded from the layout.
     pub uploaded: u64,
+    /// Blobs mounted from another repository of the registry (no bytes sent).
     pub mounted: u64,
+    /// Blobs the target repository already had.
     pub existed: u64,
+    /// Bytes uploaded.
     pub bytes_uploaded: u64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MountStatus {
+    /// The blob mounted.
     pub digest: String,
     /// `registry/repository` the blob was mounted from.
     pub from: String,
@@ -260,9 +276,13 @@ pub struct MountStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressStatus {
+    /// Bytes of blobs handled so far (uploaded, mounted or found).
     pub bytes_done: u64,
+    /// Bytes of all blobs of the push.
     pub bytes_total: u64,
+    /// Blobs handled so far.
     pub blobs_done: u64,
+    /// Blobs of the push.
     pub blobs_total: u64,
     /// `blobs 3/8, 120.0/512.0 MiB` for `kubectl get -o wide`.
     pub summary: String,

@@ -794,14 +794,16 @@ fn wait_tls_ready(child: &mut Child, port: u16) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn tls_untrusted_certificate_exits_5_and_pushes_nothing() {
+async fn tls_untrusted_certificate_exits_2_without_retrying_and_pushes_nothing() {
     let reg = TlsRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let (layout, _) = make_layout(dir.path(), 20);
     let report = dir.path().join("report.json");
     let target = format!("{}/tls/untrusted:v1", reg.host());
-    let run = imagepush(&["push", "--report", s(&report), s(&layout), &target]);
-    run.expect_code(5);
+    let run = imagepush(&["push", "--progress", "plain", "--report", s(&report), s(&layout), &target]);
+    // A certificate that does not verify is a setting to fix: bad input, never retried.
+    run.expect_code(2);
+    assert!(!run.stdout.contains("Retrying"), "{}", run.stdout);
     let err = run.stderr.to_lowercase();
     assert!(
         err.contains("certificate") || err.contains("tls"),
@@ -810,7 +812,9 @@ async fn tls_untrusted_certificate_exits_5_and_pushes_nothing() {
     );
     assert!(run.stderr.contains(&reg.host()), "stderr should name the host: {}", run.stderr);
     let e = report_error(&report);
-    assert_eq!(e["exitCode"], 5, "{e:#}");
+    assert_eq!(e["exitCode"], 2, "{e:#}");
+    assert_eq!(e["reason"], "TLSVerificationFailed", "{e:#}");
+    assert_eq!(e["transient"], false, "{e:#}");
     assert!(reg.tags("tls/untrusted").await.is_empty());
     assert!(reg.manifest_digest("tls/untrusted", "v1").await.is_none());
 }

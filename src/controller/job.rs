@@ -235,6 +235,8 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
         },
         spec: Some(JobSpec {
             backoff_limit: Some(BACKOFF_LIMIT),
+            // Finished Jobs (and their logs) stay a day for people to look at.
+            ttl_seconds_after_finished: Some(86_400),
             active_deadline_seconds: Some(timeout.as_secs() as i64),
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![

@@ -139,8 +139,27 @@ async fn publish(ctx: &Context, ip: &ImagePush, warning: bool, reason: &str, act
 }
 
 /// Stalls with `reason`; publishes a Warning event only when the reason or message changed.
-async fn stall(ctx: &Context, ip: &ImagePush, old: &ImagePushStatus, mut st: ImagePushStatus, reason: &str, message: &str, generation: i64) -> Result<(), Error> {
-    status::mark_stalled(&mut st, reason, message, generation);
+async fn stall(ctx: &Context, ip: &ImagePush, old: &ImagePushStatus, st: ImagePushStatus, reason: &str, message: &str, generation: i64) -> Result<(), Error> {
+    stall_with(ctx, ip, old, st, reason, message, generation, status::mark_stalled).await
+}
+
+/// Like `stall`, for something that may appear later: the generation stays unfinished.
+async fn wait_for_dependency(ctx: &Context, ip: &ImagePush, old: &ImagePushStatus, st: ImagePushStatus, reason: &str, message: &str, generation: i64) -> Result<(), Error> {
+    stall_with(ctx, ip, old, st, reason, message, generation, status::mark_waiting).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stall_with(
+    ctx: &Context,
+    ip: &ImagePush,
+    old: &ImagePushStatus,
+    mut st: ImagePushStatus,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    mark: fn(&mut ImagePushStatus, &str, &str, i64),
+) -> Result<(), Error> {
+    mark(&mut st, reason, message, generation);
     let before = status::condition(old, status::STALLED).map(|c| (c.reason.clone(), c.message.clone()));
     if write_status(ctx, ip, old, &st).await? && before != Some((reason.to_string(), st.message.clone().unwrap_or_default())) {
         publish(ctx, ip, true, reason, "Push", message.to_string()).await;
@@ -177,7 +196,7 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         if pvcs.get_metadata_opt(&pvc.claim_name).await?.is_none() {
             let msg = format!("PersistentVolumeClaim {:?} does not exist in namespace {ns}", pvc.claim_name);
-            stall(&ctx, &ip, &old, st, reasons::PVC_NOT_FOUND, &msg, generation).await?;
+            wait_for_dependency(&ctx, &ip, &old, st, reasons::PVC_NOT_FOUND, &msg, generation).await?;
             // Not a spec error: the claim may appear; look again now and then, no storm.
             return Ok(Action::requeue(Duration::from_secs(120)));
         }
@@ -185,10 +204,18 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
     if let Some(secret) = &ip.spec.credentials_secret {
         // Metadata only: the controller never reads credentials.
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        if secrets.get_metadata_opt(&secret.name).await?.is_none() {
-            let msg = format!("credentials Secret {:?} does not exist in namespace {ns}", secret.name);
-            stall(&ctx, &ip, &old, st, reasons::SECRET_NOT_FOUND, &msg, generation).await?;
-            return Ok(Action::requeue(Duration::from_secs(120)));
+        match secrets.get_metadata_opt(&secret.name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let msg = format!("credentials Secret {:?} does not exist in namespace {ns}", secret.name);
+                wait_for_dependency(&ctx, &ip, &old, st, reasons::SECRET_NOT_FOUND, &msg, generation).await?;
+                return Ok(Action::requeue(Duration::from_secs(120)));
+            }
+            // Not allowed to look (the chart's rbac.checkSecrets=false): the worker finds out.
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                tracing::debug!(secret = %secret.name, "no permission to check the Secret; the worker will");
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 
@@ -312,9 +339,10 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
                 (None, r) => (reasons::WORKER_FAILED.to_string(), format!("worker job {job_name} failed ({r}) without a report")),
             };
             if attempt >= MAX_ATTEMPTS {
-                let msg = format!("{message} (gave up after {attempt} attempts)");
-                ctx.metrics.push_failures.get_or_create(&super::metrics::ReasonLabel { reason: reason.clone() }).inc();
-                stall(&ctx, &ip, &old, st, &reason, &msg, generation).await?;
+                let msg = format!("gave up after {attempt} attempts: {reason}: {message}");
+                let reason = reasons::RETRIES_EXHAUSTED;
+                ctx.metrics.push_failures.get_or_create(&super::metrics::ReasonLabel { reason: reason.into() }).inc();
+                stall(&ctx, &ip, &old, st, reason, &msg, generation).await?;
                 return Ok(Action::await_change());
             }
             let wait = retry_backoff(attempt);

@@ -79,6 +79,15 @@ pub fn mark_stalled(status: &mut ImagePushStatus, reason: &str, message: &str, g
     status.progress = None;
 }
 
+/// Stalled on something outside the spec that may appear (a claim, a Secret): Stalled True,
+/// phase Pending, and the generation is *not* marked finished, so it is checked again.
+pub fn mark_waiting(status: &mut ImagePushStatus, reason: &str, message: &str, generation: i64) {
+    let finished_before = status.observed_generation.filter(|g| *g != generation);
+    mark_stalled(status, reason, message, generation);
+    status.phase = Some(crate::crd::Phase::Pending);
+    status.observed_generation = finished_before;
+}
+
 /// `blobs 3/8, 120.0/512.0 MiB`
 pub fn progress_status(p: &ProgressLine) -> ProgressStatus {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -183,6 +192,17 @@ mod tests {
         assert_eq!(s.blob_digests.len(), 3);
         assert_eq!(s.tags[0].tag, "v1");
         assert_eq!(s.progress.as_ref().unwrap().summary, "blobs 3/3, 0.0/0.0 MiB");
+    }
+
+    #[test]
+    fn waiting_for_a_dependency_leaves_the_generation_unfinished() {
+        let mut s = ImagePushStatus { observed_generation: Some(1), ..Default::default() };
+        mark_waiting(&mut s, reasons::PVC_NOT_FOUND, "no claim", 2);
+        assert_eq!(s.phase, Some(crate::crd::Phase::Pending));
+        assert_eq!(s.observed_generation, Some(1), "generation 2 is not finished");
+        assert_eq!(condition(&s, STALLED).unwrap().reason, reasons::PVC_NOT_FOUND);
+        mark_waiting(&mut s, reasons::PVC_NOT_FOUND, "no claim", 1);
+        assert_eq!(s.observed_generation, None);
     }
 
     #[test]

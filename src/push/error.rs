@@ -125,6 +125,9 @@ impl Error {
             Registry(crate::registry::Error::Unauthorized { .. }) => ErrorClass::Authentication,
             Registry(crate::registry::Error::Content(_)) => ErrorClass::BadInput,
             Registry(crate::registry::Error::CaFile { .. }) => ErrorClass::BadInput,
+            // A certificate that does not verify is a connection setting to fix, not a fault
+            // that passes: exit 2 so workers are not retried.
+            Registry(crate::registry::Error::Tls { .. }) => ErrorClass::BadInput,
             Registry(_) => ErrorClass::Registry,
             Io { .. } => ErrorClass::Internal,
         }
