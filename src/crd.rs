@@ -288,6 +288,26 @@ pub struct ProgressStatus {
     pub summary: String,
 }
 
+impl ImagePushSpec {
+    /// A spec pushing the layout at `path` on claim `claim` to `target`, nothing else set.
+    pub fn from_claim(claim: &str, path: Option<&str>, target: &str) -> ImagePushSpec {
+        ImagePushSpec {
+            source: Source {
+                persistent_volume_claim: Some(PvcSource { claim_name: claim.into(), path: path.map(str::to_string) }),
+                host_path: None,
+                reference: None,
+            },
+            target: target.into(),
+            platform: None,
+            credentials_secret: None,
+            mount_from: vec![],
+            connection: None,
+            max_concurrent_uploads: None,
+            timeout: None,
+        }
+    }
+}
+
 /// The CRD as YAML, as `imagepush crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;

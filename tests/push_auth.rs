@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use common::{Run, TestRegistry, imagepush, imagepush_with_stdin, simple_image};
+use common::{Run, TestRegistry, imagepush, imagepush_env, imagepush_with_stdin, simple_image};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "Correct-Horse-71";
@@ -86,38 +85,6 @@ fn auth_entry(user: &str, password: &str) -> serde_json::Value {
     serde_json::json!({ "auth": b64(&format!("{user}:{password}")) })
 }
 
-/// Like `common::imagepush_with_stdin`, but with extra environment variables (HOME defaults to
-/// an empty directory, DOCKER_CONFIG and IMAGEPUSH_LOG are removed unless set in `envs`), and
-/// a child that exits without reading its standard input is not an error.
-fn imagepush_env(args: &[&str], envs: &[(&str, &OsStr)], stdin: Option<&str>) -> Run {
-    let empty_home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagepush"));
-    cmd.args(args)
-        .env_remove("DOCKER_CONFIG")
-        .env("HOME", empty_home.path())
-        .env_remove("IMAGEPUSH_LOG")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("run imagepush");
-    if let Some(input) = stdin {
-        // A process that exits before reading (a usage error) closes the pipe: not our failure.
-        match child.stdin.take().unwrap().write_all(input.as_bytes()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => panic!("write imagepush stdin: {e}"),
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn report_error(path: &Path) -> serde_json::Value {
     let r = common::report(path);

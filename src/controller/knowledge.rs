@@ -47,25 +47,12 @@ pub fn sources_for<'a>(target: &Target, namespace: &str, pushes: impl IntoIterat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ImagePushSpec, ImagePushStatus, PvcSource, Source};
+    use crate::crd::{ImagePushSpec, ImagePushStatus};
 
     fn pushed(ns: &str, target: &str, phase: Phase, blobs: &[&str]) -> ImagePush {
         let mut ip = ImagePush::new(
             "x",
-            ImagePushSpec {
-                source: Source {
-                    persistent_volume_claim: Some(PvcSource { claim_name: "c".into(), path: None }),
-                    host_path: None,
-                    reference: None,
-                },
-                target: target.into(),
-                platform: None,
-                credentials_secret: None,
-                mount_from: vec![],
-                connection: None,
-                max_concurrent_uploads: None,
-                timeout: None,
-            },
+            ImagePushSpec::from_claim("c", None, target),
         );
         ip.metadata.namespace = Some(ns.into());
         ip.status = Some(ImagePushStatus {

@@ -125,23 +125,10 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{HostPathSource, PvcSource, Source};
+    use crate::crd::HostPathSource;
 
     fn spec() -> ImagePushSpec {
-        ImagePushSpec {
-            source: Source {
-                persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: Some("app".into()) }),
-                host_path: None,
-                reference: None,
-            },
-            target: "registry.example.com/team/app:v1".into(),
-            platform: None,
-            credentials_secret: None,
-            mount_from: vec![],
-            connection: None,
-            max_concurrent_uploads: None,
-            timeout: None,
-        }
+        ImagePushSpec::from_claim("layouts", Some("app"), "registry.example.com/team/app:v1")
     }
 
     #[test]

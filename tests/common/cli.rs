@@ -31,6 +31,13 @@ pub fn imagepush(args: &[&str]) -> Run {
 
 /// `imagepush <args>` with `stdin` piped in (for --password-stdin).
 pub fn imagepush_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
+    imagepush_env(args, &[], stdin)
+}
+
+/// `imagepush <args>` with extra environment variables. HOME is an empty directory and
+/// DOCKER_CONFIG and IMAGEPUSH_LOG are removed unless `envs` sets them; a child that exits
+/// without reading its standard input is not an error.
+pub fn imagepush_env(args: &[&str], envs: &[(&str, &std::ffi::OsStr)], stdin: Option<&str>) -> Run {
     let empty_home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagepush"));
     cmd.args(args)
@@ -40,6 +47,9 @@ pub fn imagepush_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("run imagepush");
     if let Some(input) = stdin {
         // The binary may exit before reading (usage errors): a broken pipe is not a failure.

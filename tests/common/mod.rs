@@ -9,7 +9,7 @@ pub mod proxy;
 pub mod registry;
 pub mod token_registry;
 
-pub use cli::{Run, blob_outcomes, imagepush, imagepush_with_stdin, report};
+pub use cli::{Run, blob_outcomes, imagepush, imagepush_env, imagepush_with_stdin, report};
 pub use layout::{Desc, ImageSpec, LayoutBuilder, multi_platform, simple_image};
 pub use proxy::CountingProxy;
 pub use registry::TestRegistry;
