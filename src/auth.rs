@@ -257,8 +257,8 @@ fn credential_from_config_bytes(
     };
 
     let hosts = registry_hosts(registry);
-    if modern {
-        if let Some(helpers) = config.get("credHelpers") {
+    if modern
+        && let Some(helpers) = config.get("credHelpers") {
             let Value::Object(helpers) = helpers else {
                 return Err(invalid("\"credHelpers\" is not a JSON object".to_owned()));
             };
@@ -275,7 +275,6 @@ fn credential_from_config_bytes(
                 }
             }
         }
-    }
 
     let entry = find_entry(auths, registry, &hosts);
     let credential = match entry {
@@ -400,11 +399,10 @@ fn find_entry<'m>(
     if let Some(found) = map.get_key_value(registry) {
         return Some(found);
     }
-    if hosts.iter().any(|h| h == "docker.io") {
-        if let Some(found) = map.get_key_value(DOCKER_HUB_KEY) {
+    if hosts.iter().any(|h| h == "docker.io")
+        && let Some(found) = map.get_key_value(DOCKER_HUB_KEY) {
             return Some(found);
         }
-    }
     map.iter().find(|(key, _)| {
         let host = key_host(key);
         hosts.iter().any(|h| h.eq_ignore_ascii_case(host))

@@ -82,7 +82,7 @@ pub async fn run(args: ControllerArgs) -> i32 {
         allowed_host_path_roots: args.allowed_host_path_roots,
         progress_interval: Duration::from_secs(args.progress_interval.max(1)),
         metrics_addr: args.metrics_addr,
-        leader_election: args.leader_election.then(|| LeaderElection {
+        leader_election: args.leader_election.then_some(LeaderElection {
             namespace: args.lease_namespace,
             lease_name: args.lease_name,
             identity,

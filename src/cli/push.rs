@@ -300,11 +300,10 @@ pub async fn run(args: PushArgs) -> i32 {
         Err((_, _, error)) => {
             eprintln!("error: {error}");
             let code = error.class().exit_code();
-            if let Some(path) = &args.report {
-                if let Err(e) = write_report(path, &report) {
+            if let Some(path) = &args.report
+                && let Err(e) = write_report(path, &report) {
                     eprintln!("error: cannot write the report {}: {e}", path.display());
                 }
-            }
             code
         }
     }

@@ -307,13 +307,13 @@ impl RegistryClient {
                 self.oci
                     .auth(&reference, &RegistryAuth::Bearer(token), op)
                     .await
-                    .map_err(|e| self.from_oci("AUTH", &self.base, e))?;
+                    .map_err(|e| self.oci_error("AUTH", &self.base, e))?;
             }
         }
         Ok(&self.oci)
     }
 
-    fn from_oci(&self, method: &'static str, url: &str, e: oci_client::errors::OciDistributionError) -> Error {
+    fn oci_error(&self, method: &'static str, url: &str, e: oci_client::errors::OciDistributionError) -> Error {
         use oci_client::errors::OciDistributionError as E;
         match e {
             E::UnauthorizedError { .. } => self.unauthorized(None, 401),
@@ -377,7 +377,7 @@ impl RegistryClient {
                 .await?
                 .blob_exists(&reference, &digest.to_string())
                 .await
-                .map_err(|e| self.from_oci("HEAD", &url, e))
+                .map_err(|e| self.oci_error("HEAD", &url, e))
         })
         .await
     }
@@ -434,7 +434,7 @@ impl RegistryClient {
                 .push_manifest_raw(&reference, bytes.to_vec(), content_type.clone())
                 .await
                 .map(|_| ())
-                .map_err(|e| self.from_oci("PUT", &url, e))
+                .map_err(|e| self.oci_error("PUT", &url, e))
         })
         .await
     }

@@ -411,11 +411,10 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("docker-registry exited with {status}"));
         }
-        if let Some(code) = raw_get_status(addr, "/v2/") {
-            if code == 200 || code == 401 {
+        if let Some(code) = raw_get_status(addr, "/v2/")
+            && (code == 200 || code == 401) {
                 return Ok(());
             }
-        }
         if Instant::now() >= deadline {
             return Err(format!("no 200/401 from GET /v2/ on {addr} within {START_TIMEOUT:?}"));
         }
