@@ -41,3 +41,26 @@ async fn an_upload_cut_mid_blob_is_retried_and_lands_byte_identical() {
     assert!(run.stderr.contains("starting a new upload"), "{}", run.stderr);
     assert_eq!(report(&report_path)["totals"]["uploaded"], 2);
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_abandoned_and_retried() {
+    let registry = TestRegistry::start();
+    let proxy = CountingProxy::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let (b, image) = simple_image(&layout, "v1", &[4 * MIB as usize], 22);
+    let layer = b.children(&image).1[0].clone();
+    // The connection stops moving 1 MiB in, without closing.
+    proxy.stall_after(MIB);
+    let started = std::time::Instant::now();
+    let run = imagepush(&[
+        "push", "--plain-http", "--progress", "plain", "--max-concurrent-uploads", "1", "--stall-timeout", "2",
+        layout.to_str().unwrap(), &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    run.ok();
+    assert_eq!(proxy.cuts(), 1, "the stall fired");
+    assert!(run.stdout.contains("stalled"), "{}", run.stdout);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+    assert_eq!(registry.blob("team/app", &layer.digest).await.unwrap(), b.read_blob(&layer.digest));
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
+}

@@ -76,6 +76,9 @@ pub struct PushArgs {
     /// Stop retrying a request this many seconds after its first try.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub retry_max_time: u64,
+    /// Abandon (and retry) an upload whose data stops moving for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub stall_timeout: u64,
     /// Write a JSON push report to this file (also on failure).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -193,6 +196,7 @@ fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
                 max_elapsed: Duration::from_secs(args.retry_max_time),
                 ..Default::default()
             },
+            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         },
         target,
     })

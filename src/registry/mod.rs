@@ -47,6 +47,8 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// Retries of transient failures (network, 408, 429, 5xx), every request kind.
     pub retry: retry::RetryPolicy,
+    /// An upload whose body does not move for this long is abandoned and retried.
+    pub stall_timeout: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -58,6 +60,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
             retry: retry::RetryPolicy::default(),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -84,6 +87,7 @@ pub struct RegistryClient {
     request_timeout: Duration,
     retry: retry::RetryPolicy,
     observer: Option<retry::RetryObserver>,
+    stall_timeout: Duration,
 }
 
 impl RegistryClient {
@@ -159,6 +163,7 @@ impl RegistryClient {
             request_timeout: opts.request_timeout,
             retry: opts.retry.clone(),
             observer: None,
+            stall_timeout: opts.stall_timeout,
         })
     }
 

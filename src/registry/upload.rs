@@ -3,7 +3,7 @@
 //! source, a streamed body verified against its digest before the registry commits it).
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::stream;
@@ -258,6 +258,14 @@ impl RegistryClient {
     ) -> Result<String, Error> {
         let scopes = [push_scope(repository)];
         let failure: Arc<Mutex<Option<crate::layout::Error>>> = Arc::default();
+        // The watchdog: a body that stops moving for `stall_timeout` is abandoned (and retried),
+        // since nothing else bounds a streamed request.
+        let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let moved_by_body = moved.clone();
+        let progress: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |done| {
+            moved_by_body.store(done, std::sync::atomic::Ordering::Relaxed);
+            progress(done)
+        });
         let body = verified_body(file, verifier, offset, size, failure.clone(), progress);
         let mut req = self
             .http
@@ -268,7 +276,29 @@ impl RegistryClient {
             req = req.header(reqwest::header::CONTENT_RANGE, format!("{offset}-{}", size - 1));
         }
         let req = self.authorize(req.body(body), &scopes).await?;
-        let sent = req.send().await;
+        let stall_timeout = self.stall_timeout;
+        let watchdog = async {
+            let mut last = (moved.load(std::sync::atomic::Ordering::Relaxed), Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(250).min(stall_timeout)).await;
+                let now = moved.load(std::sync::atomic::Ordering::Relaxed);
+                if now != last.0 {
+                    last = (now, Instant::now());
+                } else if last.1.elapsed() >= stall_timeout {
+                    return now;
+                }
+            }
+        };
+        let sent = tokio::select! {
+            sent = req.send() => sent,
+            at = watchdog => {
+                return Err(Error::Network {
+                    method: "PATCH",
+                    url: location.to_string(),
+                    detail: format!("the upload stalled at byte {at} for {}s", stall_timeout.as_secs()),
+                });
+            }
+        };
         let content_failure = failure.lock().unwrap().take();
         if let Some(e) = content_failure {
             return Err(Error::Content(e));

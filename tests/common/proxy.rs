@@ -46,6 +46,9 @@ struct Shared {
     /// cleared when it fires.
     cut_after: AtomicU64,
     cuts: AtomicU64,
+    /// Stop forwarding (but keep the connection open) on the first connection that has sent
+    /// this many bytes towards the server (0: never); cleared when it fires.
+    stall_after: AtomicU64,
 }
 
 pub struct CountingProxy {
@@ -67,6 +70,7 @@ impl CountingProxy {
             throttle: AtomicU64::new(0),
             cut_after: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
+            stall_after: AtomicU64::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = shared.clone();
@@ -136,7 +140,12 @@ impl CountingProxy {
         self.shared.cut_after.store(bytes, Ordering::SeqCst);
     }
 
-    /// How many connections were cut.
+    /// Stalls the next connection that sends `bytes` towards the server, once.
+    pub fn stall_after(&self, bytes: u64) {
+        self.shared.stall_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// How many connections were cut or stalled.
     pub fn cuts(&self) -> u64 {
         self.shared.cuts.load(Ordering::SeqCst)
     }
@@ -229,6 +238,18 @@ async fn pump(
             let _ = to.write_all(&buf[..keep]).await;
             shared.cuts.fetch_add(1, Ordering::SeqCst);
             return;
+        }
+        let stall = shared.stall_after.load(Ordering::SeqCst);
+        if dir == Direction::ToServer
+            && stall > 0
+            && _offset >= stall
+            && shared.stall_after.compare_exchange(stall, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            // Hold the connection open and forward nothing more, as a hung peer would.
+            shared.cuts.fetch_add(1, Ordering::SeqCst);
+            let _keep = (from, to);
+            let never: std::convert::Infallible = std::future::pending().await;
+            match never {}
         }
         counter.fetch_add(n as u64, Ordering::SeqCst);
         // (fault-injection hook point: decide per chunk, knowing conn, dir and offset)
