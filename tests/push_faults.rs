@@ -64,3 +64,31 @@ async fn a_stalled_upload_is_abandoned_and_retried() {
     assert_eq!(registry.blob("team/app", &layer.digest).await.unwrap(), b.read_blob(&layer.digest));
     assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
 }
+
+#[tokio::test]
+async fn random_connection_cuts_with_a_fixed_seed_still_push_byte_identical() {
+    let registry = TestRegistry::start();
+    let proxy = CountingProxy::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let (b, image) = simple_image(&layout, "v1", &[3 * MIB as usize, 2 * MIB as usize, MIB as usize, 100_000], 23);
+    let image_bytes: u64 = b.blob_digests(&image).iter().map(|d| b.read_blob(d).len() as u64).sum();
+    // Chunks are up to 64 KiB: about one cut per 2 MiB, four at most.
+    proxy.random_cuts(42, 30_000, 4);
+    let report_path = dir.path().join("r.json");
+    let run = imagepush(&[
+        "push", "--plain-http", "--progress", "plain", "--retries", "8", "--report", report_path.to_str().unwrap(),
+        layout.to_str().unwrap(), &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    run.ok();
+    let cuts = proxy.cuts();
+    assert!(cuts >= 1, "faults were injected");
+    for d in b.blob_digests(&image) {
+        assert_eq!(registry.blob("team/app", &d).await.unwrap(), b.read_blob(&d), "{d}");
+    }
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
+    // Each cut costs at most a re-send of the blob it hit (distribution cannot resume).
+    let sent = proxy.bytes_to_server();
+    assert!(sent < image_bytes + cuts * 3 * MIB + MIB, "sent {sent} for {image_bytes} with {cuts} cuts");
+    eprintln!("random faults: {cuts} cuts, {sent} bytes sent for a {image_bytes}-byte image");
+}

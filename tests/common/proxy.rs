@@ -49,6 +49,11 @@ struct Shared {
     /// Stop forwarding (but keep the connection open) on the first connection that has sent
     /// this many bytes towards the server (0: never); cleared when it fires.
     stall_after: AtomicU64,
+    /// Random mode: xorshift state (0: off), the chance in a million per forwarded chunk
+    /// towards the server that the connection is cut, and how many cuts are left.
+    random_state: std::sync::Mutex<u64>,
+    random_per_million: AtomicU64,
+    random_cuts_left: AtomicU64,
 }
 
 pub struct CountingProxy {
@@ -71,6 +76,9 @@ impl CountingProxy {
             cut_after: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
             stall_after: AtomicU64::new(0),
+            random_state: std::sync::Mutex::new(0),
+            random_per_million: AtomicU64::new(0),
+            random_cuts_left: AtomicU64::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = shared.clone();
@@ -138,6 +146,15 @@ impl CountingProxy {
     /// Cuts the next connection that sends `bytes` towards the server, mid-stream, once.
     pub fn cut_after(&self, bytes: u64) {
         self.shared.cut_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Random mode with a fixed seed: each chunk towards the server has a `per_million` chance
+    /// of having its connection cut, at most `max_cuts` times. The same seed and traffic give
+    /// the same faults.
+    pub fn random_cuts(&self, seed: u64, per_million: u64, max_cuts: u64) {
+        *self.shared.random_state.lock().unwrap() = seed.max(1);
+        self.shared.random_per_million.store(per_million, Ordering::SeqCst);
+        self.shared.random_cuts_left.store(max_cuts, Ordering::SeqCst);
     }
 
     /// Stalls the next connection that sends `bytes` towards the server, once.
@@ -238,6 +255,21 @@ async fn pump(
             let _ = to.write_all(&buf[..keep]).await;
             shared.cuts.fetch_add(1, Ordering::SeqCst);
             return;
+        }
+        if dir == Direction::ToServer && shared.random_cuts_left.load(Ordering::SeqCst) > 0 {
+            let roll = {
+                let mut x = shared.random_state.lock().unwrap();
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                *x % 1_000_000
+            };
+            if roll < shared.random_per_million.load(Ordering::SeqCst)
+                && shared.random_cuts_left.fetch_sub(1, Ordering::SeqCst) > 0
+            {
+                shared.cuts.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
         }
         let stall = shared.stall_after.load(Ordering::SeqCst);
         if dir == Direction::ToServer
