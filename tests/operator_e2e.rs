@@ -418,3 +418,23 @@ async fn api_conflicts_and_errors_on_status_writes_and_a_killed_worker_still_end
         .count();
     assert_eq!(failed_status_writes, 4, "the injected faults were hit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_is_down_for_a_while_is_waited_for() {
+    let port = common::free_port();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[5000], 13);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    create(&api, image_push("late", "layouts", "app", &format!("127.0.0.1:{port}/team/app:v1"), json!({}))).await;
+    // Nothing listens yet: the worker retries. The registry comes up a few seconds later.
+    wait_for(&cluster, &api, "late", TIMEOUT, "running", |ip| ip.status.as_ref().and_then(|s| s.job_name.clone()).is_some()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let registry = TestRegistry::start_on(port);
+    let ip = wait_for(&cluster, &api, "late", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
+    assert_eq!(jobs_of(&client, "late").await.len(), 1);
+}

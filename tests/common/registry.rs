@@ -34,15 +34,20 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// An anonymous registry: everyone may pull and push.
     pub fn start() -> TestRegistry {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
+    }
+
+    /// An anonymous registry on a given port (to start one where clients already wait).
+    pub fn start_on(port: u16) -> TestRegistry {
+        Self::start_inner(None, Some(port))
     }
 
     /// A registry that requires HTTP basic auth (htpasswd, realm "test") for every request.
     pub fn start_with_htpasswd(user: &str, password: &str) -> TestRegistry {
-        Self::start_inner(Some((user.to_string(), password.to_string())))
+        Self::start_inner(Some((user.to_string(), password.to_string())), None)
     }
 
-    fn start_inner(creds: Option<(String, String)>) -> TestRegistry {
+    fn start_inner(creds: Option<(String, String)>, fixed_port: Option<u16>) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("imagepush-registry-")
             .tempdir()
@@ -58,7 +63,7 @@ impl TestRegistry {
 
         let mut last_failure = String::new();
         for attempt in 0..START_ATTEMPTS {
-            let port = super::free_port();
+            let port = fixed_port.unwrap_or_else(super::free_port);
             let config = config_yaml(port, &storage, creds.as_ref().map(|_| htpasswd.as_path()));
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, config).expect("write registry config");
