@@ -179,6 +179,31 @@ async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
     // Warning events with the reason.
     let events = cluster.requests().iter().filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events")).count();
     assert!(events >= 4, "events posted: {events}");
+
+    // The password is in no output of the scenario: controller log, worker logs and termination
+    // messages, the API's request log, statuses, events.
+    let mut outputs = vec![("controller log".to_string(), cluster.controller_log())];
+    let mut stack = vec![cluster.state_dir()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "log" || x == "jsonl") {
+                outputs.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    assert!(outputs.iter().any(|(n, _)| n.ends_with("container.log")), "worker logs were read");
+    let all = api.list(&ListParams::default()).await.unwrap();
+    outputs.push(("imagepushes".into(), serde_json::to_string(&all).unwrap()));
+    let ev: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    outputs.push(("events".into(), serde_json::to_string(&ev.list(&ListParams::default()).await.unwrap()).unwrap()));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NS);
+    outputs.push(("pods (termination messages)".into(), serde_json::to_string(&pods.list(&ListParams::default()).await.unwrap()).unwrap()));
+    for (name, text) in &outputs {
+        assert!(!text.contains("wrong-password"), "the password leaked into {name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
