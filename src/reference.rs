@@ -43,62 +43,51 @@ impl Target {
                 "give the reference without the {scheme} prefix (use --plain-http for plain HTTP)"
             )));
         }
-        // oci-client (oci-spec) accepts a first component with uppercase letters as a host;
-        // docker refuses it unless it looks like a host (has '.' or ':' or is localhost).
-        let first = value.split('/').next().unwrap_or_default();
-        if value.contains('/')
-            && first.chars().any(|c| c.is_ascii_uppercase())
-            && !first.contains('.')
-            && !first.contains(':')
-        {
-            return Err(err("repository names must be lowercase".into()));
-        }
-        if let Some((_, digest)) = value.split_once('@') {
-            digest.parse::<Digest>().map_err(|e| err(e.reason))?;
-        }
-        let parsed = oci_client::Reference::try_from(value).map_err(|e| {
-            let reason = match e {
-                oci_client::ParseError::ReferenceInvalidFormat
-                    if value.chars().any(|c| c.is_ascii_uppercase()) =>
-                {
-                    "invalid format (repository names must be lowercase)".to_string()
-                }
-                other => other.to_string(),
-            };
-            err(reason)
-        })?;
-        let registry = parsed.registry().to_string();
-        if let Some((_, port)) = registry.rsplit_once(':')
-            && !registry.ends_with(']')
-        {
-            match port.parse::<u32>() {
-                Ok(p) if (1..=65535).contains(&p) => {}
-                _ => return Err(err(format!("port {port:?} is not in 1..65535"))),
-            }
-        }
-        let repository = parsed.repository().to_string();
-        if repository.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(err("repository names must be lowercase".into()));
-        }
-        let digest = match parsed.digest() {
-            Some(d) => Some(d.parse::<Digest>().map_err(|e| err(e.reason))?),
-            None => None,
+        // The distribution reference grammar, checked by hand: oci-client's parser compiles a
+        // large regular expression on first use, tens of milliseconds of every run.
+        let (name_and_tag, digest) = match value.split_once('@') {
+            Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|e| err(e.reason))?)),
+            None => (value, None),
         };
-        // oci-spec's parser fills in `latest` for a bare name; an untagged target means "all tags"
-        // here, so take the tag only when the user wrote one.
-        let name_part = value.split('@').next().unwrap_or(value);
-        let last = name_part.rsplit('/').next().unwrap_or(name_part);
-        let tag = if last.contains(':') { parsed.tag().map(str::to_string) } else { None };
+        let (name, tag) = match name_and_tag.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, Some(t)),
+            _ => (name_and_tag, None),
+        };
+        if let Some(t) = tag
+            && !is_valid_tag(t)
+        {
+            return Err(err(format!("invalid reference format: {t:?} is not a valid tag")));
+        }
+        let (registry, path) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ => ("docker.io".to_string(), name.to_string()),
+        };
+        check_registry(&registry).map_err(&err)?;
+        let repository = if registry == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        check_repository(&repository).map_err(&err)?;
         if tag.is_some() && digest.is_some() {
             return Err(err(
                 "has both a tag and a digest; push by tag or by digest, not both".into(),
             ));
         }
+        let endpoint = match registry.as_str() {
+            // What oci-client contacts for Docker Hub (its `resolve_registry`).
+            "docker.io" => "index.docker.io".to_string(),
+            other => other.to_string(),
+        };
         Ok(Target {
-            endpoint: parsed.resolve_registry().to_string(),
+            endpoint,
             registry,
             repository,
-            tag,
+            tag: tag.map(str::to_string),
             digest,
         })
     }
@@ -145,6 +134,69 @@ impl fmt::Display for Target {
     }
 }
 
+/// `host[:port]` or `[ipv6]:port`, each host label alphanumeric with inner dashes.
+fn check_registry(registry: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or("unterminated [IPv6] host")?;
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{ip:?} is not an IPv6 address"));
+        }
+        (None, after.strip_prefix(':'))
+    } else {
+        match registry.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(registry), None),
+        }
+    };
+    if let Some(host) = host {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !host.split('.').all(label_ok) {
+            return Err(format!("invalid reference format: {host:?} is not a valid registry host"));
+        }
+    }
+    if let Some(port) = port {
+        match port.parse::<u32>() {
+            Ok(p) if (1..=65535).contains(&p) && !port.starts_with('+') => {}
+            _ => return Err(format!("port {port:?} is not in 1..65535")),
+        }
+    }
+    Ok(())
+}
+
+/// Path components of lowercase alphanumerics joined by `.`, `_`, `__` or dashes.
+fn check_repository(repository: &str) -> Result<(), String> {
+    if repository.len() > 255 {
+        return Err("repository name must not be more than 255 characters".into());
+    }
+    if repository.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err("repository names must be lowercase".into());
+    }
+    for component in repository.split('/') {
+        let b = component.as_bytes();
+        let valid = !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+            && !component.contains("..")
+            && !component.contains("._")
+            && !component.contains("_.")
+            && !component.contains("___")
+            && !component.contains(".-")
+            && !component.contains("-.")
+            && !component.contains("_-")
+            && !component.contains("-_");
+        if !valid {
+            return Err(format!("invalid reference format: {component:?} is not a valid repository path component"));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `tag` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
 pub fn is_valid_tag(tag: &str) -> bool {
     let b = tag.as_bytes();
@@ -168,6 +220,9 @@ mod tests {
             ("localhost:5000/app", "localhost:5000", "app", None, false),
             ("registry.example.com/a/b/c:1.0", "registry.example.com", "a/b/c", Some("1.0"), false),
             ("app:v2", "docker.io", "library/app", Some("v2"), false),
+            ("localhost/a__b/c.d-e:x", "localhost", "a__b/c.d-e", Some("x"), false),
+            ("[::1]:5000/app:v1", "[::1]:5000", "app", Some("v1"), false),
+            ("team/app", "docker.io", "team/app", None, false),
         ];
         for (input, reg, repo, tag, _) in cases {
             let t = Target::parse(input).unwrap();
@@ -196,6 +251,12 @@ mod tests {
             ("127.0.0.1:5000/app@sha256:abc", "64 hex characters"),
             ("127.0.0.1:5000/app:bad tag", "format"),
             ("127.0.0.1:5000/a$$/b", "format"),
+            ("127.0.0.1:5000/a..b", "format"),
+            ("127.0.0.1:5000/-a", "format"),
+            ("127.0.0.1:5000/a//b", "format"),
+            (":justtag", "format"),
+            ("bad_host.example.com/app", "format"),
+            ("[zz]:5000/app", "ipv6"),
         ];
         for (input, want) in cases {
             let e = Target::parse(input).unwrap_err();

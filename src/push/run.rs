@@ -215,9 +215,14 @@ impl<'a> Runner<'a> {
             let done: Vec<TagReport> = stream::iter(wave)
                 .map(|(tag, root)| async move {
                     let m = planned(&root.desc);
-                    self.client
-                        .put_manifest(self.target, TagOrDigest::Tag(tag), &m.bytes, &root.desc.media_type)
-                        .await?;
+                    // A tag already on this digest is left alone (a HEAD is cheaper for the
+                    // registry than a manifest PUT, which re-checks every reference).
+                    let current = self.client.tag_digest(&self.target.repository, tag).await?;
+                    if current.as_ref() != Some(&root.desc.digest) {
+                        self.client
+                            .put_manifest(self.target, TagOrDigest::Tag(tag), &m.bytes, &root.desc.media_type)
+                            .await?;
+                    }
                     self.progress.event(Event::Tagged {
                         tag: (*tag).clone(),
                         digest: root.desc.digest.clone(),

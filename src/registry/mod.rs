@@ -396,6 +396,29 @@ impl RegistryClient {
         }
     }
 
+    /// `HEAD /v2/<repository>/manifests/<tag>`: the digest the tag points at, if any.
+    pub async fn tag_digest(&self, repository: &str, tag: &str) -> Result<Option<Digest>, Error> {
+        let url = format!("{}/v2/{repository}/manifests/{tag}", self.base);
+        let scopes = [push_scope(repository)];
+        self.retrying(&format!("HEAD manifest {tag}"), || async {
+            let resp = self
+                .send_with_auth("HEAD", &url, &scopes, |c| {
+                    c.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(resp
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|d| d.parse::<Digest>().ok())),
+                404 => Ok(None),
+                _ => Err(error::from_response("HEAD", &url, resp).await),
+            }
+        })
+        .await
+    }
+
     /// `HEAD /v2/<repository>/manifests/<digest>`: whether the manifest is there already.
     pub async fn manifest_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
         let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
