@@ -368,3 +368,58 @@ async fn an_interrupted_upload_resumes_from_the_registrys_range() {
     assert!(log.iter().any(|l| l == &format!("PATCH /v2/team/app/blobs/uploads/s1 {}-{}", 1024 * 1024, size - 1)), "{log:#?}");
     assert_eq!(seen.lock().unwrap().len(), 1, "one retry");
 }
+
+/// A registry that refuses tokens older than 1.5 s (401) although they claim 300 s: a token
+/// revoked or expired early, as after clock skew. The client must renew and go on.
+async fn expiring_token_registry() -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let issued = Arc::new(Mutex::new(0usize));
+    let (addr2, i2) = (addr.clone(), issued.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (addr, issued) = (addr2.clone(), i2.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+                let bearer = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization: bearer t-"))
+                    .and_then(|l| l["authorization: bearer t-".len()..].trim().parse::<u128>().ok());
+                let challenge = format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n");
+                let reply = if path.starts_with("/token") {
+                    *issued.lock().unwrap() += 1;
+                    let body = format!("{{\"token\":\"t-{}\",\"expires_in\":300}}", now_ms());
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                } else {
+                    match bearer {
+                        Some(t) if now_ms() - t <= 1500 => {
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                        }
+                        _ => format!("HTTP/1.1 401 Unauthorized\r\n{challenge}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+                    }
+                };
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, issued)
+}
+
+#[tokio::test]
+async fn an_expired_token_is_renewed_and_the_push_goes_on() {
+    let (addr, issued) = expiring_token_registry().await;
+    let c = client(&addr, alice());
+    let digest = crate::digest::Digest::sha256(b"x");
+    c.check_push_access("team/app").await.unwrap();
+    assert!(!c.manifest_exists("team/app", &digest).await.unwrap());
+    // Past the registry's real lifetime: the cached token is refused, renewed, and the request
+    // is sent again.
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert!(!c.manifest_exists("team/app", &digest).await.unwrap());
+    assert!(*issued.lock().unwrap() >= 2, "a second token was fetched");
+}
