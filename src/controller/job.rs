@@ -39,7 +39,7 @@ pub const BACKOFF_LIMIT: i32 = 2;
 pub struct WorkerSettings {
     pub image: String,
     pub image_pull_policy: Option<String>,
-    /// Seconds between progress lines in the worker's log.
+    /// Push timeout (the Job's activeDeadlineSeconds) when the spec gives none.
     pub default_timeout: Duration,
 }
 
