@@ -1,5 +1,6 @@
 //! imagepush: push OCI image layouts to container registries with `docker push` semantics.
 
+pub mod atomic_file;
 pub mod auth;
 pub mod cli;
 pub mod controller;

@@ -1,6 +1,6 @@
 //! `imagepush push`: flags, credentials, progress, report file and exit codes.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,17 +221,7 @@ fn progress_sink(args: &PushArgs, json: &Option<Arc<JsonLines<std::io::Stdout>>>
 
 /// Writes `report` to `path` atomically (temporary file, then rename).
 pub fn write_report(path: &Path, report: &PushReport) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("report"),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(report).expect("a report serializes"))?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::atomic_file::write_json_file(path, &serde_json::to_vec_pretty(report).expect("a report serializes"))
 }
 
 fn summary(report: &PushReport) -> String {

@@ -54,7 +54,14 @@ fn attempt_of(job: &Job) -> u32 {
 
 /// What the worker said: the full report from its log (`{"event":"report"}` line), else the
 /// compact one from its termination message.
-async fn worker_output(ctx: &Context, ns: &str, job_name: &str) -> Result<(Option<PushReport>, Option<ProgressLine>, Option<String>), Error> {
+/// `tail_lines`: only the end of the log (enough for the latest progress line of a running
+/// worker); `None` for the whole log, where the final report is.
+async fn worker_output(
+    ctx: &Context,
+    ns: &str,
+    job_name: &str,
+    tail_lines: Option<i64>,
+) -> Result<(Option<PushReport>, Option<ProgressLine>, Option<String>), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut list = pods.list(&ListParams::default().labels(&format!("job-name={job_name}"))).await?.items;
     list.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
@@ -62,7 +69,7 @@ async fn worker_output(ctx: &Context, ns: &str, job_name: &str) -> Result<(Optio
     let pod_name = pod.name_any();
     let mut report = None;
     let mut progress = None;
-    match pods.logs(&pod_name, &LogParams { container: Some("push".into()), ..Default::default() }).await {
+    match pods.logs(&pod_name, &LogParams { container: Some("push".into()), tail_lines, ..Default::default() }).await {
         Ok(log) => {
             for line in log.lines().rev() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -192,33 +199,6 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             return Ok(Action::await_change());
         }
     };
-    if let Some(pvc) = &ip.spec.source.persistent_volume_claim {
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-        if pvcs.get_metadata_opt(&pvc.claim_name).await?.is_none() {
-            let msg = format!("PersistentVolumeClaim {:?} does not exist in namespace {ns}", pvc.claim_name);
-            wait_for_dependency(&ctx, &ip, &old, st, reasons::PVC_NOT_FOUND, &msg, generation).await?;
-            // Not a spec error: the claim may appear; look again now and then, no storm.
-            return Ok(Action::requeue(Duration::from_secs(120)));
-        }
-    }
-    if let Some(secret) = &ip.spec.credentials_secret {
-        // Metadata only: the controller never reads credentials.
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        match secrets.get_metadata_opt(&secret.name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let msg = format!("credentials Secret {:?} does not exist in namespace {ns}", secret.name);
-                wait_for_dependency(&ctx, &ip, &old, st, reasons::SECRET_NOT_FOUND, &msg, generation).await?;
-                return Ok(Action::requeue(Duration::from_secs(120)));
-            }
-            // Not allowed to look (the chart's rbac.checkSecrets=false): the worker finds out.
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                tracing::debug!(secret = %secret.name, "no permission to check the Secret; the worker will");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = format!(
         "{}={},{}={}",
@@ -236,6 +216,37 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         .collect();
     mine.sort_by_key(attempt_of);
     let latest = mine.last().cloned();
+
+    // What the worker will mount must exist before it is started; once a Job runs, it is the
+    // Job's to find out (no API reads for it on every progress poll).
+    if latest.is_none() {
+        if let Some(pvc) = &ip.spec.source.persistent_volume_claim {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            if pvcs.get_metadata_opt(&pvc.claim_name).await?.is_none() {
+                let msg = format!("PersistentVolumeClaim {:?} does not exist in namespace {ns}", pvc.claim_name);
+                wait_for_dependency(&ctx, &ip, &old, st, reasons::PVC_NOT_FOUND, &msg, generation).await?;
+                // Not a spec error: the claim may appear; look again now and then, no storm.
+                return Ok(Action::requeue(Duration::from_secs(120)));
+            }
+        }
+        if let Some(secret) = &ip.spec.credentials_secret {
+            // Metadata only: the controller never reads credentials.
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            match secrets.get_metadata_opt(&secret.name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let msg = format!("credentials Secret {:?} does not exist in namespace {ns}", secret.name);
+                    wait_for_dependency(&ctx, &ip, &old, st, reasons::SECRET_NOT_FOUND, &msg, generation).await?;
+                    return Ok(Action::requeue(Duration::from_secs(120)));
+                }
+                // Not allowed to look (the chart's rbac.checkSecrets=false): the worker finds out.
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    tracing::debug!(secret = %secret.name, "no permission to check the Secret; the worker will");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 
     let create = |attempt: u32| {
         let ctx = ctx.clone();
@@ -280,7 +291,7 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
 
     let Some((succeeded, job_reason)) = job_finished(&job) else {
         // Running: show progress at a bounded rate, and what keeps a pod from starting.
-        let (_, progress, waiting) = worker_output(&ctx, &ns, &job_name).await?;
+        let (_, progress, waiting) = worker_output(&ctx, &ns, &job_name, Some(20)).await?;
         st.phase = Some(Phase::Running);
         st.job_name = Some(job_name.clone());
         st.attempt = Some(attempt);
@@ -296,7 +307,7 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::requeue(ctx.config.progress_interval));
     };
 
-    let (report, _, _) = worker_output(&ctx, &ns, &job_name).await?;
+    let (report, _, _) = worker_output(&ctx, &ns, &job_name, None).await?;
     st.job_name = Some(job_name.clone());
     st.attempt = Some(attempt);
     match (succeeded, report) {

@@ -114,7 +114,7 @@ impl<W: Write + Send> Progress for Lines<W> {
 /// Terminal output: a bar per blob, redrawn at a bounded rate, with the same final lines.
 pub struct Bars {
     multi: MultiProgress,
-    bars: Mutex<HashMap<Digest, (ProgressBar, Instant)>>,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
 impl Bars {
@@ -136,9 +136,8 @@ impl Bars {
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_prefix(short_id(digest).to_string());
-                (bar, Instant::now() - Duration::from_secs(1))
+                bar
             })
-            .0
             .clone()
     }
 }

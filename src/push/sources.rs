@@ -6,8 +6,7 @@
 //! target, so the next push of the same blobs to another repository mounts them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::Error;
 use crate::digest::Digest;
@@ -58,16 +57,8 @@ pub fn record(path: &Path, digests: &[Digest], repository: &str) -> Result<(), E
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("sources"),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
     let text = serde_json::to_vec_pretty(&map).expect("a map of strings serializes");
-    f.write_all(&text).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic_file::write_json_file(path, &text).map_err(io)
 }
 
 /// Whether the first path component of a name is a registry host.

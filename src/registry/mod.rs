@@ -396,22 +396,24 @@ impl RegistryClient {
         }
     }
 
-    /// `HEAD /v2/<repository>/manifests/<tag>`: the digest the tag points at, if any.
-    pub async fn tag_digest(&self, repository: &str, tag: &str) -> Result<Option<Digest>, Error> {
-        let url = format!("{}/v2/{repository}/manifests/{tag}", self.base);
+    /// `HEAD /v2/<repository>/manifests/<reference>`: `None` when absent, else the
+    /// `Docker-Content-Digest` the registry reports (if it sends one).
+    async fn head_manifest(&self, repository: &str, reference: &str) -> Result<Option<Option<Digest>>, Error> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
         let scopes = [push_scope(repository)];
-        self.retrying(&format!("HEAD manifest {tag}"), || async {
+        self.retrying(&format!("HEAD manifest {reference}"), || async {
             let resp = self
                 .send_with_auth("HEAD", &url, &scopes, |c| {
                     c.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
                 })
                 .await?;
             match resp.status().as_u16() {
-                200..=299 => Ok(resp
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|d| d.parse::<Digest>().ok())),
+                200..=299 => Ok(Some(
+                    resp.headers()
+                        .get("docker-content-digest")
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|d| d.parse::<Digest>().ok()),
+                )),
                 404 => Ok(None),
                 _ => Err(error::from_response("HEAD", &url, resp).await),
             }
@@ -419,27 +421,18 @@ impl RegistryClient {
         .await
     }
 
-    /// `HEAD /v2/<repository>/manifests/<digest>`: whether the manifest is there already.
+    /// The digest `tag` points at, if any.
+    pub async fn tag_digest(&self, repository: &str, tag: &str) -> Result<Option<Digest>, Error> {
+        Ok(self.head_manifest(repository, tag).await?.flatten())
+    }
+
+    /// Whether the manifest `digest` is there already.
     pub async fn manifest_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
-        let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
-        let scopes = [push_scope(repository)];
-        self.retrying(&format!("HEAD manifest {digest}"), || async {
-            let resp = self
-                .send_with_auth("HEAD", &url, &scopes, |c| {
-                    c.head(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-                })
-                .await?;
-            match resp.status().as_u16() {
-                200..=299 => Ok(true),
-                404 => Ok(false),
-                _ => Err(error::from_response("HEAD", &url, resp).await),
-            }
-        })
-        .await
+        Ok(self.head_manifest(repository, &digest.to_string()).await?.is_some())
     }
 
     /// `PUT /v2/<repository>/manifests/<tag or digest>` with the layout's bytes, unchanged
-    /// (oci-client's `push_manifest_raw`). Returns the digest the registry reports.
+    /// (oci-client's `push_manifest_raw`).
     pub async fn put_manifest(
         &self,
         target: &Target,
