@@ -153,7 +153,11 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Result<Credential, Err
 }
 
 /// Like `from_docker_config`, from the file's bytes (`path` only names it in errors).
-pub fn from_docker_config_bytes(path: &Path, bytes: &[u8], registry: &str) -> Result<Credential, Error> {
+pub fn from_docker_config_bytes(
+    path: &Path,
+    bytes: &[u8],
+    registry: &str,
+) -> Result<Credential, Error> {
     credential_from_config_bytes(path, bytes, registry)
 }
 
@@ -257,24 +261,23 @@ fn credential_from_config_bytes(
     };
 
     let hosts = registry_hosts(registry);
-    if modern
-        && let Some(helpers) = config.get("credHelpers") {
-            let Value::Object(helpers) = helpers else {
-                return Err(invalid("\"credHelpers\" is not a JSON object".to_owned()));
+    if modern && let Some(helpers) = config.get("credHelpers") {
+        let Value::Object(helpers) = helpers else {
+            return Err(invalid("\"credHelpers\" is not a JSON object".to_owned()));
+        };
+        if let Some((key, helper)) = find_entry(helpers, registry, &hosts) {
+            let Value::String(helper) = helper else {
+                return Err(invalid(format!("\"credHelpers\" entry {key:?} is not a string")));
             };
-            if let Some((key, helper)) = find_entry(helpers, registry, &hosts) {
-                let Value::String(helper) = helper else {
-                    return Err(invalid(format!("\"credHelpers\" entry {key:?} is not a string")));
-                };
-                if !helper.is_empty() {
-                    return Err(Error::CredentialHelperUnsupported {
-                        path: path.to_owned(),
-                        registry: registry.to_owned(),
-                        helper: helper.clone(),
-                    });
-                }
+            if !helper.is_empty() {
+                return Err(Error::CredentialHelperUnsupported {
+                    path: path.to_owned(),
+                    registry: registry.to_owned(),
+                    helper: helper.clone(),
+                });
             }
         }
+    }
 
     let entry = find_entry(auths, registry, &hosts);
     let credential = match entry {
@@ -400,9 +403,10 @@ fn find_entry<'m>(
         return Some(found);
     }
     if hosts.iter().any(|h| h == "docker.io")
-        && let Some(found) = map.get_key_value(DOCKER_HUB_KEY) {
-            return Some(found);
-        }
+        && let Some(found) = map.get_key_value(DOCKER_HUB_KEY)
+    {
+        return Some(found);
+    }
     map.iter().find(|(key, _)| {
         let host = key_host(key);
         hosts.iter().any(|h| h.eq_ignore_ascii_case(host))

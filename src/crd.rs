@@ -293,7 +293,10 @@ impl ImagePushSpec {
     pub fn from_claim(claim: &str, path: Option<&str>, target: &str) -> ImagePushSpec {
         ImagePushSpec {
             source: Source {
-                persistent_volume_claim: Some(PvcSource { claim_name: claim.into(), path: path.map(str::to_string) }),
+                persistent_volume_claim: Some(PvcSource {
+                    claim_name: claim.into(),
+                    path: path.map(str::to_string),
+                }),
                 host_path: None,
                 reference: None,
             },
@@ -326,7 +329,8 @@ mod tests {
     #[test]
     fn checked_in_crd_matches_the_types() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/imagepush.dev_imagepushes.yaml");
-        let checked_in = std::fs::read_to_string(path).expect("crds/imagepush.dev_imagepushes.yaml");
+        let checked_in =
+            std::fs::read_to_string(path).expect("crds/imagepush.dev_imagepushes.yaml");
         assert!(
             checked_in == crd_yaml(),
             "crds/imagepush.dev_imagepushes.yaml is stale: regenerate it with `imagepush crd`"
@@ -344,8 +348,13 @@ mod tests {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.subresources.as_ref().unwrap().status.is_some());
-        let columns: Vec<&str> =
-            version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         for want in ["Ready", "Target", "Digest", "Age"] {
             assert!(columns.contains(&want), "{columns:?}");
         }

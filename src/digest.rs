@@ -94,9 +94,7 @@ impl FromStr for Digest {
             value: value.chars().take(200).collect(),
             reason: reason.to_string(),
         };
-        let (alg, hex) = value
-            .split_once(':')
-            .ok_or_else(|| err("expected <algorithm>:<hex>"))?;
+        let (alg, hex) = value.split_once(':').ok_or_else(|| err("expected <algorithm>:<hex>"))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
@@ -113,10 +111,7 @@ impl FromStr for Digest {
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(err("the encoded part must be lowercase hex"));
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_string(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_string() })
     }
 }
 
@@ -177,7 +172,10 @@ mod tests {
             ("sha256", "expected"),
             ("md5:d41d8cd98f00b204e9800998ecf8427e", "unknown algorithm"),
             ("sha256:abc", "64 hex characters"),
-            ("sha256:../../../../../../../../../../../../../../../../../etc/passwd0000000", "64 hex"),
+            (
+                "sha256:../../../../../../../../../../../../../../../../../etc/passwd0000000",
+                "64 hex",
+            ),
             (
                 "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
                 "lowercase hex",

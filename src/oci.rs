@@ -54,7 +54,8 @@ impl Descriptor {
 
     /// Whether BuildKit marked this entry of an index as an attestation manifest.
     pub fn is_attestation(&self) -> bool {
-        self.annotations.get(DOCKER_REFERENCE_TYPE).map(String::as_str) == Some(ATTESTATION_MANIFEST)
+        self.annotations.get(DOCKER_REFERENCE_TYPE).map(String::as_str)
+            == Some(ATTESTATION_MANIFEST)
     }
 }
 

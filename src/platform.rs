@@ -119,9 +119,10 @@ pub fn best_host_match<'a>(
     let mut best: Option<(usize, u32)> = None;
     for (index, candidate) in candidates.into_iter().enumerate() {
         if let Some(rank) = host.host_preference(candidate)
-            && best.is_none_or(|(_, best_rank)| rank < best_rank) {
-                best = Some((index, rank));
-            }
+            && best.is_none_or(|(_, best_rank)| rank < best_rank)
+        {
+            best = Some((index, rank));
+        }
     }
     best.map(|(index, _)| index)
 }

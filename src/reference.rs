@@ -28,16 +28,13 @@ pub struct Target {
 
 impl Target {
     pub fn parse(value: &str) -> Result<Target, ReferenceError> {
-        let err = |reason: String| ReferenceError {
-            value: value.chars().take(300).collect(),
-            reason,
-        };
+        let err =
+            |reason: String| ReferenceError { value: value.chars().take(300).collect(), reason };
         if value.trim() != value || value.is_empty() {
             return Err(err("empty, or surrounded by whitespace".into()));
         }
-        if let Some(scheme) = ["http://", "https://", "docker://", "oci://"]
-            .iter()
-            .find(|s| value.starts_with(**s))
+        if let Some(scheme) =
+            ["http://", "https://", "docker://", "oci://"].iter().find(|s| value.starts_with(**s))
         {
             return Err(err(format!(
                 "give the reference without the {scheme} prefix (use --plain-http for plain HTTP)"
@@ -75,7 +72,7 @@ impl Target {
         check_repository(&repository).map_err(&err)?;
         if tag.is_some() && digest.is_some() {
             return Err(err(
-                "has both a tag and a digest; push by tag or by digest, not both".into(),
+                "has both a tag and a digest; push by tag or by digest, not both".into()
             ));
         }
         let endpoint = match registry.as_str() {
@@ -83,13 +80,7 @@ impl Target {
             "docker.io" => "index.docker.io".to_string(),
             other => other.to_string(),
         };
-        Ok(Target {
-            endpoint,
-            registry,
-            repository,
-            tag: tag.map(str::to_string),
-            digest,
-        })
+        Ok(Target { endpoint, registry, repository, tag: tag.map(str::to_string), digest })
     }
 
     /// `registry/repository`, the name used in progress output and mount sources.
@@ -181,7 +172,9 @@ fn check_repository(repository: &str) -> Result<(), String> {
         let valid = !b.is_empty()
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+            && b.iter().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+            })
             && !component.contains("..")
             && !component.contains("._")
             && !component.contains("_.")
@@ -191,7 +184,9 @@ fn check_repository(repository: &str) -> Result<(), String> {
             && !component.contains("_-")
             && !component.contains("-_");
         if !valid {
-            return Err(format!("invalid reference format: {component:?} is not a valid repository path component"));
+            return Err(format!(
+                "invalid reference format: {component:?} is not a valid repository path component"
+            ));
         }
     }
     Ok(())
@@ -247,7 +242,10 @@ mod tests {
             ("127.0.0.1:99999/app", "port"),
             ("127.0.0.1:0/app", "port"),
             ("https://registry.example.com/app", "prefix"),
-            ("127.0.0.1:5000/app:v1@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "both"),
+            (
+                "127.0.0.1:5000/app:v1@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                "both",
+            ),
             ("127.0.0.1:5000/app@sha256:abc", "64 hex characters"),
             ("127.0.0.1:5000/app:bad tag", "format"),
             ("127.0.0.1:5000/a$$/b", "format"),

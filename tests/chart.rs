@@ -21,7 +21,9 @@ use common::cluster::{Cluster, condition, create, is_ready, is_stalled, wait_for
 use common::{TestRegistry, simple_image};
 use imagepush::crd::ImagePush;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::api::Api;
 use serde::Serialize;
@@ -116,7 +118,8 @@ struct Rendered(Vec<Value>);
 fn render(bin: &Path, args: &[&str]) -> Rendered {
     let mut all = vec!["-o", "json"];
     all.extend_from_slice(args);
-    let text = run_render(bin, &chart_dir(), &all).unwrap_or_else(|e| panic!("rendering with {args:?} failed:\n{e}"));
+    let text = run_render(bin, &chart_dir(), &all)
+        .unwrap_or_else(|e| panic!("rendering with {args:?} failed:\n{e}"));
     Rendered(serde_json::from_str(&text).expect("helm-render -o json prints a JSON array"))
 }
 
@@ -133,7 +136,13 @@ impl Rendered {
     }
     fn one<T: DeserializeOwned + Serialize>(&self, kind: &str) -> T {
         let found = self.of_kind(kind);
-        assert_eq!(found.len(), 1, "one {kind} expected, found {}: {:?}", found.len(), self.kinds());
+        assert_eq!(
+            found.len(),
+            1,
+            "one {kind} expected, found {}: {:?}",
+            found.len(),
+            self.kinds()
+        );
         typed(found[0])
     }
     fn typed_all<T: DeserializeOwned + Serialize>(&self, kind: &str) -> Vec<T> {
@@ -150,7 +159,8 @@ impl Rendered {
 /// typo, a misplaced key) would be dropped by serde and show up as a difference here.
 fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> T {
     let what = format!("{} {}", value["kind"], value["metadata"]["name"]);
-    let t: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{what} does not parse: {e}\n{value:#}"));
+    let t: T = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("{what} does not parse: {e}\n{value:#}"));
     let back = serde_json::to_value(&t).unwrap();
     assert!(
         same_json(&back, value),
@@ -163,7 +173,9 @@ fn typed<T: DeserializeOwned + Serialize>(value: &Value) -> T {
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same_json(u, v)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same_json(u, v))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, u)| y.get(k).is_some_and(|v| same_json(u, v)))
         }
@@ -206,7 +218,11 @@ fn chart_crd_is_the_generated_crd() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files, ["imagepush.dev_imagepushes.yaml"], "charts/imagepush/crds/ holds exactly the generated CRD");
+    assert_eq!(
+        files,
+        ["imagepush.dev_imagepushes.yaml"],
+        "charts/imagepush/crds/ holds exactly the generated CRD"
+    );
     let top = std::fs::read(repo().join("crds/imagepush.dev_imagepushes.yaml")).unwrap();
     let chart = std::fs::read(dir.join("imagepush.dev_imagepushes.yaml")).unwrap();
     assert!(
@@ -214,13 +230,19 @@ fn chart_crd_is_the_generated_crd() {
         "charts/imagepush/crds/imagepush.dev_imagepushes.yaml differs from crds/imagepush.dev_imagepushes.yaml: \
          copy it (`cp crds/imagepush.dev_imagepushes.yaml charts/imagepush/crds/`)"
     );
-    assert_eq!(String::from_utf8(chart).unwrap(), imagepush::crd::crd_yaml(), "and both are what the types generate");
+    assert_eq!(
+        String::from_utf8(chart).unwrap(),
+        imagepush::crd::crd_yaml(),
+        "and both are what the types generate"
+    );
 }
 
 /// The chart installs the version of the binary this tree builds.
 #[test]
 fn chart_app_version_is_the_crate_version() {
-    let chart: Value = serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap()).unwrap();
+    let chart: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["apiVersion"], "v2");
 }
@@ -276,22 +298,35 @@ fn every_value_is_commented_and_documented() {
 #[test]
 fn dockerfile_builds_the_one_binary_for_both_roles() {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    let lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
     let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(froms.len(), 2, "multi-stage: build, then runtime: {froms:?}");
-    assert!(froms[1].starts_with("FROM gcr.io/distroless/") && froms[1].ends_with(":nonroot"), "{}", froms[1]);
+    assert!(
+        froms[1].starts_with("FROM gcr.io/distroless/") && froms[1].ends_with(":nonroot"),
+        "{}",
+        froms[1]
+    );
     assert!(text.contains("cargo build --release --locked"), "a locked release build");
-    for copied in lines.iter().filter_map(|l| l.strip_prefix("COPY ")).filter(|l| !l.starts_with("--from")) {
+    for copied in
+        lines.iter().filter_map(|l| l.strip_prefix("COPY ")).filter(|l| !l.starts_with("--from"))
+    {
         for src in copied.split_whitespace().rev().skip(1) {
             assert!(repo().join(src).exists(), "COPY {src}: not in the repository");
         }
     }
-    assert!(lines.contains(&"USER 65532:65532"), "runs as the distroless nonroot user, as the worker Job expects");
+    assert!(
+        lines.contains(&"USER 65532:65532"),
+        "runs as the distroless nonroot user, as the worker Job expects"
+    );
     assert!(lines.contains(&r#"ENTRYPOINT ["imagepush"]"#));
     // Worker Jobs run `command: [imagepush]`: it must be on distroless' PATH.
     assert!(text.contains("/usr/local/bin/imagepush"));
     let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
-    assert!(ignore.lines().any(|l| l.trim() == "target/" || l.trim() == "target"), ".dockerignore keeps target/ out");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target/" || l.trim() == "target"),
+        ".dockerignore keeps target/ out"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,7 +337,12 @@ fn dockerfile_builds_the_one_binary_for_both_roles() {
 fn renderer_reproduces_helm_semantics() {
     let bin = renderer_or_skip!();
     let fixture = repo().join("e2e/helm-render/testdata/semantics");
-    let out = run_render(bin, &fixture, &["--set", "count=7,nested.list={a,b}", "--set", "removeMe=null"]).unwrap();
+    let out = run_render(
+        bin,
+        &fixture,
+        &["--set", "count=7,nested.list={a,b}", "--set", "removeMe=null"],
+    )
+    .unwrap();
     for want in [
         "# Source: semantics/templates/configmap.yaml",
         "name: imagepush-cm",
@@ -338,7 +378,8 @@ fn renderer_reproduces_helm_semantics() {
 
     // JSON: values.yaml numbers are float64 (YAML through JSON, as Helm reads them); YAML 1.1
     // booleans (`y`) are what Helm's YAML library makes of them; comment-only documents vanish.
-    let json: Vec<Value> = serde_json::from_str(&run_render(bin, &fixture, &["-o", "json"]).unwrap()).unwrap();
+    let json: Vec<Value> =
+        serde_json::from_str(&run_render(bin, &fixture, &["-o", "json"]).unwrap()).unwrap();
     assert_eq!(json.len(), 1);
     assert_eq!(json[0]["data"]["countType"], "float64");
     assert_eq!(json[0]["data"]["nested"], "a: one\nb: 2\nlist:\n- x\n- true\n");
@@ -348,8 +389,10 @@ fn renderer_reproduces_helm_semantics() {
     let values = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(values.path(), "required: from-file\ngreeting: null\n").unwrap();
     let f = values.path().to_str().unwrap();
-    let json: Vec<Value> =
-        serde_json::from_str(&run_render(bin, &fixture, &["-o", "json", "-f", f, "--set", "required=from-set"]).unwrap()).unwrap();
+    let json: Vec<Value> = serde_json::from_str(
+        &run_render(bin, &fixture, &["-o", "json", "-f", f, "--set", "required=from-set"]).unwrap(),
+    )
+    .unwrap();
     assert_eq!(json.len(), 2);
     assert_eq!(json[1]["metadata"]["name"], "from-set");
     let err = run_render(bin, &fixture, &["--set", "mustFail=true"]).unwrap_err();
@@ -365,7 +408,10 @@ fn renderer_reproduces_helm_semantics() {
 fn default_values_render_a_locked_down_controller() {
     let bin = renderer_or_skip!();
     let r = render(bin, &[]);
-    assert_eq!(r.kinds(), ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"]);
+    assert_eq!(
+        r.kinds(),
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"]
+    );
     let sa: ServiceAccount = r.one("ServiceAccount");
     let role: ClusterRole = r.one("ClusterRole");
     let binding: ClusterRoleBinding = r.one("ClusterRoleBinding");
@@ -375,7 +421,11 @@ fn default_values_render_a_locked_down_controller() {
     assert_eq!(d.metadata.namespace.as_deref(), Some(RELEASE_NS));
     let spec = &d.spec;
     assert_eq!(spec.replicas, Some(1));
-    assert_eq!(spec.strategy.as_ref().unwrap().type_.as_deref(), Some("Recreate"), "one controller at a time without leader election");
+    assert_eq!(
+        spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate"),
+        "one controller at a time without leader election"
+    );
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name, sa.metadata.name);
     assert_eq!(pod.automount_service_account_token, Some(true));
@@ -436,7 +486,10 @@ fn default_values_render_a_locked_down_controller() {
         ("ServiceAccount", sa.metadata.name.as_ref(), Some(RELEASE_NS))
     );
     let rules = role.rules.clone().unwrap();
-    assert!(rules.iter().any(|r| r.resources.as_ref().unwrap().contains(&"secrets".to_string()) && r.verbs == ["get"]));
+    assert!(
+        rules.iter().any(|r| r.resources.as_ref().unwrap().contains(&"secrets".to_string())
+            && r.verbs == ["get"])
+    );
     assert!(
         rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*" || v == "delete" || v == "update")
             && !r.resources.as_ref().unwrap().contains(&"*".to_string())),
@@ -449,7 +502,10 @@ fn default_values_render_a_locked_down_controller() {
     for (k, v) in svc_spec.selector.as_ref().unwrap() {
         assert_eq!(pod_labels.get(k), Some(v), "selector {k}");
     }
-    assert_eq!(serde_json::to_value(&svc_spec.ports.as_ref().unwrap()[0].target_port).unwrap(), "metrics");
+    assert_eq!(
+        serde_json::to_value(&svc_spec.ports.as_ref().unwrap()[0].target_port).unwrap(),
+        "metrics"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -463,7 +519,16 @@ fn non_default_values_reach_every_object() {
     let r = render(bin, &["-f", &f]);
     assert_eq!(
         r.kinds(),
-        ["ServiceAccount", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "Deployment", "ServiceMonitor"]
+        [
+            "ServiceAccount",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "ServiceMonitor"
+        ]
     );
     let sa: ServiceAccount = r.one("ServiceAccount");
     assert_eq!(sa.metadata.name.as_deref(), Some("imagepush-sa"));
@@ -479,10 +544,15 @@ fn non_default_values_reach_every_object() {
     assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "platform-pull");
     assert_eq!(pod.priority_class_name.as_deref(), Some("system-cluster-critical"));
-    assert_eq!(spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap()["team"], "platform");
+    assert_eq!(
+        spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap()["team"],
+        "platform"
+    );
     assert_eq!(
         c.image.as_deref(),
-        Some("registry.example.com/platform/imagepush@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        Some(
+            "registry.example.com/platform/imagepush@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        )
     );
     assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
     let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
@@ -514,18 +584,30 @@ fn non_default_values_reach_every_object() {
     // off: no Secret access; the lease Role is in the release namespace, by name.
     assert!(r.of_kind("ClusterRole").is_empty() && r.of_kind("ClusterRoleBinding").is_empty());
     let roles: Vec<Role> = r.typed_all("Role");
-    let controller_role = roles.iter().find(|r| r.metadata.namespace.as_deref() == Some("builds")).unwrap();
+    let controller_role =
+        roles.iter().find(|r| r.metadata.namespace.as_deref() == Some("builds")).unwrap();
     assert!(!serde_json::to_string(controller_role).unwrap().contains("secrets"));
-    let lease_role = roles.iter().find(|r| r.metadata.namespace.as_deref() == Some(RELEASE_NS)).unwrap();
+    let lease_role =
+        roles.iter().find(|r| r.metadata.namespace.as_deref() == Some(RELEASE_NS)).unwrap();
     let lease_rules = lease_role.rules.as_ref().unwrap();
-    assert!(lease_rules.iter().all(|r| r.resources.as_deref() == Some(&["leases".to_string()][..])));
-    assert!(lease_rules.iter().any(|r| r.resource_names.as_deref() == Some(&["imagepush-leader".to_string()][..])));
+    assert!(
+        lease_rules.iter().all(|r| r.resources.as_deref() == Some(&["leases".to_string()][..]))
+    );
+    assert!(
+        lease_rules
+            .iter()
+            .any(|r| r.resource_names.as_deref() == Some(&["imagepush-leader".to_string()][..]))
+    );
     let bindings: Vec<RoleBinding> = r.typed_all("RoleBinding");
     for b in &bindings {
         assert_eq!(b.subjects.as_ref().unwrap()[0].name, "imagepush-sa");
         assert_eq!(b.subjects.as_ref().unwrap()[0].namespace.as_deref(), Some(RELEASE_NS));
-        let role = roles.iter().find(|r| r.metadata.name.as_ref() == Some(&b.role_ref.name)).unwrap();
-        assert_eq!(role.metadata.namespace, b.metadata.namespace, "a RoleBinding refers to a Role of its namespace");
+        let role =
+            roles.iter().find(|r| r.metadata.name.as_ref() == Some(&b.role_ref.name)).unwrap();
+        assert_eq!(
+            role.metadata.namespace, b.metadata.namespace,
+            "a RoleBinding refers to a Role of its namespace"
+        );
     }
 
     let svc: Service = r.one("Service");
@@ -537,12 +619,22 @@ fn non_default_values_reach_every_object() {
     assert_eq!(sm["metadata"]["namespace"], "monitoring");
     assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"], json!([RELEASE_NS]));
-    assert_eq!(sm["spec"]["endpoints"], json!([{"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]));
+    assert_eq!(
+        sm["spec"]["endpoints"],
+        json!([{"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}])
+    );
     let svc_labels = svc.metadata.labels.clone().unwrap();
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-        assert_eq!(svc_labels.get(k).map(|s| s.as_str()), v.as_str(), "ServiceMonitor selector {k}");
+        assert_eq!(
+            svc_labels.get(k).map(|s| s.as_str()),
+            v.as_str(),
+            "ServiceMonitor selector {k}"
+        );
     }
-    assert_eq!(svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].name.as_deref(), Some("metrics"));
+    assert_eq!(
+        svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].name.as_deref(),
+        Some("metrics")
+    );
 }
 
 /// `--include-crds` (what `helm install` applies first): the CRD is a valid
@@ -555,14 +647,19 @@ fn crds_render_as_a_custom_resource_definition() {
     let r = render(bin, &["--include-crds"]);
     assert_eq!(r.kinds()[0], "CustomResourceDefinition");
     let crd: CustomResourceDefinition = r.one("CustomResourceDefinition");
-    assert!(same_json(&serde_json::to_value(&crd).unwrap(), &serde_json::to_value(ImagePush::crd()).unwrap()));
+    assert!(same_json(
+        &serde_json::to_value(&crd).unwrap(),
+        &serde_json::to_value(ImagePush::crd()).unwrap()
+    ));
 }
 
 #[test]
 fn set_overrides_files_and_leader_election_follows_replicas() {
     let bin = renderer_or_skip!();
     let f = all_options();
-    let (d, c) = render(bin, &["-f", &f, "--set", "replicaCount=1,controller.leaderElection.enabled=false"]).controller();
+    let (d, c) =
+        render(bin, &["-f", &f, "--set", "replicaCount=1,controller.leaderElection.enabled=false"])
+            .controller();
     assert_eq!(d.spec.replicas, Some(1));
     assert!(!args_of(&c).contains(&"--leader-election".to_string()));
     let r = render(bin, &["--set", "controller.leaderElection.enabled=true"]);
@@ -572,9 +669,18 @@ fn set_overrides_files_and_leader_election_follows_replicas() {
     let r = render(bin, &["--set", "replicaCount=3"]);
     assert!(args_of(&r.controller().1).contains(&"--leader-election".to_string()));
     // Turning things off.
-    let r = render(bin, &["--set", "rbac.create=false,serviceAccount.create=false,serviceAccount.name=existing,metrics.service.enabled=false"]);
+    let r = render(
+        bin,
+        &[
+            "--set",
+            "rbac.create=false,serviceAccount.create=false,serviceAccount.name=existing,metrics.service.enabled=false",
+        ],
+    );
     assert_eq!(r.kinds(), ["Deployment"]);
-    assert_eq!(r.controller().0.spec.template.spec.unwrap().service_account_name.as_deref(), Some("existing"));
+    assert_eq!(
+        r.controller().0.spec.template.spec.unwrap().service_account_name.as_deref(),
+        Some("existing")
+    );
 }
 
 #[test]
@@ -582,7 +688,10 @@ fn bad_values_fail_rendering_with_a_reason() {
     let bin = renderer_or_skip!();
     for (set, wanted) in [
         ("controller.allowedHostPathRoots={relative/dir}", "not an absolute path"),
-        ("serviceMonitor.enabled=true,metrics.service.enabled=false", "serviceMonitor.enabled needs metrics.service.enabled"),
+        (
+            "serviceMonitor.enabled=true,metrics.service.enabled=false",
+            "serviceMonitor.enabled needs metrics.service.enabled",
+        ),
         ("serviceAccount.create=false", "serviceAccount.name is required"),
         ("image.repository=", "image.repository is required"),
     ] {
@@ -611,7 +720,9 @@ struct Call {
 fn rbac_call(method: &str, path: &str, query: &str) -> Result<Option<Call>, String> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let rest = match parts.as_slice() {
-        ["version"] | ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] => return Ok(None),
+        ["version"] | ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] => {
+            return Ok(None);
+        }
         ["api", "v1", rest @ ..] => ("".to_string(), rest),
         ["apis", group, _version, rest @ ..] => (group.to_string(), rest),
         _ => return Err(format!("not an API path: {path}")),
@@ -623,12 +734,16 @@ fn rbac_call(method: &str, path: &str, query: &str) -> Result<Option<Call>, Stri
         rest = &rest[1..];
     }
     let (namespace, resource, name, sub) = match rest {
-        ["namespaces", ns, resource, tail @ ..] => (Some(ns.to_string()), *resource, tail.first().copied(), tail.get(1).copied()),
+        ["namespaces", ns, resource, tail @ ..] => {
+            (Some(ns.to_string()), *resource, tail.first().copied(), tail.get(1).copied())
+        }
         [resource, tail @ ..] => (None, *resource, tail.first().copied(), tail.get(1).copied()),
         [] => return Err(format!("no resource in {path}")),
     };
     let watch = watch_path
-        || query.split('&').any(|kv| matches!(kv.split_once('='), Some(("watch", v)) if v == "true" || v == "1"));
+        || query
+            .split('&')
+            .any(|kv| matches!(kv.split_once('='), Some(("watch", v)) if v == "true" || v == "1"));
     let verb = match (method, name.is_some()) {
         ("GET", _) if watch => "watch",
         ("GET", true) => "get",
@@ -659,12 +774,16 @@ struct Grant {
 }
 
 fn rule_matches(rule: &PolicyRule, call: &Call) -> bool {
-    let any = |list: &Option<Vec<String>>, want: &str| list.as_ref().is_some_and(|l| l.iter().any(|x| x == "*" || x == want));
+    let any = |list: &Option<Vec<String>>, want: &str| {
+        list.as_ref().is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+    };
     any(&rule.api_groups, &call.group)
         && any(&rule.resources, &call.resource)
         && rule.verbs.iter().any(|v| v == "*" || *v == call.verb)
         && match &rule.resource_names {
-            Some(names) if !names.is_empty() => call.name.as_ref().is_some_and(|n| names.contains(n)),
+            Some(names) if !names.is_empty() => {
+                call.name.as_ref().is_some_and(|n| names.contains(n))
+            }
             _ => true,
         }
 }
@@ -678,7 +797,9 @@ fn grants(r: &Rendered, sa: &str, sa_ns: &str) -> Vec<Grant> {
     let cluster_roles: Vec<ClusterRole> = r.typed_all("ClusterRole");
     let roles: Vec<Role> = r.typed_all("Role");
     let binds_sa = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
-        subjects.iter().flatten().any(|s| s.kind == "ServiceAccount" && s.name == sa && s.namespace.as_deref() == Some(sa_ns))
+        subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount" && s.name == sa && s.namespace.as_deref() == Some(sa_ns)
+        })
     };
     let mut out = Vec::new();
     for b in r.typed_all::<ClusterRoleBinding>("ClusterRoleBinding") {
@@ -686,7 +807,10 @@ fn grants(r: &Rendered, sa: &str, sa_ns: &str) -> Vec<Grant> {
             continue;
         }
         assert_eq!(b.role_ref.kind, "ClusterRole");
-        let role = cluster_roles.iter().find(|c| c.metadata.name.as_ref() == Some(&b.role_ref.name)).expect("bound ClusterRole is rendered");
+        let role = cluster_roles
+            .iter()
+            .find(|c| c.metadata.name.as_ref() == Some(&b.role_ref.name))
+            .expect("bound ClusterRole is rendered");
         for rule in role.rules.clone().unwrap_or_default() {
             out.push(Grant { namespace: None, role: b.role_ref.name.clone(), rule });
         }
@@ -699,11 +823,18 @@ fn grants(r: &Rendered, sa: &str, sa_ns: &str) -> Vec<Grant> {
         let rules = match b.role_ref.kind.as_str() {
             "Role" => roles
                 .iter()
-                .find(|x| x.metadata.name.as_ref() == Some(&b.role_ref.name) && x.metadata.namespace == ns)
+                .find(|x| {
+                    x.metadata.name.as_ref() == Some(&b.role_ref.name) && x.metadata.namespace == ns
+                })
                 .expect("bound Role is rendered in the binding's namespace")
                 .rules
                 .clone(),
-            _ => cluster_roles.iter().find(|c| c.metadata.name.as_ref() == Some(&b.role_ref.name)).unwrap().rules.clone(),
+            _ => cluster_roles
+                .iter()
+                .find(|c| c.metadata.name.as_ref() == Some(&b.role_ref.name))
+                .unwrap()
+                .rules
+                .clone(),
         };
         for rule in rules.unwrap_or_default() {
             out.push(Grant { namespace: ns.clone(), role: b.role_ref.name.clone(), rule });
@@ -737,9 +868,14 @@ fn rbac_problems(calls: &[Call], grants: &[Grant]) -> Vec<String> {
             for resource in g.rule.resources.iter().flatten() {
                 for verb in &g.rule.verbs {
                     let used = calls.iter().any(|c| {
-                        c.group == *group && c.resource == *resource && c.verb == *verb && grant_allows(g, c)
+                        c.group == *group
+                            && c.resource == *resource
+                            && c.verb == *verb
+                            && grant_allows(g, c)
                     });
-                    let excused = MAY_BE_UNUSED.iter().any(|(gr, res, v, _)| gr == group && res == resource && v == verb);
+                    let excused = MAY_BE_UNUSED
+                        .iter()
+                        .any(|(gr, res, v, _)| gr == group && res == resource && v == verb);
                     if !used && !excused {
                         problems.push(format!(
                             "{} grants {verb} on {group}/{resource} (namespace {:?}) but the controller never used it",
@@ -758,16 +894,27 @@ fn rbac_call_mapping() {
     let c = |m, p, q| rbac_call(m, p, q).unwrap();
     assert_eq!(c("GET", "/version", ""), None);
     assert_eq!(c("GET", "/apis/batch/v1", ""), None);
-    let call = c("GET", "/apis/imagepush.dev/v1alpha1/imagepushes", "watch=true&resourceVersion=1").unwrap();
-    assert_eq!((call.group.as_str(), call.resource.as_str(), call.verb.as_str(), call.namespace), ("imagepush.dev", "imagepushes", "watch", None));
+    let call = c("GET", "/apis/imagepush.dev/v1alpha1/imagepushes", "watch=true&resourceVersion=1")
+        .unwrap();
+    assert_eq!(
+        (call.group.as_str(), call.resource.as_str(), call.verb.as_str(), call.namespace),
+        ("imagepush.dev", "imagepushes", "watch", None)
+    );
     let call = c("GET", "/api/v1/namespaces/a/pods/p-1/log", "container=push").unwrap();
-    assert_eq!((call.resource.as_str(), call.verb.as_str(), call.name.as_deref()), ("pods/log", "get", Some("p-1")));
-    let call = c("PATCH", "/apis/imagepush.dev/v1alpha1/namespaces/a/imagepushes/x/status", "").unwrap();
+    assert_eq!(
+        (call.resource.as_str(), call.verb.as_str(), call.name.as_deref()),
+        ("pods/log", "get", Some("p-1"))
+    );
+    let call =
+        c("PATCH", "/apis/imagepush.dev/v1alpha1/namespaces/a/imagepushes/x/status", "").unwrap();
     assert_eq!((call.resource.as_str(), call.verb.as_str()), ("imagepushes/status", "patch"));
     assert_eq!(c("POST", "/apis/batch/v1/namespaces/a/jobs", "").unwrap().verb, "create");
     assert_eq!(c("GET", "/api/v1/namespaces/a/secrets", "").unwrap().verb, "list");
     assert_eq!(c("DELETE", "/api/v1/namespaces/a/secrets/s", "").unwrap().verb, "delete");
-    assert_eq!(c("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l", "").unwrap().verb, "update");
+    assert_eq!(
+        c("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l", "").unwrap().verb,
+        "update"
+    );
     assert_eq!(c("GET", "/api/v1/watch/namespaces/a/pods", "").unwrap().verb, "watch");
     // Names restrict: a rule with resourceNames allows only those objects.
     let rule = PolicyRule {
@@ -777,8 +924,14 @@ fn rbac_call_mapping() {
         verbs: vec!["get".into()],
         ..Default::default()
     };
-    assert!(rule_matches(&rule, &c("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/mine", "").unwrap()));
-    assert!(!rule_matches(&rule, &c("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/other", "").unwrap()));
+    assert!(rule_matches(
+        &rule,
+        &c("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/mine", "").unwrap()
+    ));
+    assert!(!rule_matches(
+        &rule,
+        &c("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/other", "").unwrap()
+    ));
 }
 
 /// `imagepush controller` started the way the rendered Deployment starts it (its args and
@@ -797,7 +950,11 @@ impl Drop for DeployedController {
     }
 }
 
-fn start_as_deployed(cluster: &Cluster, container: &Container, pod_name: &str) -> DeployedController {
+fn start_as_deployed(
+    cluster: &Cluster,
+    container: &Container,
+    pod_name: &str,
+) -> DeployedController {
     let metrics_port = common::free_port();
     let mut args = Vec::new();
     for a in args_of(container) {
@@ -829,8 +986,14 @@ fn start_as_deployed(cluster: &Cluster, container: &Container, pod_name: &str) -
 /// A kube client whose requests are marked as the test's own.
 async fn test_client(cluster: &Cluster) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
-    config.headers.push((reqwest::header::USER_AGENT, reqwest::header::HeaderValue::from_static(TEST_USER_AGENT)));
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    config.headers.push((
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_static(TEST_USER_AGENT),
+    ));
     kube::Client::try_from(config).unwrap()
 }
 
@@ -852,21 +1015,27 @@ fn image_push(ns: &str, name: &str, target: &str, path: &str, extra: Value) -> V
 
 async fn pvc(client: &kube::Client, ns: &str) {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    create(&api, json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "layouts", "namespace": ns},
-        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
-    }))
+    create(
+        &api,
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "layouts", "namespace": ns},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
+        }),
+    )
     .await;
 }
 
 async fn basic_auth_secret(client: &kube::Client, ns: &str, name: &str, password: &str) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    create(&api, json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-        "metadata": {"name": name, "namespace": ns},
-        "stringData": {"username": "alice", "password": password}
-    }))
+    create(
+        &api,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"username": "alice", "password": password}
+        }),
+    )
     .await;
 }
 
@@ -878,7 +1047,11 @@ fn controller_calls(cluster: &Cluster) -> Vec<Call> {
         if r["userAgent"] == TEST_USER_AGENT {
             continue;
         }
-        let (method, path, query) = (r["method"].as_str().unwrap(), r["path"].as_str().unwrap(), r["query"].as_str().unwrap_or(""));
+        let (method, path, query) = (
+            r["method"].as_str().unwrap(),
+            r["path"].as_str().unwrap(),
+            r["query"].as_str().unwrap_or(""),
+        );
         let Some(call) = rbac_call(method, path, query).unwrap() else { continue };
         // The double's own reading of the request agrees.
         if let Some(verb) = r["verb"].as_str() {
@@ -891,7 +1064,9 @@ fn controller_calls(cluster: &Cluster) -> Vec<Call> {
 }
 
 async fn check_probes(controller: &DeployedController, container: &Container) {
-    for (probe, path) in [(&container.liveness_probe, "/healthz"), (&container.readiness_probe, "/readyz")] {
+    for (probe, path) in
+        [(&container.liveness_probe, "/healthz"), (&container.readiness_probe, "/readyz")]
+    {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(get.path.as_deref(), Some(path));
         let url = format!("http://127.0.0.1:{}{path}", controller.metrics_port);
@@ -916,9 +1091,14 @@ fn assert_rbac(cluster: &Cluster, r: &Rendered, controller: &DeployedController)
     let calls = controller_calls(cluster);
     assert!(calls.len() > 10, "too few controller calls seen: {calls:?}");
     let problems = rbac_problems(&calls, &grants);
-    let distinct: BTreeSet<String> =
-        calls.iter().map(|c| format!("{} {}/{} ns={:?}", c.verb, c.group, c.resource, c.namespace)).collect();
-    eprintln!("controller calls seen:\n  {}", distinct.iter().cloned().collect::<Vec<_>>().join("\n  "));
+    let distinct: BTreeSet<String> = calls
+        .iter()
+        .map(|c| format!("{} {}/{} ns={:?}", c.verb, c.group, c.resource, c.namespace))
+        .collect();
+    eprintln!(
+        "controller calls seen:\n  {}",
+        distinct.iter().cloned().collect::<Vec<_>>().join("\n  ")
+    );
     assert!(
         problems.is_empty(),
         "RBAC does not match what the controller does:\n  {}\ncalls seen:\n  {}\n--- controller log ---\n{}",
@@ -952,9 +1132,39 @@ async fn rbac_covers_exactly_the_calls_of_a_cluster_wide_controller() {
     check_probes(&controller, &container).await;
     let api: Api<ImagePush> = Api::namespaced(client.clone(), ns);
     let host = registry.host();
-    create(&api, image_push(ns, "good", &format!("{host}/team/app:v1"), "app", json!({"credentialsSecret": {"name": "good"}}))).await;
-    create(&api, image_push(ns, "bad", &format!("{host}/team/app:v2"), "app", json!({"credentialsSecret": {"name": "bad"}}))).await;
-    create(&api, image_push(ns, "nosecret", &format!("{host}/team/app:v3"), "app", json!({"credentialsSecret": {"name": "absent"}}))).await;
+    create(
+        &api,
+        image_push(
+            ns,
+            "good",
+            &format!("{host}/team/app:v1"),
+            "app",
+            json!({"credentialsSecret": {"name": "good"}}),
+        ),
+    )
+    .await;
+    create(
+        &api,
+        image_push(
+            ns,
+            "bad",
+            &format!("{host}/team/app:v2"),
+            "app",
+            json!({"credentialsSecret": {"name": "bad"}}),
+        ),
+    )
+    .await;
+    create(
+        &api,
+        image_push(
+            ns,
+            "nosecret",
+            &format!("{host}/team/app:v3"),
+            "app",
+            json!({"credentialsSecret": {"name": "absent"}}),
+        ),
+    )
+    .await;
     let mut noclaim = image_push(ns, "noclaim", &format!("{host}/team/app:v4"), "app", json!({}));
     noclaim["spec"]["source"]["persistentVolumeClaim"]["claimName"] = json!("absent");
     create(&api, noclaim).await;
@@ -993,9 +1203,18 @@ async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
     let host = registry.host();
     let builds: Api<ImagePush> = Api::namespaced(client.clone(), "builds");
     let elsewhere: Api<ImagePush> = Api::namespaced(client.clone(), "elsewhere");
-    create(&builds, image_push("builds", "good", &format!("{host}/team/app:v1"), "app", json!({}))).await;
-    create(&builds, image_push("builds", "nolayout", &format!("{host}/team/app:v2"), "missing", json!({}))).await;
-    create(&elsewhere, image_push("elsewhere", "ignored", &format!("{host}/team/app:v3"), "app", json!({}))).await;
+    create(&builds, image_push("builds", "good", &format!("{host}/team/app:v1"), "app", json!({})))
+        .await;
+    create(
+        &builds,
+        image_push("builds", "nolayout", &format!("{host}/team/app:v2"), "missing", json!({})),
+    )
+    .await;
+    create(
+        &elsewhere,
+        image_push("elsewhere", "ignored", &format!("{host}/team/app:v3"), "app", json!({})),
+    )
+    .await;
 
     let timeout = Duration::from_secs(60);
     wait_for(&cluster, &builds, "good", timeout, "Ready", is_ready).await;
@@ -1003,7 +1222,11 @@ async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
     assert_eq!(condition(&nolayout, "Stalled").unwrap().1, "LayoutInvalid");
     tokio::time::sleep(Duration::from_secs(6)).await;
     let ignored = elsewhere.get("ignored").await.unwrap();
-    assert!(ignored.status.is_none(), "an ImagePush outside the watched namespace was touched: {:?}", ignored.status);
+    assert!(
+        ignored.status.is_none(),
+        "an ImagePush outside the watched namespace was touched: {:?}",
+        ignored.status
+    );
 
     let calls = assert_rbac(&cluster, &r, &controller);
     for c in &calls {
@@ -1011,6 +1234,9 @@ async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
             "coordination.k8s.io" => assert_eq!(c.namespace.as_deref(), Some(RELEASE_NS), "{c:?}"),
             _ => assert_eq!(c.namespace.as_deref(), Some("builds"), "outside its namespace: {c:?}"),
         }
-        assert_ne!(c.resource, "secrets", "checkSecrets=false and no credentials: no Secret access");
+        assert_ne!(
+            c.resource, "secrets",
+            "checkSecrets=false and no credentials: no Secret access"
+        );
     }
 }

@@ -36,7 +36,8 @@ fn examples() -> Vec<(String, Vec<Value>)> {
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p).unwrap();
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             let docs = docs.into_iter().filter(|d| !d.is_null()).collect();
             (p.file_name().unwrap().to_string_lossy().into_owned(), docs)
         })
@@ -55,7 +56,10 @@ fn crd_schema() -> Value {
     let text = std::fs::read_to_string(repo().join("crds/imagepush.dev_imagepushes.yaml")).unwrap();
     let crd: Value = serde_saphyr::from_str(&text).unwrap();
     let versions = crd["spec"]["versions"].as_array().unwrap();
-    let v = versions.iter().find(|v| v["name"] == "v1alpha1" && v["served"] == true).expect("v1alpha1 is served");
+    let v = versions
+        .iter()
+        .find(|v| v["name"] == "v1alpha1" && v["served"] == true)
+        .expect("v1alpha1 is served");
     v["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -64,12 +68,23 @@ fn crd_schema() -> Value {
 fn cel(rule: &str, s: &Value) -> Option<bool> {
     let has = |k: &str| s.get(k).is_some_and(|v| !v.is_null());
     Some(match rule {
-        "has(self.persistentVolumeClaim) != has(self.hostPath)" => has("persistentVolumeClaim") != has("hostPath"),
-        "!(has(self.nodeName) && has(self.nodeSelector))" => !(has("nodeName") && has("nodeSelector")),
-        "has(self.secretName) != has(self.configMapName)" => has("secretName") != has("configMapName"),
-        "!self.startsWith('/') && self != '..' && !self.startsWith('../') && !self.endsWith('/..') && !self.contains('/../')" => {
+        "has(self.persistentVolumeClaim) != has(self.hostPath)" => {
+            has("persistentVolumeClaim") != has("hostPath")
+        }
+        "!(has(self.nodeName) && has(self.nodeSelector))" => {
+            !(has("nodeName") && has("nodeSelector"))
+        }
+        "has(self.secretName) != has(self.configMapName)" => {
+            has("secretName") != has("configMapName")
+        }
+        "!self.startsWith('/') && self != '..' && !self.startsWith('../') && !self.endsWith('/..') && !self.contains('/../')" =>
+        {
             let p = s.as_str()?;
-            !p.starts_with('/') && p != ".." && !p.starts_with("../") && !p.ends_with("/..") && !p.contains("/../")
+            !p.starts_with('/')
+                && p != ".."
+                && !p.starts_with("../")
+                && !p.ends_with("/..")
+                && !p.contains("/../")
         }
         _ => return None,
     })
@@ -179,8 +194,12 @@ fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>)
         let text = rule["rule"].as_str().unwrap();
         match cel(text, value) {
             Some(true) => {}
-            Some(false) => errors.push(format!("{path}: Invalid value: {}", rule["message"].as_str().unwrap_or(text))),
-            None => errors.push(format!("{path}: the test has no Rust equivalent of the CEL rule {text:?}")),
+            Some(false) => errors.push(format!(
+                "{path}: Invalid value: {}",
+                rule["message"].as_str().unwrap_or(text)
+            )),
+            None => errors
+                .push(format!("{path}: the test has no Rust equivalent of the CEL rule {text:?}")),
         }
     }
 }
@@ -193,7 +212,9 @@ fn api_errors(obj: &Value) -> Vec<String> {
         errors.push(format!("apiVersion: {}", obj["apiVersion"]));
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let dns_subdomain = regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap();
+    let dns_subdomain =
+        regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+            .unwrap();
     if name.is_empty() || name.len() > 253 || !dns_subdomain.is_match(name) {
         errors.push(format!("metadata.name: {name:?} is not a DNS subdomain"));
     }
@@ -245,14 +266,22 @@ fn every_image_push_validates_against_the_crd_and_the_controller() {
         for doc in docs.iter().filter(|d| d["kind"] == "ImagePush") {
             let name = doc["metadata"]["name"].as_str().unwrap_or("?");
             let errors = api_errors(doc);
-            assert!(errors.is_empty(), "{file} {name}: the API server would refuse it:\n  {}", errors.join("\n  "));
-            let ip: ImagePush = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file} {name}: {e}"));
+            assert!(
+                errors.is_empty(),
+                "{file} {name}: the API server would refuse it:\n  {}",
+                errors.join("\n  ")
+            );
+            let ip: ImagePush = serde_json::from_value(doc.clone())
+                .unwrap_or_else(|e| panic!("{file} {name}: {e}"));
             // Nothing in the example is silently dropped by the Rust types.
             let mut back = serde_json::to_value(&ip).unwrap();
             back.as_object_mut().unwrap().remove("status");
             assert_eq!(back, *doc, "{file} {name}: the Rust types drop or change a field");
             if let Err(invalid) = imagepush::controller::validate::validate(&ip.spec, &roots) {
-                panic!("{file} {name}: the controller would stall it: {} {}", invalid.reason, invalid.message);
+                panic!(
+                    "{file} {name}: the controller would stall it: {} {}",
+                    invalid.reason, invalid.message
+                );
             }
             seen += 1;
         }
@@ -265,18 +294,27 @@ fn examples_cover_the_features_they_are_named_after() {
     let spec = |file: &str, i: usize| example(file)[i]["spec"].clone();
     assert!(spec("pvc-source.yaml", 0)["source"]["persistentVolumeClaim"].is_object());
     let hp = spec("hostpath-source.yaml", 0);
-    assert!(hp["source"]["hostPath"]["path"].as_str().unwrap().starts_with(&format!("{ALLOWED_HOST_PATH_ROOT}/")));
+    assert!(
+        hp["source"]["hostPath"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{ALLOWED_HOST_PATH_ROOT}/"))
+    );
     let all = spec("all-tags.yaml", 0);
     let target = imagepush::reference::Target::parse(all["target"].as_str().unwrap()).unwrap();
     assert_eq!(target.to_string(), all["target"].as_str().unwrap());
-    assert!(!all["target"].as_str().unwrap().rsplit('/').next().unwrap().contains(':'), "no tag: every tag is pushed");
+    assert!(
+        !all["target"].as_str().unwrap().rsplit('/').next().unwrap().contains(':'),
+        "no tag: every tag is pushed"
+    );
     assert_eq!(spec("platform.yaml", 0)["platform"], "linux/arm64");
     let promotion = example("promotion.yaml");
     assert_eq!(promotion.len(), 2);
     let (dev, prod) = (&promotion[0]["spec"], &promotion[1]["spec"]);
     assert_eq!(dev["source"], prod["source"], "the same layout");
     let dev_target = imagepush::reference::Target::parse(dev["target"].as_str().unwrap()).unwrap();
-    let prod_target = imagepush::reference::Target::parse(prod["target"].as_str().unwrap()).unwrap();
+    let prod_target =
+        imagepush::reference::Target::parse(prod["target"].as_str().unwrap()).unwrap();
     assert_eq!(dev_target.registry, prod_target.registry, "a mount needs one registry");
     assert_ne!(dev_target.repository, prod_target.repository);
     assert_eq!(prod["mountFrom"], json!([dev_target.repository]), "prod mounts from dev");
@@ -287,11 +325,18 @@ fn examples_cover_the_features_they_are_named_after() {
 #[test]
 fn credentials_secrets_refer_to_example_secrets() {
     let all: Vec<Value> = examples().into_iter().flat_map(|(_, d)| d).collect();
-    let secrets: Vec<&str> =
-        all.iter().filter(|d| d["kind"] == "Secret").map(|d| d["metadata"]["name"].as_str().unwrap()).collect();
+    let secrets: Vec<&str> = all
+        .iter()
+        .filter(|d| d["kind"] == "Secret")
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
     for d in all.iter().filter(|d| d["kind"] == "ImagePush") {
         if let Some(name) = d["spec"]["credentialsSecret"]["name"].as_str() {
-            assert!(secrets.contains(&name), "{} names Secret {name}, not among {secrets:?}", d["metadata"]["name"]);
+            assert!(
+                secrets.contains(&name),
+                "{} names Secret {name}, not among {secrets:?}",
+                d["metadata"]["name"]
+            );
         }
     }
 }
@@ -316,7 +361,11 @@ fn secrets_have_the_right_type_and_keys_and_read_as_credentials() {
     use imagepush::auth::Credential;
     let cases = [
         ("secret-basic-auth.yaml", "kubernetes.io/basic-auth", vec!["password", "username"]),
-        ("secret-dockerconfigjson.yaml", "kubernetes.io/dockerconfigjson", vec![".dockerconfigjson"]),
+        (
+            "secret-dockerconfigjson.yaml",
+            "kubernetes.io/dockerconfigjson",
+            vec![".dockerconfigjson"],
+        ),
     ];
     for (file, ty, keys) in cases {
         let docs = example(file);
@@ -326,10 +375,15 @@ fn secrets_have_the_right_type_and_keys_and_read_as_credentials() {
         let dir = tempfile::tempdir().unwrap();
         let mounted = mount(&secret, dir.path());
         assert_eq!(mounted.keys().map(String::as_str).collect::<Vec<_>>(), keys, "{file}");
-        match imagepush::auth::from_path(dir.path(), "registry.example.com").unwrap_or_else(|e| panic!("{file}: {e}")) {
+        match imagepush::auth::from_path(dir.path(), "registry.example.com")
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+        {
             Credential::Basic { username, password } => {
                 assert_eq!(username, "example-user");
-                assert!(password.expose().contains("not-a-real-password"), "{file}: obviously fake");
+                assert!(
+                    password.expose().contains("not-a-real-password"),
+                    "{file}: obviously fake"
+                );
             }
             other => panic!("{file}: {other:?}"),
         }
@@ -367,16 +421,51 @@ fn broken_variants_of_an_example_are_refused() {
             |v| v["spec"]["source"]["hostPath"] = json!({"path": "/var/lib/image-bundles/x"}),
             "set exactly one of persistentVolumeClaim and hostPath",
         ),
-        ("no source", |v| v["spec"]["source"] = json!({}), "set exactly one of persistentVolumeClaim and hostPath"),
-        ("../ path", |v| v["spec"]["source"]["persistentVolumeClaim"]["path"] = json!("../other"), "must not contain '..'"),
-        ("inner .. path", |v| v["spec"]["source"]["persistentVolumeClaim"]["path"] = json!("a/../../b"), "must not contain '..'"),
-        ("absolute path", |v| v["spec"]["source"]["persistentVolumeClaim"]["path"] = json!("/abs"), "must be relative"),
+        (
+            "no source",
+            |v| v["spec"]["source"] = json!({}),
+            "set exactly one of persistentVolumeClaim and hostPath",
+        ),
+        (
+            "../ path",
+            |v| v["spec"]["source"]["persistentVolumeClaim"]["path"] = json!("../other"),
+            "must not contain '..'",
+        ),
+        (
+            "inner .. path",
+            |v| v["spec"]["source"]["persistentVolumeClaim"]["path"] = json!("a/../../b"),
+            "must not contain '..'",
+        ),
+        (
+            "absolute path",
+            |v| v["spec"]["source"]["persistentVolumeClaim"]["path"] = json!("/abs"),
+            "must be relative",
+        ),
         ("bad platform", |v| v["spec"]["platform"] = json!("linux"), "does not match"),
         ("upper-case platform", |v| v["spec"]["platform"] = json!("Linux/AMD64"), "does not match"),
         ("empty target", |v| v["spec"]["target"] = json!(""), "shorter than 1"),
-        ("no target", |v| drop(v["spec"].as_object_mut().unwrap().remove("target")), ".spec.target: Required value"),
-        ("no claim name", |v| drop(v["spec"]["source"]["persistentVolumeClaim"].as_object_mut().unwrap().remove("claimName")), "claimName: Required value"),
-        ("relative hostPath", |v| v["spec"]["source"] = json!({"hostPath": {"path": "var/lib"}}), "does not match ^/"),
+        (
+            "no target",
+            |v| drop(v["spec"].as_object_mut().unwrap().remove("target")),
+            ".spec.target: Required value",
+        ),
+        (
+            "no claim name",
+            |v| {
+                drop(
+                    v["spec"]["source"]["persistentVolumeClaim"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("claimName"),
+                )
+            },
+            "claimName: Required value",
+        ),
+        (
+            "relative hostPath",
+            |v| v["spec"]["source"] = json!({"hostPath": {"path": "var/lib"}}),
+            "does not match ^/",
+        ),
         (
             "nodeName and nodeSelector",
             |v| v["spec"]["source"] = json!({"hostPath": {"path": "/var/lib/image-bundles/a", "nodeName": "n", "nodeSelector": {"a": "b"}}}),
@@ -384,10 +473,18 @@ fn broken_variants_of_an_example_are_refused() {
         ),
         ("zero uploads", |v| v["spec"]["maxConcurrentUploads"] = json!(0), "less than 1"),
         ("too many uploads", |v| v["spec"]["maxConcurrentUploads"] = json!(65), "greater than 64"),
-        ("string uploads", |v| v["spec"]["maxConcurrentUploads"] = json!("4"), "must be of type integer"),
+        (
+            "string uploads",
+            |v| v["spec"]["maxConcurrentUploads"] = json!("4"),
+            "must be of type integer",
+        ),
         ("bad timeout", |v| v["spec"]["timeout"] = json!("1d"), "does not match"),
         ("unknown field", |v| v["spec"]["targett"] = json!("x"), ".spec.targett: unknown field"),
-        ("ca from both", |v| v["spec"]["connection"]["ca"] = json!({"secretName": "a", "configMapName": "b"}), "set exactly one of secretName and configMapName"),
+        (
+            "ca from both",
+            |v| v["spec"]["connection"]["ca"] = json!({"secretName": "a", "configMapName": "b"}),
+            "set exactly one of secretName and configMapName",
+        ),
         ("float ref", |v| v["spec"]["source"]["ref"] = json!(1.0), "must be of type string"),
         ("bad name", |v| v["metadata"]["name"] = json!("Hello_World"), "DNS subdomain"),
     ];
@@ -395,7 +492,10 @@ fn broken_variants_of_an_example_are_refused() {
         let mut v = base.clone();
         edit(&mut v);
         let errors = api_errors(&v);
-        assert!(errors.iter().any(|e| e.contains(wanted)), "{what}: wanted {wanted:?}, got {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains(wanted)),
+            "{what}: wanted {wanted:?}, got {errors:?}"
+        );
     }
 }
 
@@ -405,7 +505,12 @@ fn every_cel_rule_of_the_crd_has_an_equivalent() {
     fn walk(schema: &Value, out: &mut Vec<String>) {
         match schema {
             Value::Object(m) => {
-                for rule in m.get("x-kubernetes-validations").and_then(|r| r.as_array()).into_iter().flatten() {
+                for rule in m
+                    .get("x-kubernetes-validations")
+                    .and_then(|r| r.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     out.push(rule["rule"].as_str().unwrap().to_string());
                 }
                 m.values().for_each(|v| walk(v, out));
@@ -418,7 +523,10 @@ fn every_cel_rule_of_the_crd_has_an_equivalent() {
     walk(&crd_schema(), &mut rules);
     assert_eq!(rules.len(), 4, "{rules:?}");
     for r in rules {
-        assert!(cel(&r, &json!({})).is_some() || cel(&r, &json!("x")).is_some(), "no Rust equivalent of {r:?}");
+        assert!(
+            cel(&r, &json!({})).is_some() || cel(&r, &json!("x")).is_some(),
+            "no Rust equivalent of {r:?}"
+        );
     }
 }
 
@@ -459,7 +567,10 @@ fn reference_documents_every_crd_field_and_no_other() {
     let row = regex::Regex::new(r"(?m)^\| `((?:spec|status)\.[A-Za-z.\[\]]+)`").unwrap();
     let stale: Vec<String> =
         row.captures_iter(&doc).map(|c| c[1].to_string()).filter(|p| !paths.contains(p)).collect();
-    assert!(stale.is_empty(), "docs/reference.md documents fields the CRD does not have: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "docs/reference.md documents fields the CRD does not have: {stale:?}"
+    );
 }
 
 fn source(path: &str) -> String {
@@ -482,7 +593,8 @@ fn reference_documents_every_condition_reason() {
         }
     }
     assert!(reasons.len() >= 25, "the reason scan found too few: {reasons:?}");
-    let missing: Vec<_> = reasons.iter().filter(|(r, _)| !doc.contains(&format!("`{r}`"))).collect();
+    let missing: Vec<_> =
+        reasons.iter().filter(|(r, _)| !doc.contains(&format!("`{r}`"))).collect();
     assert!(missing.is_empty(), "condition reasons missing from docs/reference.md: {missing:?}");
 }
 
@@ -499,9 +611,13 @@ fn reference_documents_every_metric_and_exit_code() {
         assert!(doc.contains(&m), "{m} missing from docs/reference.md");
     }
     let codes = regex::Regex::new(r"ErrorClass::[A-Za-z]+ => (\d+)").unwrap();
-    let codes: Vec<String> = codes.captures_iter(&source("src/push/error.rs")).map(|c| c[1].to_string()).collect();
+    let codes: Vec<String> =
+        codes.captures_iter(&source("src/push/error.rs")).map(|c| c[1].to_string()).collect();
     assert_eq!(codes.len(), 5, "{codes:?}");
     for code in codes.iter().map(String::as_str).chain(["0"]) {
-        assert!(doc.contains(&format!("\n| `{code}` |")), "exit code {code} missing from docs/reference.md");
+        assert!(
+            doc.contains(&format!("\n| `{code}` |")),
+            "exit code {code} missing from docs/reference.md"
+        );
     }
 }

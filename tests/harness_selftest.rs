@@ -69,7 +69,10 @@ async fn skopeo_copies_a_built_layout_with_the_same_digests() {
     }
     let (_, layers) = b.children(&image);
     assert_eq!(layers.iter().map(|l| l.size).collect::<Vec<_>>(), vec![1000, 200_000]);
-    assert_eq!(reg.blob("selftest/simple", &layers[0].digest).await.unwrap(), b.read_blob(&layers[0].digest));
+    assert_eq!(
+        reg.blob("selftest/simple", &layers[0].digest).await.unwrap(),
+        b.read_blob(&layers[0].digest)
+    );
     assert_eq!(reg.tags("selftest/simple").await, vec!["v1".to_string()]);
 
     // skopeo reads it back the same way.
@@ -106,8 +109,10 @@ async fn skopeo_copies_a_docker_media_type_image() {
 async fn skopeo_copies_a_multi_platform_index_with_attestations() {
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let platforms = [("linux", "amd64", None), ("linux", "arm64", Some("v8")), ("linux", "arm", Some("v7"))];
-    let (b, index, images) = layout::multi_platform(dir.path(), "multi", &platforms, true, true, 42);
+    let platforms =
+        [("linux", "amd64", None), ("linux", "arm64", Some("v8")), ("linux", "arm", Some("v7"))];
+    let (b, index, images) =
+        layout::multi_platform(dir.path(), "multi", &platforms, true, true, 42);
     assert_eq!(images.len(), 3);
     let entries = b.index_manifests(&index);
     assert_eq!(entries.len(), 6);
@@ -116,7 +121,10 @@ async fn skopeo_copies_a_multi_platform_index_with_attestations() {
         .filter(|d| d.json["annotations"][layout::REFERENCE_TYPE] == layout::ATTESTATION_MANIFEST)
         .collect();
     assert_eq!(attestations.len(), 3);
-    assert_eq!(attestations[1].json["annotations"][layout::REFERENCE_DIGEST], images[1].digest.as_str());
+    assert_eq!(
+        attestations[1].json["annotations"][layout::REFERENCE_DIGEST],
+        images[1].digest.as_str()
+    );
     assert_eq!(attestations[0].platform(), Some(("unknown".into(), "unknown".into(), None)));
     assert_eq!(images[1].platform(), Some(("linux".into(), "arm64".into(), Some("v8".into()))));
     // The base layer is shared.
@@ -130,11 +138,13 @@ async fn skopeo_copies_a_multi_platform_index_with_attestations() {
     assert_eq!(dcd, index.digest);
     assert_eq!(sha256_digest(&bytes), index.digest);
     for entry in &entries {
-        let (m, _, d) = reg.manifest("selftest/multi", &entry.digest).await.expect("child manifest");
+        let (m, _, d) =
+            reg.manifest("selftest/multi", &entry.digest).await.expect("child manifest");
         assert_eq!(d, entry.digest);
         assert_eq!(sha256_digest(&m), entry.digest);
     }
-    let arm = reg.skopeo_inspect_platform("selftest/multi:multi", Some(("linux", "arm64", Some("v8"))));
+    let arm =
+        reg.skopeo_inspect_platform("selftest/multi:multi", Some(("linux", "arm64", Some("v8"))));
     assert_eq!(arm["Architecture"], "arm64");
     // skopeo's "Digest" is the digest of what the reference names (the index); the config
     // label tells which image it chose.
@@ -146,7 +156,9 @@ async fn skopeo_copies_a_multi_platform_index_with_attestations() {
     let mut b2 = LayoutBuilder::new(dir2.path());
     let imgs: Vec<_> = [("amd64", 1u64), ("arm64", 2)]
         .iter()
-        .map(|&(arch, s)| b2.image(&ImageSpec::new(&[(s, 1000)], s).platform("linux", arch, None).docker(true)))
+        .map(|&(arch, s)| {
+            b2.image(&ImageSpec::new(&[(s, 1000)], s).platform("linux", arch, None).docker(true))
+        })
         .collect();
     let list = b2.index(&imgs, true);
     b2.tag(&list, "list");
@@ -192,8 +204,14 @@ fn layout_builder_is_deterministic() {
     let a = tempfile::tempdir().unwrap();
     let c = tempfile::tempdir().unwrap();
     let build = |root: &Path| {
-        let (mut b, index, _) =
-            layout::multi_platform(root, "x", &[("linux", "amd64", None), ("linux", "arm64", None)], true, true, 9);
+        let (mut b, index, _) = layout::multi_platform(
+            root,
+            "x",
+            &[("linux", "amd64", None), ("linux", "arm64", None)],
+            true,
+            true,
+            9,
+        );
         let img = b.image(&ImageSpec::new(&[(5, 100)], 5).docker(true));
         b.tag(&img, "docker");
         b.add_untagged(&index);
@@ -268,7 +286,6 @@ fn counting_proxy_works_without_a_tokio_runtime() {
     assert_eq!(proxy.bytes_to_client(), resp.len() as u64);
     drop(proxy); // stops its thread
 }
-
 
 #[tokio::test]
 async fn registry_supports_cross_repository_mount() {

@@ -19,15 +19,24 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn pvc(client: &kube::Client, name: &str) {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
-    create(&api, json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
-    }))
+    create(
+        &api,
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
+        }),
+    )
     .await;
 }
 
-fn image_push(name: &str, claim: &str, path: &str, target: &str, extra: serde_json::Value) -> serde_json::Value {
+fn image_push(
+    name: &str,
+    claim: &str,
+    path: &str,
+    target: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
     let mut v = json!({
         "apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush",
         "metadata": {"name": name, "namespace": NS},
@@ -47,7 +56,10 @@ fn image_push(name: &str, claim: &str, path: &str, target: &str, extra: serde_js
 
 async fn jobs_of(client: &kube::Client, name: &str) -> Vec<Job> {
     let api: Api<Job> = Api::namespaced(client.clone(), NS);
-    api.list(&ListParams::default().labels(&format!("imagepush.dev/name={name}"))).await.unwrap().items
+    api.list(&ListParams::default().labels(&format!("imagepush.dev/name={name}")))
+        .await
+        .unwrap()
+        .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,10 +68,15 @@ async fn tagged_push_becomes_ready_with_the_digest_and_is_idempotent() {
     let mut cluster = Cluster::start();
     let client = cluster.client().await;
     pvc(&client, "layouts").await;
-    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[200_000, 3000], 1);
+    let (_b, image) =
+        simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[200_000, 3000], 1);
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("app", "layouts", "app", &format!("{}/team/app:v1", registry.host()), json!({}))).await;
+    create(
+        &api,
+        image_push("app", "layouts", "app", &format!("{}/team/app:v1", registry.host()), json!({})),
+    )
+    .await;
     let ip = wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
     let st = ip.status.clone().unwrap();
     assert_eq!(st.digest.as_deref(), Some(image.digest.as_str()));
@@ -79,8 +96,16 @@ async fn tagged_push_becomes_ready_with_the_digest_and_is_idempotent() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let writes: Vec<_> = cluster.requests()[before..]
         .iter()
-        .filter(|r| matches!(r["method"].as_str(), Some("POST") | Some("PATCH") | Some("PUT") | Some("DELETE")))
-        .filter(|r| !r["path"].as_str().unwrap_or_default().contains("/leases") && !r["path"].as_str().unwrap_or_default().contains("/events"))
+        .filter(|r| {
+            matches!(
+                r["method"].as_str(),
+                Some("POST") | Some("PATCH") | Some("PUT") | Some("DELETE")
+            )
+        })
+        .filter(|r| {
+            !r["path"].as_str().unwrap_or_default().contains("/leases")
+                && !r["path"].as_str().unwrap_or_default().contains("/events")
+        })
         .cloned()
         .collect();
     assert!(writes.is_empty(), "writes after restart: {writes:#?}");
@@ -102,17 +127,44 @@ async fn all_tags_platform_and_promotion_with_mounts_from_earlier_pushes() {
     b.tag(&two, "2.0");
     b.write();
     // A multi-platform index.
-    let (_mb, _index, images) =
-        multi_platform(&root.join("multi"), "v1", &[("linux", "amd64", None), ("linux", "arm64", None)], true, true, 3);
+    let (_mb, _index, images) = multi_platform(
+        &root.join("multi"),
+        "v1",
+        &[("linux", "amd64", None), ("linux", "arm64", None)],
+        true,
+        true,
+        3,
+    );
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
     let host = registry.host();
-    create(&api, image_push("tags", "layouts", "tags", &format!("{host}/team/tags"), json!({}))).await;
-    create(&api, image_push("arm", "layouts", "multi", &format!("{host}/team/arm:v1"), json!({"platform": "linux/arm64"}))).await;
+    create(&api, image_push("tags", "layouts", "tags", &format!("{host}/team/tags"), json!({})))
+        .await;
+    create(
+        &api,
+        image_push(
+            "arm",
+            "layouts",
+            "multi",
+            &format!("{host}/team/arm:v1"),
+            json!({"platform": "linux/arm64"}),
+        ),
+    )
+    .await;
 
     let tags = wait_for(&cluster, &api, "tags", TIMEOUT, "Ready", is_ready).await;
-    let names: Vec<_> = tags.status.as_ref().unwrap().tags.iter().map(|t| (t.tag.clone(), t.digest.clone())).collect();
-    assert_eq!(names, [("1.0".to_string(), one.digest.clone()), ("2.0".to_string(), two.digest.clone())]);
+    let names: Vec<_> = tags
+        .status
+        .as_ref()
+        .unwrap()
+        .tags
+        .iter()
+        .map(|t| (t.tag.clone(), t.digest.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [("1.0".to_string(), one.digest.clone()), ("2.0".to_string(), two.digest.clone())]
+    );
     assert_eq!(registry.tags("team/tags").await, ["1.0", "2.0"]);
 
     let arm = wait_for(&cluster, &api, "arm", TIMEOUT, "Ready", is_ready).await;
@@ -121,7 +173,17 @@ async fn all_tags_platform_and_promotion_with_mounts_from_earlier_pushes() {
 
     // Promotion: the same layout to another repository, no mountFrom: the controller hands the
     // worker what the finished "arm" push recorded, so every blob is mounted.
-    create(&api, image_push("arm-prod", "layouts", "multi", &format!("{host}/prod/arm:v1"), json!({"platform": "linux/arm64"}))).await;
+    create(
+        &api,
+        image_push(
+            "arm-prod",
+            "layouts",
+            "multi",
+            &format!("{host}/prod/arm:v1"),
+            json!({"platform": "linux/arm64"}),
+        ),
+    )
+    .await;
     let prod = wait_for(&cluster, &api, "arm-prod", TIMEOUT, "Ready", is_ready).await;
     let st = prod.status.unwrap();
     let totals = st.blobs.unwrap();
@@ -140,19 +202,37 @@ async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
     pvc(&client, "layouts").await;
     simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[1000], 4);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    create(&secrets, json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-        "metadata": {"name": "wrong", "namespace": NS},
-        "stringData": {"username": "alice", "password": "wrong-password"}
-    }))
+    create(
+        &secrets,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": "wrong", "namespace": NS},
+            "stringData": {"username": "alice", "password": "wrong-password"}
+        }),
+    )
     .await;
     cluster.start_controller(&["--allowed-host-path-root", "/var/lib/images"]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
     let host = registry.host();
-    create(&api, image_push("auth", "layouts", "app", &format!("{host}/team/app:v1"), json!({"credentialsSecret": {"name": "wrong"}}))).await;
-    create(&api, image_push("nolayout", "layouts", "missing", &format!("{host}/team/app:v2"), json!({}))).await;
+    create(
+        &api,
+        image_push(
+            "auth",
+            "layouts",
+            "app",
+            &format!("{host}/team/app:v1"),
+            json!({"credentialsSecret": {"name": "wrong"}}),
+        ),
+    )
+    .await;
+    create(
+        &api,
+        image_push("nolayout", "layouts", "missing", &format!("{host}/team/app:v2"), json!({})),
+    )
+    .await;
     create(&api, image_push("badref", "layouts", "app", "Registry/Upper:v1", json!({}))).await;
-    let mut host_path = image_push("host", "layouts", "app", &format!("{host}/team/app:v3"), json!({}));
+    let mut host_path =
+        image_push("host", "layouts", "app", &format!("{host}/team/app:v3"), json!({}));
     host_path["spec"]["source"] = json!({"hostPath": {"path": "/etc", "nodeName": "sim-node"}});
     create(&api, host_path).await;
 
@@ -177,7 +257,13 @@ async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(jobs_of(&client, "auth").await.len(), 1);
     // Warning events with the reason.
-    let events = cluster.requests().iter().filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events")).count();
+    let events = cluster
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events")
+        })
+        .count();
     assert!(events >= 4, "events posted: {events}");
 
     // The password is in no output of the scenario: controller log, worker logs and termination
@@ -190,7 +276,10 @@ async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "log" || x == "jsonl") {
-                outputs.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap_or_default()));
+                outputs.push((
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap_or_default(),
+                ));
             }
         }
     }
@@ -198,9 +287,15 @@ async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
     let all = api.list(&ListParams::default()).await.unwrap();
     outputs.push(("imagepushes".into(), serde_json::to_string(&all).unwrap()));
     let ev: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    outputs.push(("events".into(), serde_json::to_string(&ev.list(&ListParams::default()).await.unwrap()).unwrap()));
+    outputs.push((
+        "events".into(),
+        serde_json::to_string(&ev.list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NS);
-    outputs.push(("pods (termination messages)".into(), serde_json::to_string(&pods.list(&ListParams::default()).await.unwrap()).unwrap()));
+    outputs.push((
+        "pods (termination messages)".into(),
+        serde_json::to_string(&pods.list(&ListParams::default()).await.unwrap()).unwrap(),
+    ));
     for (name, text) in &outputs {
         assert!(!text.contains("wrong-password"), "the password leaked into {name}");
     }
@@ -218,7 +313,11 @@ async fn spec_change_pushes_again_and_delete_removes_the_job() {
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
     let host = registry.host();
-    create(&api, image_push("app", "layouts", "v1", &format!("{host}/team/app:release"), json!({}))).await;
+    create(
+        &api,
+        image_push("app", "layouts", "v1", &format!("{host}/team/app:release"), json!({})),
+    )
+    .await;
     wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
     assert_eq!(registry.manifest("team/app", "release").await.unwrap().2, first.digest);
 
@@ -255,8 +354,21 @@ async fn controller_restart_mid_push_ends_in_one_job_and_one_success() {
     b.write();
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("big", "layouts", "big", &format!("{}/team/big:v1", registry.host()), json!({"maxConcurrentUploads": 1}))).await;
-    wait_for(&cluster, &api, "big", TIMEOUT, "running", |ip| ip.status.as_ref().and_then(|s| s.job_name.clone()).is_some()).await;
+    create(
+        &api,
+        image_push(
+            "big",
+            "layouts",
+            "big",
+            &format!("{}/team/big:v1", registry.host()),
+            json!({"maxConcurrentUploads": 1}),
+        ),
+    )
+    .await;
+    wait_for(&cluster, &api, "big", TIMEOUT, "running", |ip| {
+        ip.status.as_ref().and_then(|s| s.job_name.clone()).is_some()
+    })
+    .await;
     cluster.kill_controller();
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.start_controller(&[]);
@@ -269,7 +381,9 @@ async fn controller_restart_mid_push_ends_in_one_job_and_one_success() {
     let pushed_events = cluster
         .requests()
         .iter()
-        .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events"))
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().unwrap_or_default().contains("/events")
+        })
         .count();
     assert!(pushed_events >= 1);
 }
@@ -287,11 +401,25 @@ async fn layout_copied_onto_a_pvc_pushes_and_a_missing_claim_stalls() {
     copy_tree(&src.path().join("l"), &cluster.pvc_dir(NS, "builds").join("out/app"));
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("copied", "builds", "out/app", &format!("{}/team/copied:v1", registry.host()), json!({}))).await;
+    create(
+        &api,
+        image_push(
+            "copied",
+            "builds",
+            "out/app",
+            &format!("{}/team/copied:v1", registry.host()),
+            json!({}),
+        ),
+    )
+    .await;
     let ip = wait_for(&cluster, &api, "copied", TIMEOUT, "Ready", is_ready).await;
     assert_eq!(ip.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
     // An ImagePush naming a claim that does not exist stalls without a Job.
-    create(&api, image_push("noclaim", "nope", "x", &format!("{}/team/x:v1", registry.host()), json!({}))).await;
+    create(
+        &api,
+        image_push("noclaim", "nope", "x", &format!("{}/team/x:v1", registry.host()), json!({})),
+    )
+    .await;
     let ip = wait_for(&cluster, &api, "noclaim", TIMEOUT, "Stalled", is_stalled).await;
     assert_eq!(condition(&ip, "Stalled").unwrap().1, "PersistentVolumeClaimNotFound");
     assert!(jobs_of(&client, "noclaim").await.is_empty());
@@ -305,12 +433,23 @@ async fn a_long_push_shows_progress_and_metrics_count_it() {
     let mut cluster = Cluster::start();
     let client = cluster.client().await;
     pvc(&client, "layouts").await;
-    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("slow"), "v1", &[1_500_000; 4], 8);
+    let (_b, image) =
+        simple_image(&cluster.pvc_dir(NS, "layouts").join("slow"), "v1", &[1_500_000; 4], 8);
     cluster.start_controller(&[]);
     let (code, body) = cluster.controller_http("/healthz").await;
     assert_eq!((code, body.trim()), (200, "ok"));
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("slow", "layouts", "slow", &format!("{}/team/slow:v1", proxy.host()), json!({"maxConcurrentUploads": 1}))).await;
+    create(
+        &api,
+        image_push(
+            "slow",
+            "layouts",
+            "slow",
+            &format!("{}/team/slow:v1", proxy.host()),
+            json!({"maxConcurrentUploads": 1}),
+        ),
+    )
+    .await;
     // Watch the status while the push runs: progress moves between 0 and the total.
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -324,7 +463,11 @@ async fn a_long_push_shows_progress_and_metrics_count_it() {
         if is_ready(&ip) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not Ready; progress seen {seen:?}\n{}", cluster.diagnostics());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not Ready; progress seen {seen:?}\n{}",
+            cluster.diagnostics()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let total: u64 = 6_000_000;
@@ -339,7 +482,10 @@ async fn a_long_push_shows_progress_and_metrics_count_it() {
     let status_patches = cluster
         .requests()
         .iter()
-        .filter(|r| r["method"] == "PATCH" && r["path"].as_str().unwrap_or_default().ends_with("/imagepushes/slow/status"))
+        .filter(|r| {
+            r["method"] == "PATCH"
+                && r["path"].as_str().unwrap_or_default().ends_with("/imagepushes/slow/status")
+        })
         .count();
     assert!(status_patches <= 30, "{status_patches} status patches");
 
@@ -371,7 +517,11 @@ async fn two_replicas_elect_one_leader() {
     let mut second = cluster.spawn_controller(&logs[1], common::free_port(), &args);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("a", "layouts", "a", &format!("{}/team/a:v1", registry.host()), json!({}))).await;
+    create(
+        &api,
+        image_push("a", "layouts", "a", &format!("{}/team/a:v1", registry.host()), json!({})),
+    )
+    .await;
     wait_for(&cluster, &api, "a", TIMEOUT, "Ready", is_ready).await;
     assert_eq!(jobs_of(&client, "a").await.len(), 1);
     let log = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
@@ -382,7 +532,11 @@ async fn two_replicas_elect_one_leader() {
     // The leader dies; the standby takes over and pushes the next one.
     let _ = first.kill();
     let _ = first.wait();
-    create(&api, image_push("b", "layouts", "a", &format!("{}/team/b:v1", registry.host()), json!({}))).await;
+    create(
+        &api,
+        image_push("b", "layouts", "a", &format!("{}/team/b:v1", registry.host()), json!({})),
+    )
+    .await;
     wait_for(&cluster, &api, "b", Duration::from_secs(90), "Ready after failover", is_ready).await;
     assert!(log(1).contains("leading"), "{}", log(1));
     assert_eq!(jobs_of(&client, "b").await.len(), 1);
@@ -397,7 +551,8 @@ async fn api_conflicts_and_errors_on_status_writes_and_a_killed_worker_still_end
     let mut cluster = Cluster::start();
     let client = cluster.client().await;
     pvc(&client, "layouts").await;
-    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[1_000_000; 3], 12);
+    let (_b, image) =
+        simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[1_000_000; 3], 12);
     // The API answers status writes with conflicts and server errors for a while.
     cluster.set_faults(json!([
         {"method": "PATCH", "pathRegex": "/imagepushes/[^/]+/status$", "status": 409, "times": 2},
@@ -407,21 +562,52 @@ async fn api_conflicts_and_errors_on_status_writes_and_a_killed_worker_still_end
     proxy.set_throttle(1_000_000);
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("app", "layouts", "app", &format!("{}/team/app:v1", proxy.host()), json!({"maxConcurrentUploads": 1}))).await;
+    create(
+        &api,
+        image_push(
+            "app",
+            "layouts",
+            "app",
+            &format!("{}/team/app:v1", proxy.host()),
+            json!({"maxConcurrentUploads": 1}),
+        ),
+    )
+    .await;
 
     // Kill the worker process once it runs (as a node losing the pod would).
     let http = common::http_client();
     let deadline = std::time::Instant::now() + TIMEOUT;
     let killed = loop {
-        let procs: serde_json::Value = http.get(format!("{}/_sim/processes", cluster.api_url)).send().await.unwrap().json().await.unwrap();
-        let running = procs.as_array().and_then(|a| a.first().cloned()).or_else(|| procs["processes"].as_array().and_then(|a| a.first().cloned()));
+        let procs: serde_json::Value = http
+            .get(format!("{}/_sim/processes", cluster.api_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let running = procs
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .or_else(|| procs["processes"].as_array().and_then(|a| a.first().cloned()));
         if let Some(p) = running {
-            let (ns, pod) = (p["namespace"].as_str().unwrap_or(NS).to_string(), p["pod"].as_str().or(p["name"].as_str()).unwrap_or_default().to_string());
+            let (ns, pod) = (
+                p["namespace"].as_str().unwrap_or(NS).to_string(),
+                p["pod"].as_str().or(p["name"].as_str()).unwrap_or_default().to_string(),
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let r = http.post(format!("{}/_sim/kill?namespace={ns}&pod={pod}", cluster.api_url)).send().await.unwrap();
+            let r = http
+                .post(format!("{}/_sim/kill?namespace={ns}&pod={pod}", cluster.api_url))
+                .send()
+                .await
+                .unwrap();
             break r.status().is_success();
         }
-        assert!(std::time::Instant::now() < deadline, "worker never ran\n{}", cluster.diagnostics());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker never ran\n{}",
+            cluster.diagnostics()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(killed);
@@ -433,13 +619,24 @@ async fn api_conflicts_and_errors_on_status_writes_and_a_killed_worker_still_end
     // Ready was reported once: a single Pushed event (and one PushStarted).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    let reasons: Vec<String> = events.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
     assert_eq!(reasons.iter().filter(|r| *r == "Pushed").count(), 1, "{reasons:?}");
     assert_eq!(reasons.iter().filter(|r| *r == "PushStarted").count(), 1, "{reasons:?}");
     let failed_status_writes = cluster
         .requests()
         .iter()
-        .filter(|r| r["method"] == "PATCH" && r["path"].as_str().unwrap_or_default().ends_with("/status") && r["status"].as_u64().unwrap_or(0) >= 400)
+        .filter(|r| {
+            r["method"] == "PATCH"
+                && r["path"].as_str().unwrap_or_default().ends_with("/status")
+                && r["status"].as_u64().unwrap_or(0) >= 400
+        })
         .count();
     assert_eq!(failed_status_writes, 4, "the injected faults were hit");
 }
@@ -453,9 +650,16 @@ async fn a_registry_that_is_down_for_a_while_is_waited_for() {
     let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[5000], 13);
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(&api, image_push("late", "layouts", "app", &format!("127.0.0.1:{port}/team/app:v1"), json!({}))).await;
+    create(
+        &api,
+        image_push("late", "layouts", "app", &format!("127.0.0.1:{port}/team/app:v1"), json!({})),
+    )
+    .await;
     // Nothing listens yet: the worker retries. The registry comes up a few seconds later.
-    wait_for(&cluster, &api, "late", TIMEOUT, "running", |ip| ip.status.as_ref().and_then(|s| s.job_name.clone()).is_some()).await;
+    wait_for(&cluster, &api, "late", TIMEOUT, "running", |ip| {
+        ip.status.as_ref().and_then(|s| s.job_name.clone()).is_some()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let registry = TestRegistry::start_on(port);
     let ip = wait_for(&cluster, &api, "late", TIMEOUT, "Ready", is_ready).await;

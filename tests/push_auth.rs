@@ -85,7 +85,6 @@ fn auth_entry(user: &str, password: &str) -> serde_json::Value {
     serde_json::json!({ "auth": b64(&format!("{user}:{password}")) })
 }
 
-
 fn report_error(path: &Path) -> serde_json::Value {
     let r = common::report(path);
     assert!(r["error"].is_object(), "report has no error object: {r:#}");
@@ -767,7 +766,8 @@ async fn tls_untrusted_certificate_exits_2_without_retrying_and_pushes_nothing()
     let (layout, _) = make_layout(dir.path(), 20);
     let report = dir.path().join("report.json");
     let target = format!("{}/tls/untrusted:v1", reg.host());
-    let run = imagepush(&["push", "--progress", "plain", "--report", s(&report), s(&layout), &target]);
+    let run =
+        imagepush(&["push", "--progress", "plain", "--report", s(&report), s(&layout), &target]);
     // A certificate that does not verify is a setting to fix: bad input, never retried.
     run.expect_code(2);
     assert!(!run.stdout.contains("Retrying"), "{}", run.stdout);

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{CountingProxy, ImageSpec, LayoutBuilder, TestRegistry, imagepush, report, simple_image};
+use common::{
+    CountingProxy, ImageSpec, LayoutBuilder, TestRegistry, imagepush, report, simple_image,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -15,7 +17,14 @@ async fn tagged_push_lands_byte_identical_and_is_reported() {
     let (b, image) = simple_image(&layout, "v1", &[MIB, 300 * 1024, 10], 1);
     let report_path = dir.path().join("report.json");
     let target = format!("{}/team/app:v1", registry.host());
-    let run = imagepush(&["push", "--plain-http", "--report", report_path.to_str().unwrap(), layout.to_str().unwrap(), &target]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        "--report",
+        report_path.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        &target,
+    ]);
     run.ok();
 
     // The registry holds the layout's manifest bytes under the tag, and every blob.
@@ -27,7 +36,11 @@ async fn tagged_push_lands_byte_identical_and_is_reported() {
     let blobs = b.blob_digests(&image);
     assert_eq!(blobs.len(), 4);
     for d in &blobs {
-        assert_eq!(registry.blob("team/app", d).await.as_deref(), Some(b.read_blob(d).as_slice()), "{d}");
+        assert_eq!(
+            registry.blob("team/app", d).await.as_deref(),
+            Some(b.read_blob(d).as_slice()),
+            "{d}"
+        );
     }
     // A third-party client reads the same manifest back.
     assert_eq!(registry.skopeo_inspect_raw("team/app:v1"), bytes);
@@ -35,13 +48,22 @@ async fn tagged_push_lands_byte_identical_and_is_reported() {
     assert_eq!(inspected["Digest"], image.digest.as_str());
 
     // Docker-like progress and the final line.
-    assert!(run.stdout.contains(&format!("The push refers to repository [{}/team/app]", registry.host())), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("The push refers to repository [{}/team/app]", registry.host())),
+        "{}",
+        run.stdout
+    );
     for d in &blobs {
         let id = &d["sha256:".len().."sha256:".len() + 12];
         assert!(run.stdout.contains(&format!("{id}: Preparing")), "{}", run.stdout);
         assert!(run.stdout.contains(&format!("{id}: Pushed")), "{}", run.stdout);
     }
-    assert!(run.stdout.contains(&format!("v1: digest: {} size: {}", image.digest, image.size)), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("v1: digest: {} size: {}", image.digest, image.size)),
+        "{}",
+        run.stdout
+    );
 
     // The report.
     let r = report(&report_path);
@@ -87,13 +109,28 @@ async fn pushing_again_skips_existing_blobs_and_manifests() {
     b.write();
     let target = format!("{}/team/app", proxy.host());
     let first_report = dir.path().join("first.json");
-    imagepush(&["push", "--plain-http", "--report", first_report.to_str().unwrap(), layout.to_str().unwrap(), &target]).ok();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--report",
+        first_report.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        &target,
+    ])
+    .ok();
     let first = report(&first_report);
     assert!(first["manifests"].as_array().unwrap().iter().any(|m| m["outcome"] == "pushed"));
 
     proxy.reset();
     let second_report = dir.path().join("second.json");
-    let run = imagepush(&["push", "--plain-http", "--report", second_report.to_str().unwrap(), layout.to_str().unwrap(), &target]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        "--report",
+        second_report.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        &target,
+    ]);
     run.ok();
     let second = report(&second_report);
     assert_eq!(second["totals"]["uploaded"], 0);
@@ -130,12 +167,20 @@ async fn chooses_the_layout_entry_for_a_tagged_target() {
     // --ref wins over the target's tag, by name and by digest.
     imagepush(&["push", "--plain-http", "--ref", "one", l, &format!("{host}/app:renamed")]).ok();
     assert_eq!(registry.manifest("app", "renamed").await.unwrap().2, one.digest);
-    imagepush(&["push", "--plain-http", "--ref", &two.digest, l, &format!("{host}/app:bydigest")]).ok();
+    imagepush(&["push", "--plain-http", "--ref", &two.digest, l, &format!("{host}/app:bydigest")])
+        .ok();
     assert_eq!(registry.manifest("app", "bydigest").await.unwrap().2, two.digest);
     // Several entries, none named like the target: a clear error listing the tags.
     let run = imagepush(&["push", "--plain-http", l, &format!("{host}/app:three")]);
     run.expect_code(3);
-    assert!(run.stderr.contains("\"three\"") && run.stderr.contains("one") && run.stderr.contains("two") && run.stderr.contains("--ref"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("\"three\"")
+            && run.stderr.contains("one")
+            && run.stderr.contains("two")
+            && run.stderr.contains("--ref"),
+        "{}",
+        run.stderr
+    );
     let run = imagepush(&["push", "--plain-http", "--ref", "nope", l, &format!("{host}/app:x")]);
     run.expect_code(3);
     assert!(run.stderr.contains("\"nope\""), "{}", run.stderr);
@@ -144,7 +189,8 @@ async fn chooses_the_layout_entry_for_a_tagged_target() {
     // A layout with one entry: it is pushed under the target's tag whatever its name.
     let single = dir.path().join("single");
     let (_sb, simage) = simple_image(&single, "whatever", &[100], 3);
-    imagepush(&["push", "--plain-http", single.to_str().unwrap(), &format!("{host}/app:only")]).ok();
+    imagepush(&["push", "--plain-http", single.to_str().unwrap(), &format!("{host}/app:only")])
+        .ok();
     assert_eq!(registry.manifest("app", "only").await.unwrap().2, simage.digest);
 }
 
@@ -165,14 +211,22 @@ async fn untagged_target_pushes_every_tag() {
     b.write();
     let report_path = dir.path().join("r.json");
     let run = imagepush(&[
-        "push", "--plain-http", "--report", report_path.to_str().unwrap(),
-        layout.to_str().unwrap(), &format!("{}/team/app", registry.host()),
+        "push",
+        "--plain-http",
+        "--report",
+        report_path.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        &format!("{}/team/app", registry.host()),
     ]);
     run.ok();
     assert_eq!(registry.tags("team/app").await, ["1.0", "2.0", "latest", "stable"]);
     for (tag, want) in [("1.0", &one), ("2.0", &two), ("latest", &two), ("stable", &one)] {
         assert_eq!(registry.manifest("team/app", tag).await.unwrap().2, want.digest, "{tag}");
-        assert!(run.stdout.contains(&format!("{tag}: digest: {} size: {}", want.digest, want.size)), "{}", run.stdout);
+        assert!(
+            run.stdout.contains(&format!("{tag}: digest: {} size: {}", want.digest, want.size)),
+            "{}",
+            run.stdout
+        );
     }
     let r = report(&report_path);
     assert_eq!(r["tags"].as_array().unwrap().len(), 4);
@@ -185,7 +239,12 @@ async fn untagged_target_pushes_every_tag() {
     let img = u.image(&ImageSpec::new(&[(4, 100)], 4));
     u.add_untagged(&img);
     u.write();
-    let run = imagepush(&["push", "--plain-http", untagged.to_str().unwrap(), &format!("{}/team/none", registry.host())]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        untagged.to_str().unwrap(),
+        &format!("{}/team/none", registry.host()),
+    ]);
     run.expect_code(3);
     assert!(run.stderr.contains("no tagged entries"), "{}", run.stderr);
 }
@@ -195,22 +254,45 @@ async fn target_by_digest_pushes_without_a_tag() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let (_b, index, images) =
-        common::multi_platform(&layout, "v1", &[("linux", "amd64", None), ("linux", "arm64", None)], false, true, 11);
+    let (_b, index, images) = common::multi_platform(
+        &layout,
+        "v1",
+        &[("linux", "amd64", None), ("linux", "arm64", None)],
+        false,
+        true,
+        11,
+    );
     let host = registry.host();
     // A manifest nested in the index, named by digest.
-    let run = imagepush(&["push", "--plain-http", "-q", layout.to_str().unwrap(), &format!("{host}/app@{}", images[1].digest)]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        "-q",
+        layout.to_str().unwrap(),
+        &format!("{host}/app@{}", images[1].digest),
+    ]);
     run.ok();
     assert_eq!(run.stdout, format!("{host}/app@{}\n", images[1].digest));
     assert_eq!(registry.manifest("app", &images[1].digest).await.unwrap().2, images[1].digest);
     assert!(registry.tags("app").await.is_empty());
     // The index by digest.
-    imagepush(&["push", "--plain-http", layout.to_str().unwrap(), &format!("{host}/app@{}", index.digest)]).ok();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        layout.to_str().unwrap(),
+        &format!("{host}/app@{}", index.digest),
+    ])
+    .ok();
     assert_eq!(registry.manifest("app", &index.digest).await.unwrap().2, index.digest);
     assert!(registry.tags("app").await.is_empty());
     // A digest the layout does not have.
     let absent = common::sha256_digest(b"absent");
-    let run = imagepush(&["push", "--plain-http", layout.to_str().unwrap(), &format!("{host}/app@{absent}")]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        layout.to_str().unwrap(),
+        &format!("{host}/app@{absent}"),
+    ]);
     run.expect_code(3);
     assert!(run.stderr.contains(&absent), "{}", run.stderr);
 }
@@ -221,15 +303,18 @@ async fn docker_schema2_images_keep_their_media_types() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let mut b = LayoutBuilder::new(&layout);
-    let amd = b.image(&ImageSpec::new(&[(1, 3000)], 1).platform("linux", "amd64", None).docker(true));
-    let arm = b.image(&ImageSpec::new(&[(2, 3000)], 2).platform("linux", "arm64", None).docker(true));
+    let amd =
+        b.image(&ImageSpec::new(&[(1, 3000)], 1).platform("linux", "amd64", None).docker(true));
+    let arm =
+        b.image(&ImageSpec::new(&[(2, 3000)], 2).platform("linux", "arm64", None).docker(true));
     let list = b.index(&[amd.clone(), arm.clone()], true);
     // skopeo 1.9 cannot read Docker types from index.json, imagepush can.
     b.tag(&list, "v1");
     b.tag(&amd, "amd");
     b.write();
     let host = registry.host();
-    imagepush(&["push", "--plain-http", layout.to_str().unwrap(), &format!("{host}/docker/app")]).ok();
+    imagepush(&["push", "--plain-http", layout.to_str().unwrap(), &format!("{host}/docker/app")])
+        .ok();
     let (bytes, ct, digest) = registry.manifest("docker/app", "v1").await.unwrap();
     assert_eq!(ct, "application/vnd.docker.distribution.manifest.list.v2+json");
     assert_eq!(digest, list.digest);

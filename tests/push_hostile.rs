@@ -14,7 +14,12 @@ fn write_index(layout: &std::path::Path, manifests: serde_json::Value) {
 }
 
 async fn refused(registry: &TestRegistry, layout: &std::path::Path, code: i32, wants: &[&str]) {
-    let run = imagepush(&["push", "--plain-http", layout.to_str().unwrap(), &format!("{}/hostile/app:v1", registry.host())]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        layout.to_str().unwrap(),
+        &format!("{}/hostile/app:v1", registry.host()),
+    ]);
     run.expect_code(code);
     for w in wants {
         assert!(run.stderr.contains(w), "wanted {w:?} in: {}", run.stderr);
@@ -42,8 +47,11 @@ async fn hostile_index_and_manifest_content() {
     ] {
         let l = dir.path().join(name);
         simple_image(&l, "v1", &[100], 2);
-        write_index(&l, serde_json::json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 10,
-            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]));
+        write_index(
+            &l,
+            serde_json::json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 10,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]),
+        );
         refused(&registry, &l, 2, &["index.json", want]).await;
     }
 
@@ -51,8 +59,11 @@ async fn hostile_index_and_manifest_content() {
     for (name, size) in [("negative", serde_json::json!(-1)), ("string", serde_json::json!("12"))] {
         let l = dir.path().join(name);
         let (_b, image) = simple_image(&l, "v1", &[100], 3);
-        write_index(&l, serde_json::json!([{"mediaType": image.media_type, "digest": image.digest, "size": size,
-            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]));
+        write_index(
+            &l,
+            serde_json::json!([{"mediaType": image.media_type, "digest": image.digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]),
+        );
         refused(&registry, &l, 2, &["index.json"]).await;
     }
 
@@ -67,8 +78,11 @@ async fn hostile_index_and_manifest_content() {
     // An index entry typed as an index whose content is a manifest.
     let liar = dir.path().join("liar");
     let (_b, image) = simple_image(&liar, "v1", &[100], 5);
-    write_index(&liar, serde_json::json!([{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": image.digest, "size": image.size,
-        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]));
+    write_index(
+        &liar,
+        serde_json::json!([{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": image.digest, "size": image.size,
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]),
+    );
     refused(&registry, &liar, 2, &[&image.digest]).await;
 
     // A manifest that is not JSON at all (its digest and size are right).
@@ -76,16 +90,27 @@ async fn hostile_index_and_manifest_content() {
     let mut gb = LayoutBuilder::new(&garbage);
     let (digest, size) = gb.blob(b"\x00\xff not json \xfe");
     gb.write();
-    write_index(&garbage, serde_json::json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
-        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]));
+    write_index(
+        &garbage,
+        serde_json::json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]),
+    );
     refused(&registry, &garbage, 2, &[digest.trim_start_matches("sha256:"), "invalid JSON"]).await;
 
     // A tag name that is not a valid tag (it would become a URL path).
     let badtag = dir.path().join("badtag");
     let (_b, image) = simple_image(&badtag, "v1", &[100], 6);
-    write_index(&badtag, serde_json::json!([{"mediaType": image.media_type, "digest": image.digest, "size": image.size,
-        "annotations": {"org.opencontainers.image.ref.name": "../../v2/other/manifests/x"}}]));
-    let run = imagepush(&["push", "--plain-http", badtag.to_str().unwrap(), &format!("{}/hostile/app", registry.host())]);
+    write_index(
+        &badtag,
+        serde_json::json!([{"mediaType": image.media_type, "digest": image.digest, "size": image.size,
+        "annotations": {"org.opencontainers.image.ref.name": "../../v2/other/manifests/x"}}]),
+    );
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        badtag.to_str().unwrap(),
+        &format!("{}/hostile/app", registry.host()),
+    ]);
     run.expect_code(2);
     assert!(run.stderr.contains("not a valid tag"), "{}", run.stderr);
     assert!(registry.tags("hostile/app").await.is_empty());
@@ -101,12 +126,31 @@ async fn layout_root_keeps_symlinks_inside_the_volume() {
     simple_image(&outside, "v1", &[100], 7);
     std::os::unix::fs::symlink(&outside, volume.join("app")).unwrap();
     let target = format!("{}/hostile/app:v1", registry.host());
-    let run = imagepush(&["push", "--plain-http", "--layout-root", volume.to_str().unwrap(), volume.join("app").to_str().unwrap(), &target]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        "--layout-root",
+        volume.to_str().unwrap(),
+        volume.join("app").to_str().unwrap(),
+        &target,
+    ]);
     run.expect_code(2);
-    assert!(run.stderr.contains("outside") && run.stderr.contains("--layout-root"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("outside") && run.stderr.contains("--layout-root"),
+        "{}",
+        run.stderr
+    );
     assert!(registry.tags("hostile/app").await.is_empty());
     // The same layout inside the volume pushes.
     let inside = volume.join("real");
     simple_image(&inside, "v1", &[100], 7);
-    imagepush(&["push", "--plain-http", "--layout-root", volume.to_str().unwrap(), inside.to_str().unwrap(), &target]).ok();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--layout-root",
+        volume.to_str().unwrap(),
+        inside.to_str().unwrap(),
+        &target,
+    ])
+    .ok();
 }

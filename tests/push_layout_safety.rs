@@ -46,7 +46,8 @@ fn snapshot(root: &Path) -> Snapshot {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+        let meta =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             "file"
@@ -95,7 +96,9 @@ fn assert_layout_unchanged(root: &Path, before: &Snapshot) {
     for (p, b) in before {
         match after.get(p) {
             None => diffs.push(format!("removed: {}", p.display())),
-            Some(a) if a != b => diffs.push(format!("changed: {}\n  before {b:?}\n  after  {a:?}", p.display())),
+            Some(a) if a != b => {
+                diffs.push(format!("changed: {}\n  before {b:?}\n  after  {a:?}", p.display()))
+            }
             _ => {}
         }
     }
@@ -161,7 +164,13 @@ fn push_with_timeout(layout: &Path, target: &str, timeout: Duration) -> Run {
 }
 
 /// Asserts the exit code, that stderr names every one of `needles`, and that `repo` has no tag.
-async fn assert_refused(run: &Run, code: i32, needles: &[&str], registry: &TestRegistry, repo: &str) {
+async fn assert_refused(
+    run: &Run,
+    code: i32,
+    needles: &[&str],
+    registry: &TestRegistry,
+    repo: &str,
+) {
     eprintln!("[{repo}] exit {}; stderr:\n{}", run.code, run.stderr);
     run.expect_code(code);
     for needle in needles {
@@ -173,7 +182,11 @@ async fn assert_refused(run: &Run, code: i32, needles: &[&str], registry: &TestR
         );
     }
     let tags = registry.tags(repo).await;
-    assert!(tags.is_empty(), "{repo} got tags {tags:?} from a failed push; stderr:\n{}", run.stderr);
+    assert!(
+        tags.is_empty(),
+        "{repo} got tags {tags:?} from a failed push; stderr:\n{}",
+        run.stderr
+    );
 }
 
 /// XORs the byte at `offset` of `path` with 0xff (same size, different content).
@@ -231,14 +244,20 @@ async fn corrupt_layer_is_not_committed(offset_of: fn(usize) -> usize, repo: &st
     // be wrong (the upload is verified on the way, not by reading the blob twice).
     let sent = wait_bytes_to_server(&proxy, MIB as u64);
     eprintln!("[{repo}] {sent} bytes to the registry");
-    assert!(sent >= MIB as u64, "only {sent} bytes went to the registry; the corrupt layer was not streamed");
+    assert!(
+        sent >= MIB as u64,
+        "only {sent} bytes went to the registry; the corrupt layer was not streamed"
+    );
 
     assert!(
         !registry.blob_exists(repo, &layer.digest).await,
         "the registry committed the corrupt layer {}",
         layer.digest
     );
-    assert!(registry.manifest(repo, &image.digest).await.is_none(), "manifest pushed over a corrupt layer");
+    assert!(
+        registry.manifest(repo, &image.digest).await.is_none(),
+        "manifest pushed over a corrupt layer"
+    );
     assert_layout_unchanged(dir.path(), &before);
 }
 
@@ -271,7 +290,14 @@ async fn truncated_layer_is_refused_naming_the_size() {
 
     let repo = "safety/truncated";
     let run = push(dir.path(), &format!("{}/{repo}:v1", registry.host()));
-    assert_refused(&run, 2, &[&layer.digest, "size", &short.to_string(), &size.to_string()], &registry, repo).await;
+    assert_refused(
+        &run,
+        2,
+        &[&layer.digest, "size", &short.to_string(), &size.to_string()],
+        &registry,
+        repo,
+    )
+    .await;
     assert!(!registry.blob_exists(repo, &layer.digest).await);
     assert!(registry.manifest(repo, &image.digest).await.is_none());
     assert_layout_unchanged(dir.path(), &before);
@@ -324,7 +350,10 @@ async fn layer_symlink_outside_the_layout_is_refused() {
     assert_refused(&run, 2, &[layer.hex(), "outside the layout"], &registry, repo).await;
     let sent = proxy.bytes_to_server();
     eprintln!("[{repo}] {sent} bytes to the registry");
-    assert!(sent < 100 * KIB as u64, "{sent} bytes went to the registry (outside file is {size} bytes)");
+    assert!(
+        sent < 100 * KIB as u64,
+        "{sent} bytes went to the registry (outside file is {size} bytes)"
+    );
     assert!(!registry.blob_exists(repo, &layer.digest).await);
     assert_layout_unchanged(dir.path(), &before);
 }
@@ -394,7 +423,11 @@ async fn fifo_instead_of_a_file_is_refused_without_hanging() {
 
         let repo = format!("safety/fifo-{}", which.replace('.', "-"));
         let started = Instant::now();
-        let run = push_with_timeout(dir.path(), &format!("{}/{repo}:v1", registry.host()), Duration::from_secs(30));
+        let run = push_with_timeout(
+            dir.path(),
+            &format!("{}/{repo}:v1", registry.host()),
+            Duration::from_secs(30),
+        );
         let took = started.elapsed();
         assert_refused(&run, 2, &[&name, "FIFO", "not a regular file"], &registry, &repo).await;
         assert!(took < Duration::from_secs(15), "{which}: refusing the FIFO took {took:?}");
@@ -427,7 +460,8 @@ async fn index_json_with_path_traversal_digest_is_refused() {
 
     let repo = "safety/bad-digest-index";
     let run = push(dir.path(), &format!("{}/{repo}:v1", registry.host()));
-    assert_refused(&run, 2, &["index.json", "invalid digest", "../../etc/passwd"], &registry, repo).await;
+    assert_refused(&run, 2, &["index.json", "invalid digest", "../../etc/passwd"], &registry, repo)
+        .await;
     assert_layout_unchanged(dir.path(), &before);
 }
 
@@ -449,7 +483,9 @@ async fn manifest_with_path_traversal_layer_digest_is_refused() {
         }],
     });
     let (digest, size) = b.blob(&serde_json::to_vec(&manifest).unwrap());
-    let bad = desc_from_json(&json!({ "mediaType": layout::OCI_MANIFEST, "digest": digest, "size": size }));
+    let bad = desc_from_json(
+        &json!({ "mediaType": layout::OCI_MANIFEST, "digest": digest, "size": size }),
+    );
     b.tag(&bad, "v1");
     b.write();
     let before = snapshot(dir.path());
@@ -458,7 +494,10 @@ async fn manifest_with_path_traversal_layer_digest_is_refused() {
     let run = push(dir.path(), &format!("{}/{repo}:v1", registry.host()));
     assert_refused(&run, 2, &[bad.hex(), "invalid digest"], &registry, repo).await;
     assert!(registry.manifest(repo, &bad.digest).await.is_none());
-    assert!(!registry.blob_exists(repo, &config.digest).await, "config uploaded for an invalid manifest");
+    assert!(
+        !registry.blob_exists(repo, &config.digest).await,
+        "config uploaded for an invalid manifest"
+    );
     assert_layout_unchanged(dir.path(), &before);
 }
 
@@ -499,7 +538,8 @@ async fn missing_oci_layout_file_is_not_a_layout() {
     let repo = "safety/no-oci-layout";
     let run = push(dir.path(), &format!("{}/{repo}:v1", registry.host()));
     let root = canonical(dir.path());
-    assert_refused(&run, 2, &[&root, "not an OCI image layout", "oci-layout"], &registry, repo).await;
+    assert_refused(&run, 2, &[&root, "not an OCI image layout", "oci-layout"], &registry, repo)
+        .await;
     assert_layout_unchanged(dir.path(), &before);
 }
 
@@ -508,7 +548,8 @@ async fn unsupported_image_layout_version_is_refused() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     simple_image(dir.path(), "v1", &[1000], 112);
-    fs::write(dir.path().join(layout::OCI_LAYOUT_FILE), br#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
+    fs::write(dir.path().join(layout::OCI_LAYOUT_FILE), br#"{"imageLayoutVersion":"2.0.0"}"#)
+        .unwrap();
     let before = snapshot(dir.path());
 
     let repo = "safety/layout-v2";
@@ -555,7 +596,10 @@ async fn manifest_edited_in_place_is_refused() {
             image.digest
         );
         for d in b.blob_digests(&image) {
-            assert!(!registry.blob_exists(&repo, &d).await, "{variant}: {d} uploaded for a corrupt manifest");
+            assert!(
+                !registry.blob_exists(&repo, &d).await,
+                "{variant}: {d} uploaded for a corrupt manifest"
+            );
         }
         assert_layout_unchanged(dir.path(), &before);
     }
@@ -698,6 +742,9 @@ async fn symlink_inside_the_layout_pushes() {
     let run = push(dir.path(), &format!("{}/{repo}:v1", registry.host()));
     run.ok();
     assert_eq!(registry.tags(repo).await, vec!["v1".to_string()]);
-    assert_eq!(registry.blob(repo, &layer.digest).await.unwrap(), fs::read(store.join("layer")).unwrap());
+    assert_eq!(
+        registry.blob(repo, &layer.digest).await.unwrap(),
+        fs::read(store.join("layer")).unwrap()
+    );
     assert_layout_unchanged(dir.path(), &before);
 }

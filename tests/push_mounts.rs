@@ -5,7 +5,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{CountingProxy, LayoutBuilder, TestRegistry, blob_outcomes, imagepush, report, simple_image};
+use common::{
+    CountingProxy, LayoutBuilder, TestRegistry, blob_outcomes, imagepush, report, simple_image,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -29,8 +31,14 @@ async fn promotion_mounts_every_blob_and_uploads_no_layer_bytes() {
     proxy.reset();
     let report_path = dir.path().join("r.json");
     let run = imagepush(&[
-        "push", "--plain-http", "--mount-from", "team/app", "--report", report_path.to_str().unwrap(),
-        l, &format!("{host}/prod/app:v1"),
+        "push",
+        "--plain-http",
+        "--mount-from",
+        "team/app",
+        "--report",
+        report_path.to_str().unwrap(),
+        l,
+        &format!("{host}/prod/app:v1"),
     ]);
     run.ok();
     let sent = proxy.bytes_to_server();
@@ -70,13 +78,24 @@ async fn sources_file_is_extended_and_makes_the_next_push_mount() {
     // No --mount-from: the sources file alone makes the next push mount.
     proxy.reset();
     let report_path = dir.path().join("r.json");
-    imagepush(&["push", "--plain-http", "--sources", s, "--report", report_path.to_str().unwrap(), l, &format!("{host}/other/app:v1")]).ok();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--sources",
+        s,
+        "--report",
+        report_path.to_str().unwrap(),
+        l,
+        &format!("{host}/other/app:v1"),
+    ])
+    .ok();
     assert!(proxy.bytes_to_server() < 32 * 1024, "sent {}", proxy.bytes_to_server());
     let r = report(&report_path);
     assert_eq!(r["totals"]["mounted"], digests.len());
     let map: serde_json::Value = serde_json::from_slice(&std::fs::read(&sources).unwrap()).unwrap();
     for d in &digests {
-        let names: Vec<&str> = map[d].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            map[d].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(names, [format!("{host}/other/app"), format!("{host}/team/app")], "{d}");
     }
 
@@ -88,7 +107,17 @@ async fn sources_file_is_extended_and_makes_the_next_push_mount() {
     }
     std::fs::write(&foreign, serde_json::to_vec(&m).unwrap()).unwrap();
     let report_path = dir.path().join("r2.json");
-    imagepush(&["push", "--plain-http", "--sources", foreign.to_str().unwrap(), "--report", report_path.to_str().unwrap(), l, &format!("{host}/third/app:v1")]).ok();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--sources",
+        foreign.to_str().unwrap(),
+        "--report",
+        report_path.to_str().unwrap(),
+        l,
+        &format!("{host}/third/app:v1"),
+    ])
+    .ok();
     assert_eq!(report(&report_path)["totals"]["uploaded"], digests.len());
 }
 
@@ -104,8 +133,16 @@ async fn prefers_the_candidate_sharing_the_longest_path_prefix() {
     imagepush(&["push", "--plain-http", l, &format!("{host}/team/app/base:v1")]).ok();
     let report_path = dir.path().join("r.json");
     imagepush(&[
-        "push", "--plain-http", "--mount-from", "zzz/other", "--mount-from", &format!("{host}/team/app/base"),
-        "--report", report_path.to_str().unwrap(), l, &format!("{host}/team/app/web:v1"),
+        "push",
+        "--plain-http",
+        "--mount-from",
+        "zzz/other",
+        "--mount-from",
+        &format!("{host}/team/app/base"),
+        "--report",
+        report_path.to_str().unwrap(),
+        l,
+        &format!("{host}/team/app/web:v1"),
     ])
     .ok();
     for (d, (outcome, from)) in blob_outcomes(&report(&report_path)) {
@@ -122,8 +159,14 @@ async fn a_mount_answered_202_uploads_into_the_opened_session() {
     let (b, image) = simple_image(&layout, "v1", &[MIB, 500], 10);
     let report_path = dir.path().join("r.json");
     imagepush(&[
-        "push", "--plain-http", "--mount-from", "empty/repo", "--report", report_path.to_str().unwrap(),
-        layout.to_str().unwrap(), &format!("{}/team/app:v1", registry.host()),
+        "push",
+        "--plain-http",
+        "--mount-from",
+        "empty/repo",
+        "--report",
+        report_path.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", registry.host()),
     ])
     .ok();
     let r = report(&report_path);
@@ -140,7 +183,10 @@ async fn a_mount_answered_202_uploads_into_the_opened_session() {
         .filter(|l| l.contains("http.request.method=POST") && l.contains("/blobs/uploads/"))
         .collect();
     assert_eq!(posts.len(), 3, "one POST per blob:\n{log}");
-    assert!(posts.iter().all(|l| l.contains("mount=") && l.contains("from=empty%2Frepo")), "{posts:#?}");
+    assert!(
+        posts.iter().all(|l| l.contains("mount=") && l.contains("from=empty%2Frepo")),
+        "{posts:#?}"
+    );
 }
 
 #[tokio::test]
@@ -167,15 +213,37 @@ async fn thin_layout_mounts_what_it_lacks_or_fails_naming_it() {
 
     // With a candidate that holds it: mounted, the rest uploaded.
     let report_path = dir.path().join("r.json");
-    imagepush(&["push", "--plain-http", "--mount-from", "base/app", "--report", report_path.to_str().unwrap(), l, &format!("{host}/team/app:v1")]).ok();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--mount-from",
+        "base/app",
+        "--report",
+        report_path.to_str().unwrap(),
+        l,
+        &format!("{host}/team/app:v1"),
+    ])
+    .ok();
     let outcomes = blob_outcomes(&report(&report_path));
     assert_eq!(outcomes[&layers[0].digest].0, "mounted");
     assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
 
     // A sources file naming a holder works the same way (as containerd's labels do).
     let sources = dir.path().join("s.json");
-    std::fs::write(&sources, serde_json::json!({ &layers[0].digest: [format!("{host}/base/app")] }).to_string()).unwrap();
-    imagepush(&["push", "--plain-http", "--sources", sources.to_str().unwrap(), l, &format!("{host}/third/app:v1")]).ok();
+    std::fs::write(
+        &sources,
+        serde_json::json!({ &layers[0].digest: [format!("{host}/base/app")] }).to_string(),
+    )
+    .unwrap();
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--sources",
+        sources.to_str().unwrap(),
+        l,
+        &format!("{host}/third/app:v1"),
+    ])
+    .ok();
     assert_eq!(registry.manifest("third/app", "v1").await.unwrap().2, image.digest);
 }
 
@@ -215,7 +283,11 @@ async fn max_concurrent_uploads_is_respected() {
         let overlap = Arc::new(Overlap::default());
         let opts = imagepush::push::PushOptions {
             layout: layout.clone(),
-            target: imagepush::reference::Target::parse(&format!("{}/{repo}/app:v1", registry.host())).unwrap(),
+            target: imagepush::reference::Target::parse(&format!(
+                "{}/{repo}/app:v1",
+                registry.host()
+            ))
+            .unwrap(),
             reference: None,
             platform: None,
             host_platform: None,
@@ -231,7 +303,14 @@ async fn max_concurrent_uploads_is_respected() {
         let max = overlap.state.lock().unwrap().1;
         assert!(max >= 1 && max <= limit, "limit {limit}: {max} uploads in flight at once");
     }
-    let run = imagepush(&["push", "--plain-http", "--max-concurrent-uploads", "0", layout.to_str().unwrap(), &format!("{}/x/app:v1", registry.host())]);
+    let run = imagepush(&[
+        "push",
+        "--plain-http",
+        "--max-concurrent-uploads",
+        "0",
+        layout.to_str().unwrap(),
+        &format!("{}/x/app:v1", registry.host()),
+    ]);
     run.expect_code(2);
     assert!(run.stderr.contains("--max-concurrent-uploads"), "{}", run.stderr);
 }

@@ -10,8 +10,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use common::layout::{
-    self, ATTESTATION_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Desc, ImageSpec, LayoutBuilder,
-    OCI_INDEX, OCI_MANIFEST, REFERENCE_TYPE,
+    self, ATTESTATION_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Desc, ImageSpec,
+    LayoutBuilder, OCI_INDEX, OCI_MANIFEST, REFERENCE_TYPE,
 };
 use common::{Run, TestRegistry, sha256_digest};
 
@@ -27,7 +27,8 @@ fn push(layout: &Path, target: &str, extra: &[&str]) -> Pushed {
     let report_path = dir.path().join("report.json");
     let report_arg = report_path.to_str().unwrap().to_string();
     let layout_arg = layout.to_str().unwrap().to_string();
-    let mut args: Vec<&str> = vec!["push", "--plain-http", "--progress", "plain", "--report", &report_arg];
+    let mut args: Vec<&str> =
+        vec!["push", "--plain-http", "--progress", "plain", "--report", &report_arg];
     args.extend_from_slice(extra);
     args.push(&layout_arg);
     args.push(target);
@@ -42,7 +43,13 @@ fn target(reg: &TestRegistry, repo_and_tag: &str) -> String {
 
 /// `reference` in `repo` is exactly `desc` of the layout: same digest, same bytes, same
 /// content type.
-async fn assert_manifest_is(reg: &TestRegistry, repo: &str, reference: &str, b: &LayoutBuilder, desc: &Desc) {
+async fn assert_manifest_is(
+    reg: &TestRegistry,
+    repo: &str,
+    reference: &str,
+    b: &LayoutBuilder,
+    desc: &Desc,
+) {
     let (bytes, content_type, dcd) = reg
         .manifest(repo, reference)
         .await
@@ -54,7 +61,10 @@ async fn assert_manifest_is(reg: &TestRegistry, repo: &str, reference: &str, b: 
 }
 
 async fn assert_no_manifest(reg: &TestRegistry, repo: &str, digest: &str) {
-    assert!(reg.manifest(repo, digest).await.is_none(), "{repo}@{digest} should not be in the registry");
+    assert!(
+        reg.manifest(repo, digest).await.is_none(),
+        "{repo}@{digest} should not be in the registry"
+    );
 }
 
 /// The config and the last (platform-specific) layer of a `multi_platform` image.
@@ -83,7 +93,8 @@ fn assert_not_found(p: &Pushed) {
     assert!(p.report["tags"].as_array().is_none_or(|t| t.is_empty()), "report: {}", p.report);
 }
 
-const THREE: &[(&str, &str, Option<&str>)] = &[("linux", "amd64", None), ("linux", "arm64", None), ("linux", "arm", Some("v7"))];
+const THREE: &[(&str, &str, Option<&str>)] =
+    &[("linux", "amd64", None), ("linux", "arm64", None), ("linux", "arm", Some("v7"))];
 
 // 1.
 #[tokio::test]
@@ -108,11 +119,16 @@ async fn platform_pushes_only_that_manifest_of_a_multi_platform_index() {
     for other in [&images[0], &images[2]] {
         assert_no_manifest(&reg, repo, &other.digest).await;
         for d in unique_blobs(&b, other) {
-            assert!(!reg.blob_exists(repo, &d).await, "blob {d} of {:?} was pushed", other.platform());
+            assert!(
+                !reg.blob_exists(repo, &d).await,
+                "blob {d} of {:?} was pushed",
+                other.platform()
+            );
         }
     }
     // Nor the attestations.
-    let attestations: Vec<Desc> = b.index_manifests(&index).into_iter().filter(is_attestation).collect();
+    let attestations: Vec<Desc> =
+        b.index_manifests(&index).into_iter().filter(is_attestation).collect();
     assert_eq!(attestations.len(), 3);
     for a in &attestations {
         assert_no_manifest(&reg, repo, &a.digest).await;
@@ -129,7 +145,11 @@ async fn platform_pushes_only_that_manifest_of_a_multi_platform_index() {
     assert!(r["tags"][0].get("manifestPushedInsteadOfIndex").is_none(), "{r}");
     assert!(r.get("error").is_none(), "{r}");
     assert_eq!(report_blob_digests(r), b.blob_digests(arm64).into_iter().collect::<BTreeSet<_>>());
-    assert!(p.run.stdout.contains(&format!("v1: digest: {} size: {}", arm64.digest, arm64.size)), "{}", p.run.stdout);
+    assert!(
+        p.run.stdout.contains(&format!("v1: digest: {} size: {}", arm64.digest, arm64.size)),
+        "{}",
+        p.run.stdout
+    );
 }
 
 // 2.
@@ -143,7 +163,9 @@ async fn platform_matching_is_strict_after_normalization() {
     push(dir.path(), &target(&reg, "strict/arm:v1"), &["--platform", "linux/arm"]).run.ok();
     assert_manifest_is(&reg, "strict/arm", "v1", &b, &images[2]).await;
     // linux/arm64/v8 is linux/arm64; aarch64 is arm64.
-    push(dir.path(), &target(&reg, "strict/arm64v8:v1"), &["--platform", "linux/arm64/v8"]).run.ok();
+    push(dir.path(), &target(&reg, "strict/arm64v8:v1"), &["--platform", "linux/arm64/v8"])
+        .run
+        .ok();
     assert_manifest_is(&reg, "strict/arm64v8", "v1", &b, &images[1]).await;
     push(dir.path(), &target(&reg, "strict/aarch64:v1"), &["--platform", "linux/aarch64"]).run.ok();
     assert_manifest_is(&reg, "strict/aarch64", "v1", &b, &images[1]).await;
@@ -207,12 +229,22 @@ async fn attestation_manifests_are_never_chosen() {
     // Index fallback: when only attestations are present, none of them is pushed, even for a
     // host "platform" of unknown/unknown.
     let dir3 = tempfile::tempdir().unwrap();
-    let (b3, index3, images3) =
-        layout::multi_platform(dir3.path(), "v1", &[("linux", "amd64", None), ("linux", "arm64", None)], true, true, 14);
+    let (b3, index3, images3) = layout::multi_platform(
+        dir3.path(),
+        "v1",
+        &[("linux", "amd64", None), ("linux", "arm64", None)],
+        true,
+        true,
+        14,
+    );
     for image in &images3 {
         b3.remove_blob(&image.digest);
     }
-    let p = push(dir3.path(), &target(&reg, "att/fallback:v1"), &["--host-platform", "unknown/unknown"]);
+    let p = push(
+        dir3.path(),
+        &target(&reg, "att/fallback:v1"),
+        &["--host-platform", "unknown/unknown"],
+    );
     assert_not_found(&p);
     assert!(reg.tags("att/fallback").await.is_empty());
     for d in b3.index_manifests(&index3) {
@@ -250,10 +282,18 @@ async fn two_manifests_for_the_wanted_platform_are_a_conflict() {
         assert_no_manifest(&reg, "conflict/app", &d.digest).await;
     }
 
-    let p = push(dir.path(), &target(&reg, "conflict/variant:v1variant"), &["--platform", "linux/amd64"]);
+    let p = push(
+        dir.path(),
+        &target(&reg, "conflict/variant:v1variant"),
+        &["--platform", "linux/amd64"],
+    );
     assert_not_found(&p);
     assert!(p.run.stderr.contains("matches 2"), "{}", p.run.stderr);
-    assert!(p.run.stderr.contains(&first.digest) && p.run.stderr.contains(&third.digest), "{}", p.run.stderr);
+    assert!(
+        p.run.stderr.contains(&first.digest) && p.run.stderr.contains(&third.digest),
+        "{}",
+        p.run.stderr
+    );
     assert!(reg.tags("conflict/variant").await.is_empty());
 
     // The unambiguous platform of the same index is fine.
@@ -270,7 +310,8 @@ async fn complete_index_without_platform_is_pushed_as_is() {
     let repo = "complete/app";
 
     // The host platform is irrelevant for a complete index (s390x runs none of them).
-    let p = push(dir.path(), &target(&reg, &format!("{repo}:v1")), &["--host-platform", "linux/s390x"]);
+    let p =
+        push(dir.path(), &target(&reg, &format!("{repo}:v1")), &["--host-platform", "linux/s390x"]);
     p.run.ok();
 
     assert_manifest_is(&reg, repo, "v1", &b, &index).await;
@@ -296,7 +337,14 @@ async fn complete_index_without_platform_is_pushed_as_is() {
 }
 
 /// Checks a fallback push: the tag is `chosen`, the report records the fallback from `index`.
-async fn assert_fallback(reg: &TestRegistry, p: &Pushed, repo: &str, b: &LayoutBuilder, index: &Desc, chosen: &Desc) {
+async fn assert_fallback(
+    reg: &TestRegistry,
+    p: &Pushed,
+    repo: &str,
+    b: &LayoutBuilder,
+    index: &Desc,
+    chosen: &Desc,
+) {
     p.run.ok();
     assert_manifest_is(reg, repo, "v1", b, chosen).await;
     assert_eq!(reg.tags(repo).await, ["v1"]);
@@ -316,7 +364,10 @@ async fn assert_fallback(reg: &TestRegistry, p: &Pushed, repo: &str, b: &LayoutB
     assert_eq!(f["selectedManifest"]["platform"], chosen.json["platform"], "{r}");
     // stdout says so.
     let out = &p.run.stdout;
-    assert!(out.contains(&index.digest) && out.contains(&chosen.digest), "fallback not mentioned: {out}");
+    assert!(
+        out.contains(&index.digest) && out.contains(&chosen.digest),
+        "fallback not mentioned: {out}"
+    );
 }
 
 // 6.
@@ -330,7 +381,8 @@ async fn partial_index_falls_back_to_the_host_platform_manifest() {
     let arm64_blobs = unique_blobs(&b, arm64);
     b.remove_blob(&arm64.digest);
 
-    let p = push(dir.path(), &target(&reg, "fallback/s390x:v1"), &["--host-platform", "linux/s390x"]);
+    let p =
+        push(dir.path(), &target(&reg, "fallback/s390x:v1"), &["--host-platform", "linux/s390x"]);
     assert_fallback(&reg, &p, "fallback/s390x", &b, &index, s390x).await;
     assert!(p.run.stdout.contains("linux/s390x"), "{}", p.run.stdout);
     for d in arm64_blobs.iter().chain(&unique_blobs(&b, amd64)) {
@@ -338,7 +390,8 @@ async fn partial_index_falls_back_to_the_host_platform_manifest() {
     }
     assert_no_manifest(&reg, "fallback/s390x", &amd64.digest).await;
 
-    let p = push(dir.path(), &target(&reg, "fallback/amd64:v1"), &["--host-platform", "linux/amd64"]);
+    let p =
+        push(dir.path(), &target(&reg, "fallback/amd64:v1"), &["--host-platform", "linux/amd64"]);
     assert_fallback(&reg, &p, "fallback/amd64", &b, &index, amd64).await;
     for d in arm64_blobs.iter().chain(&unique_blobs(&b, s390x)) {
         assert!(!reg.blob_exists("fallback/amd64", d).await, "{d}");
@@ -360,10 +413,15 @@ async fn fallback_prefers_the_best_host_match() {
     let (b, index, images) = layout::multi_platform(dir.path(), "v1", platforms, false, true, 17);
     b.remove_blob(&images[3].digest);
     // An arm64 host without an arm64 image runs arm/v7 before arm/v6.
-    let p = push(dir.path(), &target(&reg, "prefer/arm64host:v1"), &["--host-platform", "linux/arm64"]);
+    let p =
+        push(dir.path(), &target(&reg, "prefer/arm64host:v1"), &["--host-platform", "linux/arm64"]);
     assert_fallback(&reg, &p, "prefer/arm64host", &b, &index, &images[1]).await;
     // An arm/v6 host runs only arm/v6.
-    let p = push(dir.path(), &target(&reg, "prefer/armv6host:v1"), &["--host-platform", "linux/arm/v6"]);
+    let p = push(
+        dir.path(),
+        &target(&reg, "prefer/armv6host:v1"),
+        &["--host-platform", "linux/arm/v6"],
+    );
     assert_fallback(&reg, &p, "prefer/armv6host", &b, &index, &images[0]).await;
 }
 
@@ -380,7 +438,8 @@ async fn partial_index_with_one_present_platform_pushes_it_whatever_the_host() {
     let arm64_layer = arm64_layers.last().unwrap().digest.clone();
     b.remove_blob(&arm64_layer);
 
-    let p = push(dir.path(), &target(&reg, "single/riscv:v1"), &["--host-platform", "linux/riscv64"]);
+    let p =
+        push(dir.path(), &target(&reg, "single/riscv:v1"), &["--host-platform", "linux/riscv64"]);
     assert_fallback(&reg, &p, "single/riscv", &b, &index, amd64).await;
     assert_no_manifest(&reg, "single/riscv", &arm64.digest).await;
     assert!(!reg.blob_exists("single/riscv", &arm64_layer).await);
@@ -389,7 +448,11 @@ async fn partial_index_with_one_present_platform_pushes_it_whatever_the_host() {
         assert_no_manifest(&reg, "single/riscv", &a.digest).await;
     }
 
-    let p = push(dir.path(), &target(&reg, "single/unknown:v1"), &["--host-platform", "unknown/unknown"]);
+    let p = push(
+        dir.path(),
+        &target(&reg, "single/unknown:v1"),
+        &["--host-platform", "unknown/unknown"],
+    );
     assert_fallback(&reg, &p, "single/unknown", &b, &index, amd64).await;
 }
 
@@ -398,7 +461,8 @@ async fn partial_index_with_one_present_platform_pushes_it_whatever_the_host() {
 async fn partial_index_without_a_host_match_fails_and_suggests_platform() {
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let platforms = &[("linux", "amd64", None), ("linux", "arm64", None), ("linux", "ppc64le", None)];
+    let platforms =
+        &[("linux", "amd64", None), ("linux", "arm64", None), ("linux", "ppc64le", None)];
     let (b, _index, images) = layout::multi_platform(dir.path(), "v1", platforms, false, true, 19);
     b.remove_blob(&images[2].digest);
 
@@ -407,7 +471,10 @@ async fn partial_index_without_a_host_match_fails_and_suggests_platform() {
     let err = &p.run.stderr;
     assert!(err.contains("linux/s390x"), "names the host: {err}");
     assert!(err.contains("--platform"), "suggests --platform: {err}");
-    assert!(err.contains("linux/amd64") && err.contains("linux/arm64"), "lists the present platforms: {err}");
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "lists the present platforms: {err}"
+    );
     assert!(reg.tags("nohost/app").await.is_empty());
     // Nothing was uploaded either.
     for image in &images[..2] {
@@ -417,9 +484,13 @@ async fn partial_index_without_a_host_match_fails_and_suggests_platform() {
         }
     }
     // --platform chooses one of the present ones.
-    push(dir.path(), &target(&reg, "nohost/chosen:v1"), &["--host-platform", "linux/s390x", "--platform", "linux/arm64"])
-        .run
-        .ok();
+    push(
+        dir.path(),
+        &target(&reg, "nohost/chosen:v1"),
+        &["--host-platform", "linux/s390x", "--platform", "linux/arm64"],
+    )
+    .run
+    .ok();
     assert_manifest_is(&reg, "nohost/chosen", "v1", &b, &images[1]).await;
 }
 
@@ -462,8 +533,12 @@ async fn platform_from_a_docker_manifest_list_keeps_docker_media_types() {
     let reg = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let mut b = LayoutBuilder::new(dir.path());
-    let amd64 = b.image(&ImageSpec::new(&[(1, 3000), (2, 1000)], 1).platform("linux", "amd64", None).docker(true));
-    let arm64 = b.image(&ImageSpec::new(&[(1, 3000), (3, 1000)], 2).platform("linux", "arm64", None).docker(true));
+    let amd64 = b.image(
+        &ImageSpec::new(&[(1, 3000), (2, 1000)], 1).platform("linux", "amd64", None).docker(true),
+    );
+    let arm64 = b.image(
+        &ImageSpec::new(&[(1, 3000), (3, 1000)], 2).platform("linux", "arm64", None).docker(true),
+    );
     let list = b.index(&[amd64.clone(), arm64.clone()], true);
     assert_eq!(list.media_type, DOCKER_MANIFEST_LIST);
     assert_eq!(arm64.media_type, DOCKER_MANIFEST);
@@ -488,7 +563,8 @@ async fn platform_from_a_docker_manifest_list_keeps_docker_media_types() {
 
     // And a partial one falls back to a Docker manifest.
     b.remove_blob(&b.children(&amd64).1[1].digest.clone());
-    let p = push(dir.path(), &target(&reg, "docker/fallback:v1"), &["--host-platform", "linux/amd64"]);
+    let p =
+        push(dir.path(), &target(&reg, "docker/fallback:v1"), &["--host-platform", "linux/amd64"]);
     p.run.ok();
     assert_manifest_is(&reg, "docker/fallback", "v1", &b, &arm64).await;
     let f = &p.report["manifestPushedInsteadOfIndex"];
@@ -545,8 +621,13 @@ async fn platform_applies_to_every_tag_of_an_all_tags_push() {
     let mut b = LayoutBuilder::new(dir.path());
     let mut arm64s = Vec::new();
     for (tag, seed) in [("v1", 1u64), ("v2", 2u64)] {
-        let amd64 = b.image(&ImageSpec::new(&[(seed * 10, 1000)], seed * 10).platform("linux", "amd64", None));
-        let arm64 = b.image(&ImageSpec::new(&[(seed * 10 + 1, 1000)], seed * 10 + 1).platform("linux", "arm64", None));
+        let amd64 = b.image(
+            &ImageSpec::new(&[(seed * 10, 1000)], seed * 10).platform("linux", "amd64", None),
+        );
+        let arm64 = b.image(
+            &ImageSpec::new(&[(seed * 10 + 1, 1000)], seed * 10 + 1)
+                .platform("linux", "arm64", None),
+        );
         let index = b.index(&[amd64, arm64.clone()], false);
         b.tag(&index, tag);
         arm64s.push(arm64);
@@ -562,11 +643,16 @@ async fn platform_applies_to_every_tag_of_an_all_tags_push() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["tag"].as_str().unwrap().to_string(), t["digest"].as_str().unwrap().to_string()))
+        .map(|t| {
+            (t["tag"].as_str().unwrap().to_string(), t["digest"].as_str().unwrap().to_string())
+        })
         .collect();
     assert_eq!(
         tags,
-        [("v1".to_string(), arm64s[0].digest.clone()), ("v2".to_string(), arm64s[1].digest.clone())]
+        [
+            ("v1".to_string(), arm64s[0].digest.clone()),
+            ("v2".to_string(), arm64s[1].digest.clone())
+        ]
     );
 }
 

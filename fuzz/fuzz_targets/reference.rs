@@ -8,13 +8,15 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(t) = Target::parse(text) {
-        let again = Target::parse(&t.to_string()).expect("a parsed target prints as a valid target");
+        let again =
+            Target::parse(&t.to_string()).expect("a parsed target prints as a valid target");
         assert_eq!(again.repository, t.repository);
         assert_eq!(again.digest, t.digest);
         assert!(!t.repository.chars().any(|c| c.is_ascii_uppercase()));
     }
     if let Ok(p) = text.parse::<Platform>() {
-        let again: Platform = p.to_string().parse().expect("a parsed platform prints as a valid platform");
+        let again: Platform =
+            p.to_string().parse().expect("a parsed platform prints as a valid platform");
         assert!(again.matches_strict(&p));
     }
 });

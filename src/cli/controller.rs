@@ -44,11 +44,14 @@ pub struct ControllerArgs {
     pub lease_name: String,
 }
 
-async fn client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+async fn client(
+    kubeconfig: &Option<PathBuf>,
+) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
         None => kube::Config::infer().await?,
     };
@@ -58,7 +61,10 @@ async fn client(kubeconfig: &Option<PathBuf>) -> Result<kube::Client, Box<dyn st
 pub async fn run(args: ControllerArgs) -> i32 {
     for root in &args.allowed_host_path_roots {
         if !root.is_absolute() {
-            eprintln!("error: --allowed-host-path-root {} must be an absolute path", root.display());
+            eprintln!(
+                "error: --allowed-host-path-root {} must be an absolute path",
+                root.display()
+            );
             return 2;
         }
     }

@@ -145,7 +145,8 @@ fn parse_platform(value: &Option<String>) -> Result<Option<Platform>, Error> {
 /// `layout`, with symlinks resolved, must lie inside `root`.
 fn check_layout_root(layout: &Path, root: &Path) -> Result<(), Error> {
     let invalid = |reason: String| Error::InvalidOption { option: "--layout-root", reason };
-    let root_real = std::fs::canonicalize(root).map_err(|e| invalid(format!("{}: {e}", root.display())))?;
+    let root_real =
+        std::fs::canonicalize(root).map_err(|e| invalid(format!("{}: {e}", root.display())))?;
     let layout_real = match std::fs::canonicalize(layout) {
         Ok(p) => p,
         // A missing layout is the layout reader's to report.
@@ -202,7 +203,10 @@ fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
     })
 }
 
-fn progress_sink(args: &PushArgs, json: &Option<Arc<JsonLines<std::io::Stdout>>>) -> Arc<dyn Progress> {
+fn progress_sink(
+    args: &PushArgs,
+    json: &Option<Arc<JsonLines<std::io::Stdout>>>,
+) -> Arc<dyn Progress> {
     if let Some(j) = json {
         return j.clone();
     }
@@ -221,7 +225,10 @@ fn progress_sink(args: &PushArgs, json: &Option<Arc<JsonLines<std::io::Stdout>>>
 
 /// Writes `report` to `path` atomically (temporary file, then rename).
 pub fn write_report(path: &Path, report: &PushReport) -> std::io::Result<()> {
-    crate::atomic_file::write_json_file(path, &serde_json::to_vec_pretty(report).expect("a report serializes"))
+    crate::atomic_file::write_json_file(
+        path,
+        &serde_json::to_vec_pretty(report).expect("a report serializes"),
+    )
 }
 
 fn summary(report: &PushReport) -> String {
@@ -249,7 +256,9 @@ pub async fn run(args: PushArgs) -> i32 {
             let repo = target.repository_name();
             match options(&args, target) {
                 Err(e) => Err((shown, repo, e)),
-                Ok(opts) => push::push(&opts, progress_sink(&args, &json)).await.map_err(|e| (shown, repo, e)),
+                Ok(opts) => push::push(&opts, progress_sink(&args, &json))
+                    .await
+                    .map_err(|e| (shown, repo, e)),
             }
         }
     };
@@ -295,9 +304,10 @@ pub async fn run(args: PushArgs) -> i32 {
             eprintln!("error: {error}");
             let code = error.class().exit_code();
             if let Some(path) = &args.report
-                && let Err(e) = write_report(path, &report) {
-                    eprintln!("error: cannot write the report {}: {e}", path.display());
-                }
+                && let Err(e) = write_report(path, &report)
+            {
+                eprintln!("error: cannot write the report {}: {e}", path.display());
+            }
             code
         }
     }

@@ -5,11 +5,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, KeyToPath,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    HostPathVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -59,16 +63,18 @@ pub fn job_name(name: &str, generation: i64, attempt: u32) -> String {
 
 /// A label value for the ImagePush name (names can be longer than label values).
 pub fn name_label(name: &str) -> String {
-    if name.len() <= 63 {
-        name.to_string()
-    } else {
-        job_name(name, 0, 0)
-    }
+    if name.len() <= 63 { name.to_string() } else { job_name(name, 0, 0) }
 }
 
 /// Builds the worker Job. `known_sources` is the JSON map of blob locations the namespace's
 /// earlier pushes recorded (may be empty).
-pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSettings, known_sources: &str) -> Job {
+pub fn build(
+    ip: &ImagePush,
+    generation: i64,
+    attempt: u32,
+    settings: &WorkerSettings,
+    known_sources: &str,
+) -> Job {
     let name = ip.metadata.name.clone().unwrap_or_default();
     let spec = &ip.spec;
     let mut labels = BTreeMap::new();
@@ -97,7 +103,10 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
     } else if let Some(hp) = &spec.source.host_path {
         volumes.push(Volume {
             name: "layout".into(),
-            host_path: Some(HostPathVolumeSource { path: hp.path.clone(), type_: Some("Directory".into()) }),
+            host_path: Some(HostPathVolumeSource {
+                path: hp.path.clone(),
+                type_: Some("Directory".into()),
+            }),
             ..Default::default()
         });
         node_name = hp.node_name.clone();
@@ -116,10 +125,18 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
     // tmpfs keeps libraries that want /tmp happy.
     volumes.push(Volume {
         name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: Some(Quantity("16Mi".into())), ..Default::default() }),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("16Mi".into())),
+            ..Default::default()
+        }),
         ..Default::default()
     });
-    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() });
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    });
 
     let mut args: Vec<String> = vec![
         "push".into(),
@@ -161,12 +178,22 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
         let items = Some(vec![KeyToPath { key, path: "ca.crt".into(), ..Default::default() }]);
         let mut v = Volume { name: "ca".into(), ..Default::default() };
         if let Some(s) = &ca.secret_name {
-            v.secret = Some(SecretVolumeSource { secret_name: Some(s.clone()), items, ..Default::default() });
+            v.secret = Some(SecretVolumeSource {
+                secret_name: Some(s.clone()),
+                items,
+                ..Default::default()
+            });
         } else if let Some(c) = &ca.config_map_name {
-            v.config_map = Some(ConfigMapVolumeSource { name: c.clone(), items, ..Default::default() });
+            v.config_map =
+                Some(ConfigMapVolumeSource { name: c.clone(), items, ..Default::default() });
         }
         volumes.push(v);
-        mounts.push(VolumeMount { name: "ca".into(), mount_path: CA_MOUNT.into(), read_only: Some(true), ..Default::default() });
+        mounts.push(VolumeMount {
+            name: "ca".into(),
+            mount_path: CA_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
         args.extend(["--ca-file".into(), format!("{CA_MOUNT}/ca.crt")]);
     }
     if let Some(r) = &spec.source.reference {
@@ -186,10 +213,18 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
 
     let mut env = Vec::new();
     if !known_sources.is_empty() && known_sources != "{}" {
-        env.push(EnvVar { name: "IMAGEPUSH_KNOWN_SOURCES".into(), value: Some(known_sources.to_string()), value_from: None });
+        env.push(EnvVar {
+            name: "IMAGEPUSH_KNOWN_SOURCES".into(),
+            value: Some(known_sources.to_string()),
+            value_from: None,
+        });
     }
     env.push(EnvVar { name: "IMAGEPUSH_LOG".into(), value: Some("info".into()), value_from: None });
-    env.push(EnvVar { name: "IMAGEPUSH_LOG_FORMAT".into(), value: Some("json".into()), value_from: None });
+    env.push(EnvVar {
+        name: "IMAGEPUSH_LOG_FORMAT".into(),
+        value: Some("json".into()),
+        value_from: None,
+    });
 
     let timeout = spec
         .timeout
@@ -271,7 +306,10 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
                         run_as_non_root: Some(true),
                         run_as_user: Some(WORKER_UID),
                         run_as_group: Some(WORKER_UID),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
                         ..Default::default()
                     }),
                     containers: vec![container],
@@ -288,7 +326,9 @@ pub fn build(ip: &ImagePush, generation: i64, attempt: u32, settings: &WorkerSet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{Connection, HostPathSource, ImagePushSpec, LocalObjectReference, PvcSource, Source};
+    use crate::crd::{
+        Connection, HostPathSource, ImagePushSpec, LocalObjectReference, PvcSource, Source,
+    };
 
     fn ip(source: Source) -> ImagePush {
         let mut ip = ImagePush::new(
@@ -310,20 +350,30 @@ mod tests {
     }
 
     fn settings() -> WorkerSettings {
-        WorkerSettings { image: "imagepush:test".into(), image_pull_policy: None, default_timeout: Duration::from_secs(3600) }
+        WorkerSettings {
+            image: "imagepush:test".into(),
+            image_pull_policy: None,
+            default_timeout: Duration::from_secs(3600),
+        }
     }
 
     #[test]
     fn pvc_worker_is_locked_down_and_runs_the_push() {
         let source = Source {
-            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: Some("builds/app".into()) }),
+            persistent_volume_claim: Some(PvcSource {
+                claim_name: "layouts".into(),
+                path: Some("builds/app".into()),
+            }),
             host_path: None,
             reference: Some("v1".into()),
         };
         let job = build(&ip(source), 3, 1, &settings(), r#"{"sha256:x":["reg/a"]}"#);
         assert_eq!(job.metadata.name.as_deref(), Some("app-3-1"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("ImagePush", "uid-1", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("ImagePush", "uid-1", Some(true))
+        );
         let spec = job.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(BACKOFF_LIMIT));
         assert_eq!(spec.active_deadline_seconds, Some(600));
@@ -339,20 +389,45 @@ mod tests {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
         let args = c.args.clone().unwrap();
         assert_eq!(args[0], "push");
         assert_eq!(&args[args.len() - 2..], ["/layout/builds/app", "reg.example.com/team/app:v1"]);
         for want in [
-            "--plain-http", "--ref", "v1", "--platform", "linux/arm64", "--mount-from", "team/base",
-            "--max-concurrent-uploads", "3", "--registry-config", CREDENTIALS_MOUNT, "--progress", "json",
+            "--plain-http",
+            "--ref",
+            "v1",
+            "--platform",
+            "linux/arm64",
+            "--mount-from",
+            "team/base",
+            "--max-concurrent-uploads",
+            "3",
+            "--registry-config",
+            CREDENTIALS_MOUNT,
+            "--progress",
+            "json",
         ] {
             assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
         }
         let volumes = pod.volumes.unwrap();
         let layout = volumes.iter().find(|v| v.name == "layout").unwrap();
         assert_eq!(layout.persistent_volume_claim.as_ref().unwrap().read_only, Some(true));
-        assert_eq!(volumes.iter().find(|v| v.name == "credentials").unwrap().secret.as_ref().unwrap().secret_name.as_deref(), Some("regcred"));
+        assert_eq!(
+            volumes
+                .iter()
+                .find(|v| v.name == "credentials")
+                .unwrap()
+                .secret
+                .as_ref()
+                .unwrap()
+                .secret_name
+                .as_deref(),
+            Some("regcred")
+        );
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert!(mounts.iter().filter(|m| m.name != "tmp").all(|m| m.read_only == Some(true)));
         let env = c.env.as_ref().unwrap();
@@ -365,16 +440,34 @@ mod tests {
     fn host_path_worker_is_pinned_to_its_node() {
         let source = Source {
             persistent_volume_claim: None,
-            host_path: Some(HostPathSource { path: "/var/lib/images/app".into(), node_name: Some("node-7".into()), node_selector: None }),
+            host_path: Some(HostPathSource {
+                path: "/var/lib/images/app".into(),
+                node_name: Some("node-7".into()),
+                node_selector: None,
+            }),
             reference: None,
         };
         let job = build(&ip(source), 1, 2, &settings(), "");
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.node_name.as_deref(), Some("node-7"));
-        let hp = pod.volumes.unwrap().into_iter().find(|v| v.name == "layout").unwrap().host_path.unwrap();
+        let hp = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "layout")
+            .unwrap()
+            .host_path
+            .unwrap();
         assert_eq!(hp.path, "/var/lib/images/app");
         assert!(pod.containers[0].args.as_ref().unwrap().contains(&"/layout".to_string()));
-        assert!(!pod.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "IMAGEPUSH_KNOWN_SOURCES"));
+        assert!(
+            !pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "IMAGEPUSH_KNOWN_SOURCES")
+        );
     }
 
     #[test]

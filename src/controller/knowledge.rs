@@ -12,7 +12,11 @@ pub const MAX_SOURCES_BYTES: usize = 96 * 1024;
 
 /// The JSON sources map for a push to `target` from `namespace`: blobs that other finished
 /// pushes in the namespace put into other repositories of the same registry.
-pub fn sources_for<'a>(target: &Target, namespace: &str, pushes: impl IntoIterator<Item = &'a ImagePush>) -> String {
+pub fn sources_for<'a>(
+    target: &Target,
+    namespace: &str,
+    pushes: impl IntoIterator<Item = &'a ImagePush>,
+) -> String {
     let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for ip in pushes {
         if ip.metadata.namespace.as_deref() != Some(namespace) {
@@ -50,10 +54,7 @@ mod tests {
     use crate::crd::{ImagePushSpec, ImagePushStatus};
 
     fn pushed(ns: &str, target: &str, phase: Phase, blobs: &[&str]) -> ImagePush {
-        let mut ip = ImagePush::new(
-            "x",
-            ImagePushSpec::from_claim("c", None, target),
-        );
+        let mut ip = ImagePush::new("x", ImagePushSpec::from_claim("c", None, target));
         ip.metadata.namespace = Some(ns.into());
         ip.status = Some(ImagePushStatus {
             phase: Some(phase),
@@ -74,7 +75,8 @@ mod tests {
             pushed("ns", "reg:5000/failed/app:v1", Phase::Failed, &["sha256:e"]),
             pushed("elsewhere", "reg:5000/dev/app:v1", Phase::Succeeded, &["sha256:f"]),
         ];
-        let json: serde_json::Value = serde_json::from_str(&sources_for(&target, "ns", &pushes)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&sources_for(&target, "ns", &pushes)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({

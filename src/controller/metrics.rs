@@ -51,14 +51,42 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
-        registry.register("reconcile_failures", "Reconciles that failed, by error", m.reconcile_failures.clone());
-        registry.register("pushes", "Finished pushes, by result (succeeded, failed)", m.pushes.clone());
-        registry.register("push_failures", "Failed pushes, by condition reason", m.push_failures.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by error",
+            m.reconcile_failures.clone(),
+        );
+        registry.register(
+            "pushes",
+            "Finished pushes, by result (succeeded, failed)",
+            m.pushes.clone(),
+        );
+        registry.register(
+            "push_failures",
+            "Failed pushes, by condition reason",
+            m.push_failures.clone(),
+        );
         registry.register("worker_jobs_created", "Worker Jobs created", m.jobs_created.clone());
-        registry.register("bytes_uploaded", "Blob bytes uploaded by finished pushes", m.bytes_uploaded.clone());
-        registry.register("blobs_uploaded", "Blobs uploaded by finished pushes", m.blobs_uploaded.clone());
-        registry.register("blobs_mounted", "Blobs mounted from other repositories by finished pushes", m.blobs_mounted.clone());
-        registry.register("blobs_existed", "Blobs already in the target repository", m.blobs_existed.clone());
+        registry.register(
+            "bytes_uploaded",
+            "Blob bytes uploaded by finished pushes",
+            m.bytes_uploaded.clone(),
+        );
+        registry.register(
+            "blobs_uploaded",
+            "Blobs uploaded by finished pushes",
+            m.blobs_uploaded.clone(),
+        );
+        registry.register(
+            "blobs_mounted",
+            "Blobs mounted from other repositories by finished pushes",
+            m.blobs_mounted.clone(),
+        );
+        registry.register(
+            "blobs_existed",
+            "Blobs already in the target repository",
+            m.blobs_existed.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -66,13 +94,18 @@ impl Default for Metrics {
 impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` (ready once `ready` is set) until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -82,7 +115,12 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBoo
             let ready = ready.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
-                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
+                let n = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf),
+                )
+                .await
+                {
                     Ok(Ok(n)) => n,
                     _ => return,
                 };
@@ -90,10 +128,18 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBoo
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let path = path.split('?').next().unwrap_or(path);
                 let (status, content_type, body) = match path {
-                    "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
+                    "/metrics" => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.encode(),
+                    ),
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                    "/readyz" if ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ok\n".to_string()),
-                    "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".to_string()),
+                    "/readyz" if ready.load(Ordering::Relaxed) => {
+                        ("200 OK", "text/plain", "ok\n".to_string())
+                    }
+                    "/readyz" => {
+                        ("503 Service Unavailable", "text/plain", "not ready\n".to_string())
+                    }
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 };
                 let response = format!(

@@ -69,7 +69,10 @@ pub struct Context {
 }
 
 /// Runs until a shutdown signal (or until leadership is lost for good).
-pub async fn run(client: Client, config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(
+    client: Client,
+    config: Config,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let bound = metrics::serve(config.metrics_addr, metrics.clone(), ready.clone()).await?;
@@ -120,13 +123,14 @@ async fn run_controller(client: Client, config: Config, metrics: Arc<metrics::Me
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let controller = Controller::new(pushes, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY)))
+        .owns(
+            jobs,
+            watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY)),
+        )
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
         .shutdown_on_signal();
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let reporter =
+        Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,

@@ -63,13 +63,20 @@ async fn worker_output(
     tail_lines: Option<i64>,
 ) -> Result<(Option<PushReport>, Option<ProgressLine>, Option<String>), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let mut list = pods.list(&ListParams::default().labels(&format!("job-name={job_name}"))).await?.items;
+    let mut list =
+        pods.list(&ListParams::default().labels(&format!("job-name={job_name}"))).await?.items;
     list.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let Some(pod) = list.last() else { return Ok((None, None, None)) };
     let pod_name = pod.name_any();
     let mut report = None;
     let mut progress = None;
-    match pods.logs(&pod_name, &LogParams { container: Some("push".into()), tail_lines, ..Default::default() }).await {
+    match pods
+        .logs(
+            &pod_name,
+            &LogParams { container: Some("push".into()), tail_lines, ..Default::default() },
+        )
+        .await
+    {
         Ok(log) => {
             for line in log.lines().rev() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
@@ -78,7 +85,8 @@ async fn worker_output(
                         report = serde_json::from_value::<PushReport>(v["report"].clone()).ok();
                     }
                     Some("progress") if progress.is_none() => {
-                        progress = serde_json::from_value::<ProgressLine>(v["progress"].clone()).ok();
+                        progress =
+                            serde_json::from_value::<ProgressLine>(v["progress"].clone()).ok();
                     }
                     _ => {}
                 }
@@ -109,30 +117,62 @@ async fn worker_output(
         .and_then(|c| c.first())
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.waiting.as_ref())
-        .filter(|w| matches!(w.reason.as_deref(), Some("CreateContainerConfigError") | Some("ImagePullBackOff") | Some("ErrImagePull")))
-        .map(|w| format!("{}: {}", w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default()));
+        .filter(|w| {
+            matches!(
+                w.reason.as_deref(),
+                Some("CreateContainerConfigError")
+                    | Some("ImagePullBackOff")
+                    | Some("ErrImagePull")
+            )
+        })
+        .map(|w| {
+            format!(
+                "{}: {}",
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default()
+            )
+        });
     Ok((report, progress, waiting))
 }
 
 /// Writes `new` as the status if it differs from `old` (JSON merge patch of the whole status;
 /// fields that disappeared are set to null).
-async fn write_status(ctx: &Context, ip: &ImagePush, old: &ImagePushStatus, new: &ImagePushStatus) -> Result<bool, Error> {
+async fn write_status(
+    ctx: &Context,
+    ip: &ImagePush,
+    old: &ImagePushStatus,
+    new: &ImagePushStatus,
+) -> Result<bool, Error> {
     if old == new && ip.status.is_some() {
         return Ok(false);
     }
     let mut value = serde_json::to_value(new)?;
-    if let (Some(obj), serde_json::Value::Object(old_obj)) = (value.as_object_mut(), serde_json::to_value(old)?) {
+    if let (Some(obj), serde_json::Value::Object(old_obj)) =
+        (value.as_object_mut(), serde_json::to_value(old)?)
+    {
         for key in old_obj.keys() {
             obj.entry(key.clone()).or_insert(serde_json::Value::Null);
         }
     }
-    let api: Api<ImagePush> = Api::namespaced(ctx.client.clone(), ip.metadata.namespace.as_deref().unwrap_or_default());
-    api.patch_status(&ip.name_any(), &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": value })))
-        .await?;
+    let api: Api<ImagePush> =
+        Api::namespaced(ctx.client.clone(), ip.metadata.namespace.as_deref().unwrap_or_default());
+    api.patch_status(
+        &ip.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": value })),
+    )
+    .await?;
     Ok(true)
 }
 
-async fn publish(ctx: &Context, ip: &ImagePush, warning: bool, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    ip: &ImagePush,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_: if warning { EventType::Warning } else { EventType::Normal },
         reason: reason.to_string(),
@@ -146,12 +186,28 @@ async fn publish(ctx: &Context, ip: &ImagePush, warning: bool, reason: &str, act
 }
 
 /// Stalls with `reason`; publishes a Warning event only when the reason or message changed.
-async fn stall(ctx: &Context, ip: &ImagePush, old: &ImagePushStatus, st: ImagePushStatus, reason: &str, message: &str, generation: i64) -> Result<(), Error> {
+async fn stall(
+    ctx: &Context,
+    ip: &ImagePush,
+    old: &ImagePushStatus,
+    st: ImagePushStatus,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) -> Result<(), Error> {
     stall_with(ctx, ip, old, st, reason, message, generation, status::mark_stalled).await
 }
 
 /// Like `stall`, for something that may appear later: the generation stays unfinished.
-async fn wait_for_dependency(ctx: &Context, ip: &ImagePush, old: &ImagePushStatus, st: ImagePushStatus, reason: &str, message: &str, generation: i64) -> Result<(), Error> {
+async fn wait_for_dependency(
+    ctx: &Context,
+    ip: &ImagePush,
+    old: &ImagePushStatus,
+    st: ImagePushStatus,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) -> Result<(), Error> {
     stall_with(ctx, ip, old, st, reason, message, generation, status::mark_waiting).await
 }
 
@@ -167,8 +223,11 @@ async fn stall_with(
     mark: fn(&mut ImagePushStatus, &str, &str, i64),
 ) -> Result<(), Error> {
     mark(&mut st, reason, message, generation);
-    let before = status::condition(old, status::STALLED).map(|c| (c.reason.clone(), c.message.clone()));
-    if write_status(ctx, ip, old, &st).await? && before != Some((reason.to_string(), st.message.clone().unwrap_or_default())) {
+    let before =
+        status::condition(old, status::STALLED).map(|c| (c.reason.clone(), c.message.clone()));
+    if write_status(ctx, ip, old, &st).await?
+        && before != Some((reason.to_string(), st.message.clone().unwrap_or_default()))
+    {
         publish(ctx, ip, true, reason, "Push", message.to_string()).await;
     }
     Ok(())
@@ -183,7 +242,9 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let old = ip.status.clone().unwrap_or_default();
-    if old.observed_generation == Some(generation) && matches!(old.phase, Some(Phase::Succeeded) | Some(Phase::Failed)) {
+    if old.observed_generation == Some(generation)
+        && matches!(old.phase, Some(Phase::Succeeded) | Some(Phase::Failed))
+    {
         // This generation is finished: nothing to check, nothing to write.
         return Ok(Action::await_change());
     }
@@ -195,7 +256,10 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             st.job_name = None;
             st.attempt = None;
             stall(&ctx, &ip, &old, st, invalid.reason, &invalid.message, generation).await?;
-            ctx.metrics.push_failures.get_or_create(&super::metrics::ReasonLabel { reason: invalid.reason.into() }).inc();
+            ctx.metrics
+                .push_failures
+                .get_or_create(&super::metrics::ReasonLabel { reason: invalid.reason.into() })
+                .inc();
             return Ok(Action::await_change());
         }
     };
@@ -223,8 +287,12 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         if let Some(pvc) = &ip.spec.source.persistent_volume_claim {
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
             if pvcs.get_metadata_opt(&pvc.claim_name).await?.is_none() {
-                let msg = format!("PersistentVolumeClaim {:?} does not exist in namespace {ns}", pvc.claim_name);
-                wait_for_dependency(&ctx, &ip, &old, st, reasons::PVC_NOT_FOUND, &msg, generation).await?;
+                let msg = format!(
+                    "PersistentVolumeClaim {:?} does not exist in namespace {ns}",
+                    pvc.claim_name
+                );
+                wait_for_dependency(&ctx, &ip, &old, st, reasons::PVC_NOT_FOUND, &msg, generation)
+                    .await?;
                 // Not a spec error: the claim may appear; look again now and then, no storm.
                 return Ok(Action::requeue(Duration::from_secs(120)));
             }
@@ -235,8 +303,20 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             match secrets.get_metadata_opt(&secret.name).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    let msg = format!("credentials Secret {:?} does not exist in namespace {ns}", secret.name);
-                    wait_for_dependency(&ctx, &ip, &old, st, reasons::SECRET_NOT_FOUND, &msg, generation).await?;
+                    let msg = format!(
+                        "credentials Secret {:?} does not exist in namespace {ns}",
+                        secret.name
+                    );
+                    wait_for_dependency(
+                        &ctx,
+                        &ip,
+                        &old,
+                        st,
+                        reasons::SECRET_NOT_FOUND,
+                        &msg,
+                        generation,
+                    )
+                    .await?;
                     return Ok(Action::requeue(Duration::from_secs(120)));
                 }
                 // Not allowed to look (the chart's rbac.checkSecrets=false): the worker finds out.
@@ -258,13 +338,27 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             let sources = knowledge::sources_for(&target, &ns, pushes.iter().map(|p| p.as_ref()));
             let job = job::build(&ip, generation, attempt, &ctx.config.worker, &sources);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-            match jobs.create(&PostParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() }, &job).await {
+            match jobs
+                .create(
+                    &PostParams {
+                        field_manager: Some(super::FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &job,
+                )
+                .await
+            {
                 Ok(_) => {
                     ctx.metrics.jobs_created.inc();
-                    info!(job = job.metadata.name.as_deref().unwrap_or_default(), attempt, "worker job created");
+                    info!(
+                        job = job.metadata.name.as_deref().unwrap_or_default(),
+                        attempt, "worker job created"
+                    );
                     Ok(job.metadata.name.unwrap_or_default())
                 }
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(job.metadata.name.unwrap_or_default()),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    Ok(job.metadata.name.unwrap_or_default())
+                }
                 Err(e) => Err(Error::from(e)),
             }
         }
@@ -279,10 +373,23 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         st.completion_time = None;
         st.progress = None;
         st.message = None;
-        status::mark_reconciling(&mut st, reasons::PROGRESSING, &format!("pushing to {} (job {job_name})", ip.spec.target), generation);
+        status::mark_reconciling(
+            &mut st,
+            reasons::PROGRESSING,
+            &format!("pushing to {} (job {job_name})", ip.spec.target),
+            generation,
+        );
         // The event first: if the status write fails, the next reconcile finds the Job and
         // does not start (or announce) it again.
-        publish(&ctx, &ip, false, "PushStarted", "Push", format!("worker job {job_name} pushes to {}", ip.spec.target)).await;
+        publish(
+            &ctx,
+            &ip,
+            false,
+            "PushStarted",
+            "Push",
+            format!("worker job {job_name} pushes to {}", ip.spec.target),
+        )
+        .await;
         write_status(&ctx, &ip, &old, &st).await?;
         return Ok(Action::requeue(ctx.config.progress_interval));
     };
@@ -314,20 +421,31 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         (true, Some(report)) if report.error.is_none() => {
             status::apply_success(&mut st, &report, generation);
             if write_status(&ctx, &ip, &old, &st).await? {
-                ctx.metrics.pushes.get_or_create(&super::metrics::ResultLabel { result: "succeeded".into() }).inc();
+                ctx.metrics
+                    .pushes
+                    .get_or_create(&super::metrics::ResultLabel { result: "succeeded".into() })
+                    .inc();
                 ctx.metrics.bytes_uploaded.inc_by(report.totals.bytes_uploaded);
                 ctx.metrics.blobs_uploaded.inc_by(report.totals.uploaded);
                 ctx.metrics.blobs_mounted.inc_by(report.totals.mounted);
                 ctx.metrics.blobs_existed.inc_by(report.totals.existed);
-                let note = status::condition(&st, status::READY).map(|c| c.message.clone()).unwrap_or_default();
+                let note = status::condition(&st, status::READY)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
                 publish(&ctx, &ip, false, reasons::PUSHED, "Push", note).await;
             }
             Ok(Action::await_change())
         }
         (_, Some(report)) if report.error.as_ref().is_some_and(|e| !e.transient) => {
             let e = report.error.expect("checked");
-            ctx.metrics.pushes.get_or_create(&super::metrics::ResultLabel { result: "failed".into() }).inc();
-            ctx.metrics.push_failures.get_or_create(&super::metrics::ReasonLabel { reason: e.reason.clone() }).inc();
+            ctx.metrics
+                .pushes
+                .get_or_create(&super::metrics::ResultLabel { result: "failed".into() })
+                .inc();
+            ctx.metrics
+                .push_failures
+                .get_or_create(&super::metrics::ReasonLabel { reason: e.reason.clone() })
+                .inc();
             stall(&ctx, &ip, &old, st, &e.reason, &e.message, generation).await?;
             Ok(Action::await_change())
         }
@@ -337,34 +455,56 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
                 (Some(r), _) => {
                     let e = r.error.as_ref();
                     (
-                        e.map(|e| e.reason.clone()).unwrap_or_else(|| reasons::WORKER_FAILED.into()),
-                        e.map(|e| e.message.clone()).unwrap_or_else(|| "the worker finished without success".into()),
+                        e.map(|e| e.reason.clone())
+                            .unwrap_or_else(|| reasons::WORKER_FAILED.into()),
+                        e.map(|e| e.message.clone())
+                            .unwrap_or_else(|| "the worker finished without success".into()),
                     )
                 }
                 (None, "DeadlineExceeded") => {
-                    let msg = format!("the push did not finish within its timeout (job {job_name})");
-                    ctx.metrics.push_failures.get_or_create(&super::metrics::ReasonLabel { reason: reasons::TIMED_OUT.into() }).inc();
+                    let msg =
+                        format!("the push did not finish within its timeout (job {job_name})");
+                    ctx.metrics
+                        .push_failures
+                        .get_or_create(&super::metrics::ReasonLabel {
+                            reason: reasons::TIMED_OUT.into(),
+                        })
+                        .inc();
                     stall(&ctx, &ip, &old, st, reasons::TIMED_OUT, &msg, generation).await?;
                     return Ok(Action::await_change());
                 }
-                (None, r) => (reasons::WORKER_FAILED.to_string(), format!("worker job {job_name} failed ({r}) without a report")),
+                (None, r) => (
+                    reasons::WORKER_FAILED.to_string(),
+                    format!("worker job {job_name} failed ({r}) without a report"),
+                ),
             };
             if attempt >= MAX_ATTEMPTS {
                 let msg = format!("gave up after {attempt} attempts: {reason}: {message}");
                 let reason = reasons::RETRIES_EXHAUSTED;
-                ctx.metrics.push_failures.get_or_create(&super::metrics::ReasonLabel { reason: reason.into() }).inc();
+                ctx.metrics
+                    .push_failures
+                    .get_or_create(&super::metrics::ReasonLabel { reason: reason.into() })
+                    .inc();
                 stall(&ctx, &ip, &old, st, reason, &msg, generation).await?;
                 return Ok(Action::await_change());
             }
             let wait = retry_backoff(attempt);
-            let since = job_finished_at(&job).map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t));
+            let since = job_finished_at(&job)
+                .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t));
             let elapsed = since.and_then(|d| Duration::try_from(d).ok()).unwrap_or(wait);
             if elapsed < wait {
                 st.phase = Some(Phase::Running);
-                let msg = format!("{message}; attempt {} in {}s", attempt + 1, (wait - elapsed).as_secs());
+                let msg = format!(
+                    "{message}; attempt {} in {}s",
+                    attempt + 1,
+                    (wait - elapsed).as_secs()
+                );
                 status::mark_reconciling(&mut st, &reason, &msg, generation);
                 st.message = Some(message.clone());
-                if write_status(&ctx, &ip, &old, &st).await? && status::condition(&old, status::READY).map(|c| c.reason.as_str()) != Some(reason.as_str()) {
+                if write_status(&ctx, &ip, &old, &st).await?
+                    && status::condition(&old, status::READY).map(|c| c.reason.as_str())
+                        != Some(reason.as_str())
+                {
                     publish(&ctx, &ip, true, &reason, "Push", msg).await;
                 }
                 return Ok(Action::requeue(wait - elapsed));
@@ -374,7 +514,12 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             st.job_name = Some(next.clone());
             st.attempt = Some(attempt + 1);
             st.progress = None;
-            status::mark_reconciling(&mut st, reasons::RETRYING, &format!("retrying after: {message} (job {next})"), generation);
+            status::mark_reconciling(
+                &mut st,
+                reasons::RETRYING,
+                &format!("retrying after: {message} (job {next})"),
+                generation,
+            );
             write_status(&ctx, &ip, &old, &st).await?;
             Ok(Action::requeue(ctx.config.progress_interval))
         }
@@ -383,6 +528,9 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
 
 pub fn error_policy(_ip: Arc<ImagePush>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(error = %error, "reconcile failed");
-    ctx.metrics.reconcile_failures.get_or_create(&super::metrics::ReasonLabel { reason: error.metric_label().into() }).inc();
+    ctx.metrics
+        .reconcile_failures
+        .get_or_create(&super::metrics::ReasonLabel { reason: error.metric_label().into() })
+        .inc();
     Action::requeue(Duration::from_secs(5))
 }

@@ -4,9 +4,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{BlobTotals, ImagePushStatus, IndexFallbackStatus, MountStatus, ProgressStatus, TagStatus};
-use crate::push::report::{BlobOutcome, PushReport};
+use crate::crd::{
+    BlobTotals, ImagePushStatus, IndexFallbackStatus, MountStatus, ProgressStatus, TagStatus,
+};
 use crate::push::progress::ProgressLine;
+use crate::push::report::{BlobOutcome, PushReport};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -29,7 +31,14 @@ pub fn now() -> Time {
 }
 
 /// Sets a condition, keeping its lastTransitionTime when the status does not change.
-pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool, reason: &str, message: &str, generation: i64) {
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) {
     let status_text = if status { "True" } else { "False" };
     let transition = conditions
         .iter()
@@ -62,7 +71,12 @@ pub fn condition<'a>(status: &'a ImagePushStatus, type_: &str) -> Option<&'a Con
 }
 
 /// In progress: Ready False (Progressing), Reconciling True, no Stalled.
-pub fn mark_reconciling(status: &mut ImagePushStatus, reason: &str, message: &str, generation: i64) {
+pub fn mark_reconciling(
+    status: &mut ImagePushStatus,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) {
     set_condition(&mut status.conditions, READY, false, reason, message, generation);
     set_condition(&mut status.conditions, RECONCILING, true, reason, message, generation);
     remove_condition(&mut status.conditions, STALLED);
@@ -96,7 +110,13 @@ pub fn progress_status(p: &ProgressLine) -> ProgressStatus {
         bytes_total: p.bytes_total,
         blobs_done: p.blobs_done,
         blobs_total: p.blobs_total,
-        summary: format!("blobs {}/{}, {:.1}/{:.1} MiB", p.blobs_done, p.blobs_total, mib(p.bytes_done), mib(p.bytes_total)),
+        summary: format!(
+            "blobs {}/{}, {:.1}/{:.1} MiB",
+            p.blobs_done,
+            p.blobs_total,
+            mib(p.bytes_done),
+            mib(p.bytes_total)
+        ),
     }
 }
 
@@ -112,11 +132,12 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
         .iter()
         .map(|t| TagStatus { tag: t.tag.clone(), digest: t.digest.to_string(), size: t.size })
         .collect();
-    status.manifest_pushed_instead_of_index = report.manifest_pushed_instead_of_index.as_ref().map(|f| IndexFallbackStatus {
-        original_index: f.original_index.digest.to_string(),
-        selected_manifest: f.selected_manifest.digest.to_string(),
-        platform: f.selected_manifest.platform.as_ref().map(|p| p.to_string()),
-    });
+    status.manifest_pushed_instead_of_index =
+        report.manifest_pushed_instead_of_index.as_ref().map(|f| IndexFallbackStatus {
+            original_index: f.original_index.digest.to_string(),
+            selected_manifest: f.selected_manifest.digest.to_string(),
+            platform: f.selected_manifest.platform.as_ref().map(|p| p.to_string()),
+        });
     status.blobs = Some(BlobTotals {
         uploaded: report.totals.uploaded,
         mounted: report.totals.mounted,
@@ -127,7 +148,10 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
         .blobs
         .iter()
         .filter(|b| b.outcome == BlobOutcome::Mounted)
-        .map(|b| MountStatus { digest: b.digest.to_string(), from: b.from.clone().unwrap_or_default() })
+        .map(|b| MountStatus {
+            digest: b.digest.to_string(),
+            from: b.from.clone().unwrap_or_default(),
+        })
         .collect();
     status.blob_digests = report.blobs.iter().map(|b| b.digest.to_string()).collect();
     let total: u64 = report.blobs.iter().map(|b| b.size).sum();
@@ -141,7 +165,10 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
     status.message = None;
     let what = match (report.tags.len(), &report.digest) {
         (0, Some(d)) => format!("pushed {d} to {}", report.repository),
-        (1, _) => format!("pushed {}:{} as {}", report.repository, report.tags[0].tag, report.tags[0].digest),
+        (1, _) => format!(
+            "pushed {}:{} as {}",
+            report.repository, report.tags[0].tag, report.tags[0].digest
+        ),
         (n, _) => format!("pushed {n} tags to {}", report.repository),
     };
     set_condition(&mut status.conditions, READY, true, reasons::PUSHED, &what, generation);
@@ -161,8 +188,17 @@ mod tests {
         r.digest = Some(d.clone());
         r.size = Some(10);
         r.media_type = Some(crate::oci::OCI_MANIFEST.into());
-        r.tags = vec![TagReport { tag: "v1".into(), digest: d, size: 10, media_type: crate::oci::OCI_MANIFEST.into(), manifest_pushed_instead_of_index: None }];
-        for (i, outcome) in [BlobOutcome::Uploaded, BlobOutcome::Mounted, BlobOutcome::Existed].into_iter().enumerate() {
+        r.tags = vec![TagReport {
+            tag: "v1".into(),
+            digest: d,
+            size: 10,
+            media_type: crate::oci::OCI_MANIFEST.into(),
+            manifest_pushed_instead_of_index: None,
+        }];
+        for (i, outcome) in [BlobOutcome::Uploaded, BlobOutcome::Mounted, BlobOutcome::Existed]
+            .into_iter()
+            .enumerate()
+        {
             r.blobs.push(BlobReport {
                 digest: Digest::sha256(&[i as u8]),
                 size: 100,

@@ -49,7 +49,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// Whether `path` is absolute, has no `.`/`..` components, and lies under one of `roots`.
 pub fn host_path_allowed(path: &str, roots: &[PathBuf]) -> bool {
     let p = Path::new(path);
-    if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+    if !p.is_absolute()
+        || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
         return false;
     }
     roots.iter().any(|root| p.starts_with(root))
@@ -57,40 +59,57 @@ pub fn host_path_allowed(path: &str, roots: &[PathBuf]) -> bool {
 
 /// Checks everything that can be checked without the API.
 pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Target, Invalid> {
-    let target = Target::parse(&spec.target).map_err(|e| invalid("ReferenceInvalid", e.to_string()))?;
+    let target =
+        Target::parse(&spec.target).map_err(|e| invalid("ReferenceInvalid", e.to_string()))?;
     if let Some(p) = &spec.platform {
         p.parse::<Platform>().map_err(|e| invalid("PlatformInvalid", e.to_string()))?;
     }
     match (&spec.source.persistent_volume_claim, &spec.source.host_path) {
         (Some(_), Some(_)) | (None, None) => {
-            return Err(invalid("SpecInvalid", "source: set exactly one of persistentVolumeClaim and hostPath"));
+            return Err(invalid(
+                "SpecInvalid",
+                "source: set exactly one of persistentVolumeClaim and hostPath",
+            ));
         }
         (Some(pvc), None) => {
             if pvc.claim_name.is_empty() {
-                return Err(invalid("SpecInvalid", "source.persistentVolumeClaim.claimName is empty"));
+                return Err(invalid(
+                    "SpecInvalid",
+                    "source.persistentVolumeClaim.claimName is empty",
+                ));
             }
             if let Some(path) = &pvc.path {
                 let p = Path::new(path);
                 if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
                     return Err(invalid(
                         "SpecInvalid",
-                        format!("source.persistentVolumeClaim.path {path:?} must be relative and must not contain '..'"),
+                        format!(
+                            "source.persistentVolumeClaim.path {path:?} must be relative and must not contain '..'"
+                        ),
                     ));
                 }
             }
         }
         (None, Some(hp)) => {
             if hp.node_name.is_some() && hp.node_selector.is_some() {
-                return Err(invalid("SpecInvalid", "source.hostPath: set at most one of nodeName and nodeSelector"));
+                return Err(invalid(
+                    "SpecInvalid",
+                    "source.hostPath: set at most one of nodeName and nodeSelector",
+                ));
             }
             if !host_path_allowed(&hp.path, allowed_roots) {
-                let roots: Vec<String> = allowed_roots.iter().map(|r| r.display().to_string()).collect();
+                let roots: Vec<String> =
+                    allowed_roots.iter().map(|r| r.display().to_string()).collect();
                 return Err(invalid(
                     "HostPathNotAllowed",
                     format!(
                         "source.hostPath.path {:?} is not under an allowed root ({})",
                         hp.path,
-                        if roots.is_empty() { "hostPath sources are disabled".to_string() } else { roots.join(", ") }
+                        if roots.is_empty() {
+                            "hostPath sources are disabled".to_string()
+                        } else {
+                            roots.join(", ")
+                        }
                     ),
                 ));
             }
@@ -104,7 +123,10 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
     if let Some(t) = &spec.timeout
         && parse_duration(t).is_none()
     {
-        return Err(invalid("SpecInvalid", format!("timeout {t:?} is not a duration such as 90s, 30m or 1h")));
+        return Err(invalid(
+            "SpecInvalid",
+            format!("timeout {t:?} is not a duration such as 90s, 30m or 1h"),
+        ));
     }
     if spec.max_concurrent_uploads == Some(0) {
         return Err(invalid("SpecInvalid", "maxConcurrentUploads must be at least 1"));
@@ -112,11 +134,17 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
     if let Some(ca) = spec.connection.as_ref().and_then(|c| c.ca.as_ref())
         && ca.secret_name.is_some() == ca.config_map_name.is_some()
     {
-        return Err(invalid("SpecInvalid", "connection.ca: set exactly one of secretName and configMapName"));
+        return Err(invalid(
+            "SpecInvalid",
+            "connection.ca: set exactly one of secretName and configMapName",
+        ));
     }
     for m in &spec.mount_from {
         if m.trim().is_empty() || m.contains(char::is_whitespace) {
-            return Err(invalid("SpecInvalid", format!("mountFrom entry {m:?} is not a repository name")));
+            return Err(invalid(
+                "SpecInvalid",
+                format!("mountFrom entry {m:?} is not a repository name"),
+            ));
         }
     }
     Ok(target)
@@ -145,11 +173,23 @@ mod tests {
             (|s| s.target = "Reg/Upper:v1".into(), "ReferenceInvalid", "lowercase"),
             (|s| s.target = "r:70000/app".into(), "ReferenceInvalid", "port"),
             (|s| s.platform = Some("linux/".into()), "PlatformInvalid", "linux/"),
-            (|s| s.source.persistent_volume_claim.as_mut().unwrap().path = Some("../x".into()), "SpecInvalid", ".."),
-            (|s| s.source.persistent_volume_claim.as_mut().unwrap().path = Some("/abs".into()), "SpecInvalid", "relative"),
+            (
+                |s| s.source.persistent_volume_claim.as_mut().unwrap().path = Some("../x".into()),
+                "SpecInvalid",
+                "..",
+            ),
+            (
+                |s| s.source.persistent_volume_claim.as_mut().unwrap().path = Some("/abs".into()),
+                "SpecInvalid",
+                "relative",
+            ),
             (
                 |s| {
-                    s.source.host_path = Some(HostPathSource { path: "/x".into(), node_name: None, node_selector: None })
+                    s.source.host_path = Some(HostPathSource {
+                        path: "/x".into(),
+                        node_name: None,
+                        node_selector: None,
+                    })
                 },
                 "SpecInvalid",
                 "exactly one",
@@ -181,10 +221,18 @@ mod tests {
             ("/etc", false),
             ("relative/path", false),
         ] {
-            s.source.host_path = Some(HostPathSource { path: path.into(), node_name: Some("n1".into()), node_selector: None });
+            s.source.host_path = Some(HostPathSource {
+                path: path.into(),
+                node_name: Some("n1".into()),
+                node_selector: None,
+            });
             assert_eq!(validate(&s, &roots).is_ok(), ok, "{path}");
         }
-        s.source.host_path = Some(HostPathSource { path: "/var/lib/images/a".into(), node_name: None, node_selector: None });
+        s.source.host_path = Some(HostPathSource {
+            path: "/var/lib/images/a".into(),
+            node_name: None,
+            node_selector: None,
+        });
         let e = validate(&s, &[]).unwrap_err();
         assert_eq!(e.reason, "HostPathNotAllowed");
         assert!(e.message.contains("disabled"));

@@ -49,11 +49,7 @@ pub enum Error {
         .target.display(),
         .layout.display()
     )]
-    OutsideLayout {
-        path: PathBuf,
-        target: PathBuf,
-        layout: PathBuf,
-    },
+    OutsideLayout { path: PathBuf, target: PathBuf, layout: PathBuf },
 
     /// A path in the layout is a directory, FIFO, socket or device instead of a regular file.
     #[error("{}: is a {kind}, not a regular file", .path.display())]
@@ -66,20 +62,11 @@ pub enum Error {
     /// The blob's length differs from the descriptor's size (`actual` is the count so far
     /// when a stream went past `expected`).
     #[error("blob {digest}{}: size is {actual} bytes, descriptor says {expected}", in_layout(.layout))]
-    SizeMismatch {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-        layout: Option<PathBuf>,
-    },
+    SizeMismatch { digest: Digest, expected: u64, actual: u64, layout: Option<PathBuf> },
 
     /// The blob's content does not hash to the descriptor's digest.
     #[error("blob {expected}{}: content has digest {actual}", in_layout(.layout))]
-    DigestMismatch {
-        expected: Digest,
-        actual: Digest,
-        layout: Option<PathBuf>,
-    },
+    DigestMismatch { expected: Digest, actual: Digest, layout: Option<PathBuf> },
 
     /// The descriptor's media type is not the kind of content asked for (`read_index` on a
     /// manifest descriptor, `read_manifest` on an index descriptor, or an unknown type).
@@ -99,12 +86,7 @@ pub enum Error {
         "blob {digest} in layout {}: descriptor says media type {descriptor:?}, content says {content:?}",
         .layout.display()
     )]
-    MediaTypeMismatch {
-        digest: Digest,
-        descriptor: String,
-        content: String,
-        layout: PathBuf,
-    },
+    MediaTypeMismatch { digest: Digest, descriptor: String, content: String, layout: PathBuf },
 }
 
 impl Error {
@@ -129,17 +111,11 @@ impl Error {
     }
 
     pub(super) fn io(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-        move |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| Error::Io { path: path.to_path_buf(), source }
     }
 
     pub(super) fn json(path: &Path) -> impl FnOnce(serde_json::Error) -> Error + '_ {
-        move |source| Error::InvalidJson {
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| Error::InvalidJson { path: path.to_path_buf(), source }
     }
 }
 
@@ -174,26 +150,15 @@ mod tests {
                 format!("blob {d} in layout /x: size is 12 bytes, descriptor says 34"),
             ),
             (
-                Error::SizeMismatch {
-                    digest: d.clone(),
-                    expected: 34,
-                    actual: 12,
-                    layout: None,
-                },
+                Error::SizeMismatch { digest: d.clone(), expected: 34, actual: 12, layout: None },
                 format!("blob {d}: size is 12 bytes, descriptor says 34"),
             ),
             (
-                Error::NotARegularFile {
-                    path: PathBuf::from("/x/blobs/sha256/ab"),
-                    kind: "FIFO",
-                },
+                Error::NotARegularFile { path: PathBuf::from("/x/blobs/sha256/ab"), kind: "FIFO" },
                 "/x/blobs/sha256/ab: is a FIFO, not a regular file".to_string(),
             ),
             (
-                Error::BlobMissing {
-                    digest: d.clone(),
-                    layout: PathBuf::from("/x"),
-                },
+                Error::BlobMissing { digest: d.clone(), layout: PathBuf::from("/x") },
                 format!("blob {d} is not in layout /x"),
             ),
         ];
@@ -204,20 +169,11 @@ mod tests {
 
     #[test]
     fn only_recoverable_io_is_transient() {
-        let io = |e: io::Error| Error::Io {
-            path: PathBuf::from("/x"),
-            source: e,
-        };
+        let io = |e: io::Error| Error::Io { path: PathBuf::from("/x"), source: e };
         assert!(io(io::Error::from_raw_os_error(libc::EIO)).is_transient());
         assert!(io(io::Error::from(io::ErrorKind::TimedOut)).is_transient());
         assert!(!io(io::Error::from(io::ErrorKind::NotFound)).is_transient());
         assert!(!io(io::Error::from_raw_os_error(libc::ELOOP)).is_transient());
-        assert!(
-            !Error::TooLarge {
-                path: PathBuf::from("/x"),
-                limit: 1
-            }
-            .is_transient()
-        );
+        assert!(!Error::TooLarge { path: PathBuf::from("/x"), limit: 1 }.is_transient());
     }
 }

@@ -75,19 +75,13 @@ pub(super) fn read_capped(
     path: &Path,
     limit: u64,
 ) -> Result<Vec<u8>, Error> {
-    let too_large = || Error::TooLarge {
-        path: path.to_path_buf(),
-        limit,
-    };
+    let too_large = || Error::TooLarge { path: path.to_path_buf(), limit };
     if meta.len() > limit {
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // One byte more than allowed, to notice a file that grew since the metadata was read.
-    (&mut file)
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(Error::io(path))?;
+    (&mut file).take(limit + 1).read_to_end(&mut bytes).map_err(Error::io(path))?;
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }
@@ -110,10 +104,7 @@ fn ensure_regular(path: &Path, file_type: FileType) -> Result<(), Error> {
     if file_type.is_file() {
         Ok(())
     } else {
-        Err(Error::NotARegularFile {
-            path: path.to_path_buf(),
-            kind: kind_name(file_type),
-        })
+        Err(Error::NotARegularFile { path: path.to_path_buf(), kind: kind_name(file_type) })
     }
 }
 
@@ -174,10 +165,7 @@ mod tests {
         let path = root.join("fifo");
         mkfifo(&path);
         let err = within_seconds(move || open_resolved(&root, &path, &path).unwrap_err());
-        assert!(
-            matches!(err, Error::NotARegularFile { kind: "FIFO", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, Error::NotARegularFile { kind: "FIFO", .. }), "{err}");
     }
 
     #[test]
@@ -210,11 +198,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
         assert!(resolve(&root, &root.join("missing")).unwrap().is_none());
         assert!(resolve(&root, &root.join("dangling")).unwrap().is_none());
-        assert!(
-            open_inside(&root, &root.join("dangling"))
-                .unwrap()
-                .is_none()
-        );
+        assert!(open_inside(&root, &root.join("dangling")).unwrap().is_none());
     }
 
     #[test]

@@ -37,10 +37,8 @@ impl LayoutReader {
     /// Opens a layout: `path` must be a directory with an `oci-layout` file whose
     /// `imageLayoutVersion` is "1.0.0" (or any 1.x), and an `index.json`.
     pub fn open(path: &Path) -> Result<LayoutReader, Error> {
-        let not_a_layout = |path: &Path, reason| Error::NotALayout {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let not_a_layout =
+            |path: &Path, reason| Error::NotALayout { path: path.to_path_buf(), reason };
         let root = match fs::canonicalize(path) {
             Ok(root) => root,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -170,10 +168,7 @@ impl LayoutReader {
 
     /// `blobs/<alg>/<hex>`; `Digest` guarantees both parts are safe path components.
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(digest.hex())
+        self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
     }
 
     fn read_json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, Error> {
@@ -223,10 +218,7 @@ fn check_schema_version(path: &Path, found: u32) -> Result<(), Error> {
     if found == 2 {
         Ok(())
     } else {
-        Err(Error::InvalidSchemaVersion {
-            path: path.to_path_buf(),
-            found,
-        })
+        Err(Error::InvalidSchemaVersion { path: path.to_path_buf(), found })
     }
 }
 
@@ -235,9 +227,7 @@ fn is_supported_version(version: &str) -> bool {
     let parts: Vec<&str> = version.split('.').collect();
     (2..=3).contains(&parts.len())
         && parts[0] == "1"
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

@@ -33,13 +33,7 @@ pub fn mkfifo(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
     let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
-    assert_eq!(
-        rc,
-        0,
-        "mkfifo {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 /// Runs `f` on another thread and fails the test if it has not returned within 10 s
@@ -49,8 +43,7 @@ pub fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("hung (or panicked) reading a special file")
+    rx.recv_timeout(Duration::from_secs(10)).expect("hung (or panicked) reading a special file")
 }
 
 /// A valid layout: `oci-layout` 1.0.0 and an `index.json` with one manifest tagged
@@ -94,9 +87,7 @@ impl Fixture {
         });
         f.manifest = f.put_blob(oci::OCI_MANIFEST, manifest.to_string().as_bytes());
         let mut tagged = f.manifest.clone();
-        tagged
-            .annotations
-            .insert(oci::REF_NAME_ANNOTATION.to_string(), "latest".to_string());
+        tagged.annotations.insert(oci::REF_NAME_ANNOTATION.to_string(), "latest".to_string());
         f.write_index(&[tagged]);
         f
     }

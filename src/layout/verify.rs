@@ -31,10 +31,7 @@ impl BlobVerifier {
 
     /// A verifier whose errors name the layout the blob is read from.
     pub(super) fn in_layout(desc: &Descriptor, layout: &Path) -> BlobVerifier {
-        BlobVerifier {
-            layout: Some(layout.to_path_buf()),
-            ..BlobVerifier::new(desc)
-        }
+        BlobVerifier { layout: Some(layout.to_path_buf()), ..BlobVerifier::new(desc) }
     }
 
     /// Hashes `bytes`. Errors (`SizeMismatch`) as soon as more bytes than the descriptor's
@@ -122,17 +119,16 @@ mod tests {
         };
         let outcome = match result {
             Ok(()) => Outcome::Ok,
-            Err(Error::SizeMismatch {
-                digest,
-                expected,
-                actual,
-                layout: None,
-            }) if digest == desc.digest => Outcome::Size { expected, actual },
-            Err(Error::DigestMismatch {
-                expected,
-                actual,
-                layout: None,
-            }) if expected == desc.digest && actual != desc.digest => Outcome::Digest,
+            Err(Error::SizeMismatch { digest, expected, actual, layout: None })
+                if digest == desc.digest =>
+            {
+                Outcome::Size { expected, actual }
+            }
+            Err(Error::DigestMismatch { expected, actual, layout: None })
+                if expected == desc.digest && actual != desc.digest =>
+            {
+                Outcome::Digest
+            }
             Err(other) => panic!("unexpected error {other:?}"),
         };
         (outcome, seen)
@@ -143,46 +139,19 @@ mod tests {
         let desc = descriptor("application/octet-stream", b"hello world");
         let cases: Vec<(&str, Vec<&[u8]>, Outcome, u64)> = vec![
             ("whole", vec![b"hello world"], Outcome::Ok, 11),
-            (
-                "chunked",
-                vec![b"hel", b"", b"lo wor", b"ld"],
-                Outcome::Ok,
-                11,
-            ),
-            (
-                "short",
-                vec![b"hello"],
-                Outcome::Size {
-                    expected: 11,
-                    actual: 5,
-                },
-                5,
-            ),
-            (
-                "empty",
-                vec![],
-                Outcome::Size {
-                    expected: 11,
-                    actual: 0,
-                },
-                0,
-            ),
+            ("chunked", vec![b"hel", b"", b"lo wor", b"ld"], Outcome::Ok, 11),
+            ("short", vec![b"hello"], Outcome::Size { expected: 11, actual: 5 }, 5),
+            ("empty", vec![], Outcome::Size { expected: 11, actual: 0 }, 0),
             (
                 "long in one chunk",
                 vec![b"hello world!"],
-                Outcome::Size {
-                    expected: 11,
-                    actual: 12,
-                },
+                Outcome::Size { expected: 11, actual: 12 },
                 12,
             ),
             (
                 "long in a later chunk",
                 vec![b"hello world", b"!!"],
-                Outcome::Size {
-                    expected: 11,
-                    actual: 13,
-                },
+                Outcome::Size { expected: 11, actual: 13 },
                 13,
             ),
             ("tampered", vec![b"hello World"], Outcome::Digest, 11),

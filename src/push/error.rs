@@ -19,49 +19,28 @@ pub enum Error {
     #[error("sources file {path}: {reason}")]
     Sources { path: PathBuf, reason: String },
     #[error("{reference:?} is not in the layout {layout} (it has {})", list_or_none(.available))]
-    RefNotFound {
-        reference: String,
-        layout: PathBuf,
-        available: Vec<String>,
-    },
-    #[error("the layout {layout} has no tagged entries to push to an untagged target; add a tag to the target or pass --ref")]
+    RefNotFound { reference: String, layout: PathBuf, available: Vec<String> },
+    #[error(
+        "the layout {layout} has no tagged entries to push to an untagged target; add a tag to the target or pass --ref"
+    )]
     NoTags { layout: PathBuf },
     #[error("the layout {layout} has {count} entries and none is named {tag:?}; pass --ref to choose one (tags: {})", list_or_none(.tags))]
-    AmbiguousSource {
-        layout: PathBuf,
-        tag: String,
-        count: usize,
-        tags: Vec<String>,
-    },
+    AmbiguousSource { layout: PathBuf, tag: String, count: usize, tags: Vec<String> },
     #[error("{name:?} in {layout} is not a valid tag")]
     InvalidTagName { name: String, layout: PathBuf },
     #[error("no manifest for platform {wanted} in {index} (available: {})", list_or_none(.available))]
-    PlatformNotFound {
-        wanted: String,
-        index: Digest,
-        available: Vec<String>,
-    },
+    PlatformNotFound { wanted: String, index: Digest, available: Vec<String> },
     #[error("platform {wanted} matches {} manifests of {index}: {}", .matches.len(), .matches.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
-    PlatformConflict {
-        wanted: String,
-        index: Digest,
-        matches: Vec<Digest>,
-    },
+    PlatformConflict { wanted: String, index: Digest, matches: Vec<Digest> },
     #[error("the image {digest} is for {actual}, not {wanted}")]
-    PlatformMismatch {
-        wanted: String,
-        actual: String,
-        digest: Digest,
-    },
+    PlatformMismatch { wanted: String, actual: String, digest: Digest },
     #[error("the index {index} is only partly in the layout and none of its present manifests ({}) runs on the host platform {host}; pass --platform to choose one", list_or_none(.available))]
-    NoHostMatch {
-        index: Digest,
-        host: String,
-        available: Vec<String>,
-    },
+    NoHostMatch { index: Digest, host: String, available: Vec<String> },
     #[error("content missing from the layout and from every mount candidate: {}", .digests.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
     ContentMissing { digests: Vec<Digest> },
-    #[error("{digest} has media type {media_type:?}, which is neither an image manifest nor an index")]
+    #[error(
+        "{digest} has media type {media_type:?}, which is neither an image manifest nor an index"
+    )]
     UnsupportedMediaType { digest: Digest, media_type: String },
     #[error("index {digest} is nested more than 8 levels deep or contains itself (a cycle)")]
     IndexCycle { digest: Digest },
@@ -78,11 +57,7 @@ pub enum Error {
 }
 
 fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() {
-        "none".to_string()
-    } else {
-        items.join(", ")
-    }
+    if items.is_empty() { "none".to_string() } else { items.join(", ") }
 }
 
 /// The failure classes, each with its own exit code.
@@ -116,11 +91,23 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         use Error::*;
         match self {
-            Reference(_) | Platform(_) | Layout(_) | Credentials(_) | InvalidOption { .. }
-            | Sources { .. } | InvalidTagName { .. } | UnsupportedMediaType { .. }
-            | IndexCycle { .. } | PlatformWithDigestTarget { .. } => ErrorClass::BadInput,
-            RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | PlatformNotFound { .. }
-            | PlatformConflict { .. } | PlatformMismatch { .. } | NoHostMatch { .. }
+            Reference(_)
+            | Platform(_)
+            | Layout(_)
+            | Credentials(_)
+            | InvalidOption { .. }
+            | Sources { .. }
+            | InvalidTagName { .. }
+            | UnsupportedMediaType { .. }
+            | IndexCycle { .. }
+            | PlatformWithDigestTarget { .. } => ErrorClass::BadInput,
+            RefNotFound { .. }
+            | NoTags { .. }
+            | AmbiguousSource { .. }
+            | PlatformNotFound { .. }
+            | PlatformConflict { .. }
+            | PlatformMismatch { .. }
+            | NoHostMatch { .. }
             | ContentMissing { .. } => ErrorClass::NotFound,
             Registry(crate::registry::Error::Unauthorized { .. }) => ErrorClass::Authentication,
             Registry(crate::registry::Error::Content(_)) => ErrorClass::BadInput,
@@ -144,7 +131,9 @@ impl Error {
             Credentials(_) => "CredentialsInvalid",
             InvalidOption { .. } | PlatformWithDigestTarget { .. } => "SpecInvalid",
             Sources { .. } => "SourcesInvalid",
-            RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | InvalidTagName { .. } => "RefNotFound",
+            RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | InvalidTagName { .. } => {
+                "RefNotFound"
+            }
             PlatformNotFound { .. } | PlatformMismatch { .. } => "PlatformNotFound",
             PlatformConflict { .. } | NoHostMatch { .. } => "PlatformConflict",
             ContentMissing { .. } => "ContentMissing",

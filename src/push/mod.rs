@@ -89,15 +89,21 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
         })
     }));
     client.check_push_access(&target.repository).await?;
-    progress.event(Event::Start {
-        repository: target.repository_name(),
-    });
+    progress.event(Event::Start { repository: target.repository_name() });
 
     let host = opts.host_platform.clone().unwrap_or_else(Platform::host);
     let mut avail = resolve::Availability::new(&layout, &client, &candidates, target);
     let mut roots = Vec::new();
     for (tag, desc) in selected {
-        let root = resolve::resolve_root(&mut avail, tag, desc, opts.platform.as_ref(), &host, target.digest.is_some()).await?;
+        let root = resolve::resolve_root(
+            &mut avail,
+            tag,
+            desc,
+            opts.platform.as_ref(),
+            &host,
+            target.digest.is_some(),
+        )
+        .await?;
         if let Some(f) = &root.fallback {
             progress.event(Event::Fallback {
                 index: f.original_index.digest.clone(),
@@ -118,7 +124,14 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
         return Err(Error::ContentMissing { digests: missing });
     }
 
-    let runner = run::Runner::new(&client, &layout, target, &candidates, progress.clone(), opts.max_concurrent_uploads);
+    let runner = run::Runner::new(
+        &client,
+        &layout,
+        target,
+        &candidates,
+        progress.clone(),
+        opts.max_concurrent_uploads,
+    );
     let blobs = runner.blobs(&plan).await?;
     let manifests = runner.manifests(&plan).await?;
     let tags = runner.tags(&plan).await?;
@@ -143,7 +156,12 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
 }
 
 /// The report written when a push fails: target, error reason, message and exit code.
-pub fn failure_report(target: &str, repository: &str, error: &Error, duration_ms: u64) -> PushReport {
+pub fn failure_report(
+    target: &str,
+    repository: &str,
+    error: &Error,
+    duration_ms: u64,
+) -> PushReport {
     let mut report = PushReport::new(target.to_string(), repository.to_string());
     report.duration_ms = duration_ms;
     report.error = Some(report::ReportError {

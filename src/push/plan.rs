@@ -39,20 +39,29 @@ impl Plan {
         let mut order: Vec<Digest> = Vec::new();
         for root in &roots {
             let mut stack = Vec::new();
-            walk(layout, &root.desc, false, &mut stack, &mut blobs, &mut blob_seen, &mut manifests, &mut order)?;
+            walk(
+                layout,
+                &root.desc,
+                false,
+                &mut stack,
+                &mut blobs,
+                &mut blob_seen,
+                &mut manifests,
+                &mut order,
+            )?;
         }
         let mut planned: Vec<PlannedManifest> =
             order.iter().map(|d| manifests.remove(d).expect("recorded in order")).collect();
         planned.sort_by_key(|m| m.height);
-        Ok(Plan {
-            roots,
-            blobs,
-            manifests: planned,
-        })
+        Ok(Plan { roots, blobs, manifests: planned })
     }
 
     /// Blobs that are not in the layout and no candidate can provide.
-    pub async fn missing(&self, layout: &LayoutReader, avail: &mut Availability<'_>) -> Result<Vec<Digest>, Error> {
+    pub async fn missing(
+        &self,
+        layout: &LayoutReader,
+        avail: &mut Availability<'_>,
+    ) -> Result<Vec<Digest>, Error> {
         let mut missing = Vec::new();
         for b in &self.blobs {
             if !layout.contains(&b.digest)? && !avail.blob(&b.digest).await? {
@@ -110,12 +119,7 @@ fn walk(
     let bytes = layout.read_blob(desc)?;
     manifests.insert(
         desc.digest.clone(),
-        PlannedManifest {
-            desc: desc.clone(),
-            bytes,
-            height,
-            child: is_child,
-        },
+        PlannedManifest { desc: desc.clone(), bytes, height, child: is_child },
     );
     order.push(desc.digest.clone());
     Ok(height)

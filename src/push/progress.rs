@@ -14,20 +14,49 @@ use crate::digest::Digest;
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The push starts; `repository` is `registry/repository`.
-    Start { repository: String },
-    Blob { digest: Digest, size: u64, state: BlobState },
+    Start {
+        repository: String,
+    },
+    Blob {
+        digest: Digest,
+        size: u64,
+        state: BlobState,
+    },
     /// An index was only partly in the layout; one manifest is pushed instead.
-    Fallback { index: Digest, manifest: Digest, platform: String },
+    Fallback {
+        index: Digest,
+        manifest: Digest,
+        platform: String,
+    },
     /// A tag now points at `digest`.
-    Tagged { tag: String, digest: Digest, size: u64 },
+    Tagged {
+        tag: String,
+        digest: Digest,
+        size: u64,
+    },
     /// The image was pushed by digest (no tag).
-    PushedDigest { digest: Digest, size: u64 },
+    PushedDigest {
+        digest: Digest,
+        size: u64,
+    },
     /// A request failed transiently and will be tried again.
-    Retry { what: String, attempt: u32, max_attempts: u32, delay: Duration, error: String },
+    Retry {
+        what: String,
+        attempt: u32,
+        max_attempts: u32,
+        delay: Duration,
+        error: String,
+    },
 }
 
 /// `Retrying HEAD blob ... in 1.2s (attempt 2 of 6): <error>`
-pub fn retry_line(what: &str, attempt: u32, max_attempts: u32, delay: Duration, error: &str) -> String {
+pub fn retry_line(
+    what: &str,
+    attempt: u32,
+    max_attempts: u32,
+    delay: Duration,
+    error: &str,
+) -> String {
     format!(
         "Retrying {what} in {:.1}s (attempt {} of {max_attempts}): {error}",
         delay.as_secs_f64(),
@@ -69,10 +98,7 @@ pub struct Lines<W: Write + Send> {
 
 impl<W: Write + Send> Lines<W> {
     pub fn new(out: W) -> Self {
-        Lines {
-            out: Mutex::new(out),
-            pushing_shown: Mutex::default(),
-        }
+        Lines { out: Mutex::new(out), pushing_shown: Mutex::default() }
     }
 }
 
@@ -120,10 +146,7 @@ pub struct Bars {
 impl Bars {
     pub fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
-        Bars {
-            multi,
-            bars: Mutex::default(),
-        }
+        Bars { multi, bars: Mutex::default() }
     }
 
     fn bar(&self, digest: &Digest, size: u64) -> ProgressBar {
@@ -132,8 +155,10 @@ impl Bars {
             .or_insert_with(|| {
                 let bar = self.multi.add(ProgressBar::new(size));
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix}: {msg:<22} {bar:30} {bytes}/{total_bytes}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "{prefix}: {msg:<22} {bar:30} {bytes}/{total_bytes}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_prefix(short_id(digest).to_string());
                 bar
@@ -164,7 +189,9 @@ impl Progress for Bars {
                         bar.set_position(done);
                     }
                     BlobState::Pushed => bar.finish_with_message("Pushed"),
-                    BlobState::Mounted { from } => bar.finish_with_message(format!("Mounted from {from}")),
+                    BlobState::Mounted { from } => {
+                        bar.finish_with_message(format!("Mounted from {from}"))
+                    }
                     BlobState::Exists => bar.finish_with_message("Layer already exists"),
                 }
             }
@@ -247,11 +274,7 @@ pub struct ProgressLine {
 
 impl<W: Write + Send> JsonLines<W> {
     pub fn new(out: W, interval: Duration) -> Self {
-        JsonLines {
-            out: Mutex::new(out),
-            state: Mutex::default(),
-            interval,
-        }
+        JsonLines { out: Mutex::new(out), state: Mutex::default(), interval }
     }
 
     fn snapshot(s: &JsonState) -> ProgressLine {

@@ -38,10 +38,7 @@ pub fn tag_of(name: &str, layout: &Path) -> Result<String, Error> {
     {
         return Ok(tag.to_string());
     }
-    Err(Error::InvalidTagName {
-        name: name.to_string(),
-        layout: layout.to_path_buf(),
-    })
+    Err(Error::InvalidTagName { name: name.to_string(), layout: layout.to_path_buf() })
 }
 
 fn names(index: &ImageIndex) -> Vec<String> {
@@ -50,8 +47,13 @@ fn names(index: &ImageIndex) -> Vec<String> {
 
 /// Finds `reference` (a tag name or a digest) in the layout: among `index.json`'s entries
 /// first, then (for a digest) inside nested indexes.
-fn find_ref(layout: &LayoutReader, index: &ImageIndex, reference: &str) -> Result<Descriptor, Error> {
-    if reference.contains(':') && !reference.contains('/')
+fn find_ref(
+    layout: &LayoutReader,
+    index: &ImageIndex,
+    reference: &str,
+) -> Result<Descriptor, Error> {
+    if reference.contains(':')
+        && !reference.contains('/')
         && let Ok(digest) = reference.parse::<Digest>()
     {
         return find_digest(layout, index, &digest)?.ok_or_else(|| Error::RefNotFound {
@@ -60,17 +62,11 @@ fn find_ref(layout: &LayoutReader, index: &ImageIndex, reference: &str) -> Resul
             available: names(index),
         });
     }
-    let by_name = index
-        .manifests
-        .iter()
-        .find(|d| d.ref_name() == Some(reference))
-        .or_else(|| {
-            index.manifests.iter().find(|d| {
-                d.ref_name()
-                    .and_then(|n| tag_of(n, layout.root()).ok())
-                    .is_some_and(|t| t == reference)
-            })
-        });
+    let by_name = index.manifests.iter().find(|d| d.ref_name() == Some(reference)).or_else(|| {
+        index.manifests.iter().find(|d| {
+            d.ref_name().and_then(|n| tag_of(n, layout.root()).ok()).is_some_and(|t| t == reference)
+        })
+    });
     by_name.cloned().ok_or_else(|| Error::RefNotFound {
         reference: reference.to_string(),
         layout: layout.root().to_path_buf(),
@@ -78,14 +74,21 @@ fn find_ref(layout: &LayoutReader, index: &ImageIndex, reference: &str) -> Resul
     })
 }
 
-fn find_digest(layout: &LayoutReader, index: &ImageIndex, digest: &Digest) -> Result<Option<Descriptor>, Error> {
+fn find_digest(
+    layout: &LayoutReader,
+    index: &ImageIndex,
+    digest: &Digest,
+) -> Result<Option<Descriptor>, Error> {
     let mut queue: Vec<Descriptor> = index.manifests.clone();
     let mut seen = std::collections::HashSet::new();
     while let Some(d) = queue.pop() {
         if &d.digest == digest {
             return Ok(Some(d));
         }
-        if oci::is_index(&d.media_type) && seen.insert(d.digest.clone()) && layout.contains(&d.digest)? {
+        if oci::is_index(&d.media_type)
+            && seen.insert(d.digest.clone())
+            && layout.contains(&d.digest)?
+        {
             queue.extend(layout.read_index(&d)?.manifests);
         }
     }
@@ -154,9 +157,7 @@ pub fn select_roots(
         }
     }
     if roots.is_empty() {
-        return Err(Error::NoTags {
-            layout: layout.root().to_path_buf(),
-        });
+        return Err(Error::NoTags { layout: layout.root().to_path_buf() });
     }
     Ok(roots)
 }
@@ -178,13 +179,7 @@ impl<'a> Availability<'a> {
         candidates: &'a MountCandidates,
         target: &'a Target,
     ) -> Self {
-        Availability {
-            layout,
-            client,
-            candidates,
-            target,
-            blobs: HashMap::new(),
-        }
+        Availability { layout, client, candidates, target, blobs: HashMap::new() }
     }
 
     /// A layer or config: in the layout, recorded in the sources file for this registry,
@@ -193,7 +188,8 @@ impl<'a> Availability<'a> {
         if let Some(v) = self.blobs.get(digest) {
             return Ok(*v);
         }
-        let mut found = self.layout.contains(digest)? || !self.candidates.recorded(digest).is_empty();
+        let mut found =
+            self.layout.contains(digest)? || !self.candidates.recorded(digest).is_empty();
         if !found {
             found = self.client.blob_exists(&self.target.repository, digest).await?;
         }
@@ -252,7 +248,11 @@ impl<'a> Availability<'a> {
 }
 
 /// The platform manifests of an index (nested indexes flattened), attestations excluded.
-fn platform_manifests(layout: &LayoutReader, index_desc: &Descriptor, depth: usize) -> Result<Vec<Descriptor>, Error> {
+fn platform_manifests(
+    layout: &LayoutReader,
+    index_desc: &Descriptor,
+    depth: usize,
+) -> Result<Vec<Descriptor>, Error> {
     if depth > 8 {
         return Err(Error::IndexCycle { digest: index_desc.digest.clone() });
     }
@@ -263,7 +263,10 @@ fn platform_manifests(layout: &LayoutReader, index_desc: &Descriptor, depth: usi
     for child in layout.read_index(index_desc)?.manifests {
         if oci::is_index(&child.media_type) {
             out.extend(platform_manifests(layout, &child, depth + 1)?);
-        } else if oci::is_manifest(&child.media_type) && !child.is_attestation() && child.platform.is_some() {
+        } else if oci::is_manifest(&child.media_type)
+            && !child.is_attestation()
+            && child.platform.is_some()
+        {
             out.push(child);
         }
     }
@@ -284,7 +287,10 @@ fn platform_text(d: &Descriptor) -> String {
 }
 
 /// The platform an image's config declares.
-fn config_platform(layout: &LayoutReader, manifest_desc: &Descriptor) -> Result<Option<Platform>, Error> {
+fn config_platform(
+    layout: &LayoutReader,
+    manifest_desc: &Descriptor,
+) -> Result<Option<Platform>, Error> {
     let manifest = layout.read_manifest(manifest_desc)?;
     if !layout.contains(&manifest.config.digest)? {
         return Ok(None);
@@ -382,7 +388,8 @@ pub async fn resolve_root(
         }
         1 => present[0].clone(),
         _ => {
-            let platforms: Vec<&Platform> = present.iter().filter_map(|d| d.platform.as_ref()).collect();
+            let platforms: Vec<&Platform> =
+                present.iter().filter_map(|d| d.platform.as_ref()).collect();
             match platform::best_host_match(host, platforms.iter().copied()) {
                 Some(i) => present[i].clone(),
                 None => {

@@ -53,11 +53,7 @@ impl<'a> Runner<'a> {
     }
 
     fn blob_event(&self, desc: &Descriptor, state: BlobState) {
-        self.progress.event(Event::Blob {
-            digest: desc.digest.clone(),
-            size: desc.size,
-            state,
-        });
+        self.progress.event(Event::Blob { digest: desc.digest.clone(), size: desc.size, state });
     }
 
     /// Pushes every blob; the first failure cancels the others.
@@ -119,16 +115,18 @@ impl<'a> Runner<'a> {
             }
         }
         if !local {
-            return Err(Error::ContentMissing {
-                digests: vec![desc.digest.clone()],
-            });
+            return Err(Error::ContentMissing { digests: vec![desc.digest.clone()] });
         }
         let session = self.client.start_upload(repo).await?;
         self.upload(desc, session).await?;
         Ok(report(BlobOutcome::Uploaded, None))
     }
 
-    async fn upload(&self, desc: &Descriptor, session: crate::registry::UploadSession) -> Result<(), Error> {
+    async fn upload(
+        &self,
+        desc: &Descriptor,
+        session: crate::registry::UploadSession,
+    ) -> Result<(), Error> {
         let progress = self.progress.clone();
         let digest = desc.digest.clone();
         let size = desc.size;
@@ -151,13 +149,10 @@ impl<'a> Runner<'a> {
     /// Pushes manifests and indexes by digest, children first. Roots that get a tag are
     /// left for `tags`, which pushes them under the tag (and so by digest as well).
     pub async fn manifests(&self, plan: &Plan) -> Result<Vec<ManifestReport>, Error> {
-        let tagged_roots: Vec<_> = plan
-            .roots
-            .iter()
-            .filter(|r| r.tag.is_some())
-            .map(|r| r.desc.digest.clone())
-            .collect();
-        let needed_by_digest = |m: &PlannedManifest| m.child || !tagged_roots.contains(&m.desc.digest);
+        let tagged_roots: Vec<_> =
+            plan.roots.iter().filter(|r| r.tag.is_some()).map(|r| r.desc.digest.clone()).collect();
+        let needed_by_digest =
+            |m: &PlannedManifest| m.child || !tagged_roots.contains(&m.desc.digest);
         let mut reports = Vec::new();
         let max_height = plan.manifests.iter().map(|m| m.height).max().unwrap_or(0);
         for height in 0..=max_height {
@@ -168,11 +163,20 @@ impl<'a> Runner<'a> {
                 .collect();
             let mut done: Vec<ManifestReport> = stream::iter(level)
                 .map(|m| async move {
-                    let outcome = if self.client.manifest_exists(&self.target.repository, &m.desc.digest).await? {
+                    let outcome = if self
+                        .client
+                        .manifest_exists(&self.target.repository, &m.desc.digest)
+                        .await?
+                    {
                         ManifestOutcome::Existed
                     } else {
                         self.client
-                            .put_manifest(self.target, TagOrDigest::Digest(&m.desc.digest), &m.bytes, &m.desc.media_type)
+                            .put_manifest(
+                                self.target,
+                                TagOrDigest::Digest(&m.desc.digest),
+                                &m.bytes,
+                                &m.desc.media_type,
+                            )
                             .await?;
                         ManifestOutcome::Pushed
                     };
@@ -204,7 +208,10 @@ impl<'a> Runner<'a> {
     /// PUT of an index that names it can then find it missing).
     pub async fn tags(&self, plan: &Plan) -> Result<Vec<TagReport>, Error> {
         let planned = |d: &Descriptor| {
-            plan.manifests.iter().find(|m| m.desc.digest == d.digest).expect("every root is in the plan")
+            plan.manifests
+                .iter()
+                .find(|m| m.desc.digest == d.digest)
+                .expect("every root is in the plan")
         };
         let tagged: Vec<(&String, &crate::push::resolve::Root)> =
             plan.roots.iter().filter_map(|r| r.tag.as_ref().map(|t| (t, r))).collect();
@@ -220,7 +227,12 @@ impl<'a> Runner<'a> {
                     let current = self.client.tag_digest(&self.target.repository, tag).await?;
                     if current.as_ref() != Some(&root.desc.digest) {
                         self.client
-                            .put_manifest(self.target, TagOrDigest::Tag(tag), &m.bytes, &root.desc.media_type)
+                            .put_manifest(
+                                self.target,
+                                TagOrDigest::Tag(tag),
+                                &m.bytes,
+                                &root.desc.media_type,
+                            )
                             .await?;
                     }
                     self.progress.event(Event::Tagged {

@@ -20,10 +20,7 @@ const MAX_SOURCES_FILE: u64 = 64 * 1024 * 1024;
 
 /// Reads a sources file; a missing file is an empty map.
 pub fn load(path: &Path) -> Result<SourceMap, Error> {
-    let err = |reason: String| Error::Sources {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| Error::Sources { path: path.to_path_buf(), reason };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SourceMap::new()),
@@ -53,10 +50,7 @@ pub fn record(path: &Path, digests: &[Digest], repository: &str) -> Result<(), E
     for d in digests {
         map.entry(d.clone()).or_default().insert(repository.to_string());
     }
-    let io = |source: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
     let text = serde_json::to_vec_pretty(&map).expect("a map of strings serializes");
     crate::atomic_file::write_json_file(path, &text).map_err(io)
 }
@@ -144,12 +138,8 @@ impl MountCandidates {
             }
         }
         let target: Vec<&str> = self.target_repository.split('/').collect();
-        let shared = |repo: &String| {
-            repo.split('/')
-                .zip(target.iter())
-                .take_while(|(a, b)| a == *b)
-                .count()
-        };
+        let shared =
+            |repo: &String| repo.split('/').zip(target.iter()).take_while(|(a, b)| a == *b).count();
         // Stable sort keeps recorded-before-named order among equal prefixes.
         all.sort_by_key(|r| std::cmp::Reverse(shared(r)));
         all
@@ -182,7 +172,12 @@ mod tests {
         );
         let c = MountCandidates::new(
             &target,
-            &["team/lib".into(), "reg.example.com:5000/zzz".into(), "ghcr.io/x/y".into(), "team/app/web".into()],
+            &[
+                "team/lib".into(),
+                "reg.example.com:5000/zzz".into(),
+                "ghcr.io/x/y".into(),
+                "team/app/web".into(),
+            ],
             sources,
         );
         assert_eq!(c.named(), ["team/lib", "zzz"]);

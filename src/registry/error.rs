@@ -6,11 +6,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// The registry or its token service refused our credentials (401/403).
     #[error("authentication to {registry} failed{}: {detail}", scope_text(.scope))]
-    Unauthorized {
-        registry: String,
-        scope: Option<String>,
-        detail: String,
-    },
+    Unauthorized { registry: String, scope: Option<String>, detail: String },
     /// The registry answered with a status we did not expect.
     #[error("{method} {url} answered {status}{}", code_text(.code, .message))]
     Status {
@@ -24,18 +20,10 @@ pub enum Error {
     },
     /// The registry's certificate could not be verified (will not fix itself).
     #[error("{method} {url}: TLS certificate verification failed: {detail}")]
-    Tls {
-        method: &'static str,
-        url: String,
-        detail: String,
-    },
+    Tls { method: &'static str, url: String, detail: String },
     /// The request did not get an answer (connection refused, reset, timeout).
     #[error("{method} {url} failed: {detail}")]
-    Network {
-        method: &'static str,
-        url: String,
-        detail: String,
-    },
+    Network { method: &'static str, url: String, detail: String },
     /// The registry answered, but not in a form the distribution spec allows.
     #[error("{url}: {reason}")]
     InvalidResponse { url: String, reason: String },
@@ -99,18 +87,13 @@ pub(crate) fn network(method: &'static str, url: &str, e: reqwest::Error) -> Err
         source = s.source();
     }
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
-        return Error::Tls {
-            method,
-            url: url.to_string(),
-            detail,
-        };
+    if lower.contains("certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("invalid peer")
+    {
+        return Error::Tls { method, url: url.to_string(), detail };
     }
-    Error::Network {
-        method,
-        url: url.to_string(),
-        detail,
-    }
+    Error::Network { method, url: url.to_string(), detail }
 }
 
 /// The distribution spec's error envelope: `{"errors":[{"code":..,"message":..}]}`.
@@ -130,27 +113,20 @@ pub(crate) fn from_response_body(
         message: Option<String>,
     }
     let (code, message) = match serde_json::from_slice::<Envelope>(body) {
-        Ok(env) if !env.errors.is_empty() => (
-            env.errors[0].code.clone(),
-            env.errors[0].message.clone().unwrap_or_default(),
-        ),
-        _ => (
-            None,
-            String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string(),
-        ),
+        Ok(env) if !env.errors.is_empty() => {
+            (env.errors[0].code.clone(), env.errors[0].message.clone().unwrap_or_default())
+        }
+        _ => (None, String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string()),
     };
-    Error::Status {
-        method,
-        url: url.to_string(),
-        status,
-        code,
-        message,
-        retry_after: None,
-    }
+    Error::Status { method, url: url.to_string(), status, code, message, retry_after: None }
 }
 
 /// Like `from_response_body`, reading the body and `Retry-After` from the response.
-pub(crate) async fn from_response(method: &'static str, url: &str, resp: reqwest::Response) -> Error {
+pub(crate) async fn from_response(
+    method: &'static str,
+    url: &str,
+    resp: reqwest::Response,
+) -> Error {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()

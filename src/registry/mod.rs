@@ -99,14 +99,10 @@ impl RegistryClient {
         install_crypto_provider();
         let mut certs = Vec::new();
         if let Some(path) = &opts.ca_file {
-            let pem = std::fs::read(path).map_err(|e| Error::CaFile {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let parsed = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::CaFile {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::CaFile { path: path.clone(), reason: e.to_string() })?;
+            let parsed = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::CaFile { path: path.clone(), reason: e.to_string() })?;
             if parsed.is_empty() {
                 return Err(Error::CaFile {
                     path: path.clone(),
@@ -201,7 +197,12 @@ impl RegistryClient {
                 match resp.status().as_u16() {
                     200..=299 => Ok(()),
                     401 | 403 => Err(self.unauthorized(None, resp.status().as_u16())),
-                    s => Err(error::from_response_body("GET", &url, s, &resp.bytes().await.unwrap_or_default())),
+                    s => Err(error::from_response_body(
+                        "GET",
+                        &url,
+                        s,
+                        &resp.bytes().await.unwrap_or_default(),
+                    )),
                 }
             }
             Challenge::Bearer { .. } => {
@@ -231,7 +232,9 @@ impl RegistryClient {
                         .unwrap_or_default();
                     return Challenge::parse(header).ok_or_else(|| Error::InvalidResponse {
                         url: url.clone(),
-                        reason: format!("401 with an unsupported WWW-Authenticate challenge {header:?}"),
+                        reason: format!(
+                            "401 with an unsupported WWW-Authenticate challenge {header:?}"
+                        ),
                     });
                 }
                 if (200..300).contains(&status) {
@@ -247,7 +250,14 @@ impl RegistryClient {
         match self.challenge().await? {
             Challenge::Bearer { realm, service } => {
                 self.tokens
-                    .get(&self.http, &self.registry, realm, service.as_deref(), &self.credential, scopes)
+                    .get(
+                        &self.http,
+                        &self.registry,
+                        realm,
+                        service.as_deref(),
+                        &self.credential,
+                        scopes,
+                    )
                     .await
             }
             _ => Err(Error::InvalidResponse {
@@ -278,21 +288,28 @@ impl RegistryClient {
     fn unauthorized(&self, scope: Option<String>, status: u16) -> Error {
         let detail = match (&self.credential, status) {
             (Credential::Anonymous, _) => {
-                format!("the registry answered {status} and no credentials were found for {}", self.registry)
+                format!(
+                    "the registry answered {status} and no credentials were found for {}",
+                    self.registry
+                )
             }
             (_, 403) => "the registry answered 403: the credentials may not push here".to_string(),
             _ => format!("the registry answered {status}: the credentials were refused"),
         };
-        Error::Unauthorized {
-            registry: self.registry.clone(),
-            scope,
-            detail,
-        }
+        Error::Unauthorized { registry: self.registry.clone(), scope, detail }
     }
 
     /// Prepares oci-client to authenticate as we do for `repository` and `op`.
-    async fn oci_for(&self, repository: &str, op: RegistryOperation) -> Result<&oci_client::Client, Error> {
-        let reference = oci_client::Reference::with_tag(self.registry.clone(), repository.to_string(), "latest".into());
+    async fn oci_for(
+        &self,
+        repository: &str,
+        op: RegistryOperation,
+    ) -> Result<&oci_client::Client, Error> {
+        let reference = oci_client::Reference::with_tag(
+            self.registry.clone(),
+            repository.to_string(),
+            "latest".into(),
+        );
         match self.challenge().await? {
             Challenge::None => {}
             Challenge::Basic => {
@@ -318,7 +335,12 @@ impl RegistryClient {
         Ok(&self.oci)
     }
 
-    fn oci_error(&self, method: &'static str, url: &str, e: oci_client::errors::OciDistributionError) -> Error {
+    fn oci_error(
+        &self,
+        method: &'static str,
+        url: &str,
+        e: oci_client::errors::OciDistributionError,
+    ) -> Error {
         use oci_client::errors::OciDistributionError as E;
         match e {
             E::UnauthorizedError { .. } => self.unauthorized(None, 401),
@@ -342,7 +364,10 @@ impl RegistryClient {
             E::RegistryError { envelope, url } => {
                 let first = envelope.errors.first();
                 let code = first.map(|e| format!("{:?}", e.code));
-                if code.as_deref().is_some_and(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+                if code
+                    .as_deref()
+                    .is_some_and(|c| c.contains("Unauthorized") || c.contains("Denied"))
+                {
                     return self.unauthorized(None, 401);
                 }
                 Error::Status {
@@ -366,16 +391,17 @@ impl RegistryClient {
                 },
                 None => error::network(method, url, re),
             },
-            other => Error::InvalidResponse {
-                url: url.to_string(),
-                reason: other.to_string(),
-            },
+            other => Error::InvalidResponse { url: url.to_string(), reason: other.to_string() },
         }
     }
 
     /// `HEAD /v2/<repository>/blobs/<digest>` (oci-client).
     pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
-        let reference = oci_client::Reference::with_digest(self.registry.clone(), repository.to_string(), digest.to_string());
+        let reference = oci_client::Reference::with_digest(
+            self.registry.clone(),
+            repository.to_string(),
+            digest.to_string(),
+        );
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
         self.retrying(&format!("HEAD blob {digest}"), || async {
             self.oci_for(repository, RegistryOperation::Pull)
@@ -389,16 +415,16 @@ impl RegistryClient {
 
     /// Push scope on the target repository, pull scope on any other.
     fn scope_for(&self, repository: &str) -> String {
-        if repository == self.repository {
-            push_scope(repository)
-        } else {
-            pull_scope(repository)
-        }
+        if repository == self.repository { push_scope(repository) } else { pull_scope(repository) }
     }
 
     /// `HEAD /v2/<repository>/manifests/<reference>`: `None` when absent, else the
     /// `Docker-Content-Digest` the registry reports (if it sends one).
-    async fn head_manifest(&self, repository: &str, reference: &str) -> Result<Option<Option<Digest>>, Error> {
+    async fn head_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Option<Digest>>, Error> {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
         let scopes = [push_scope(repository)];
         self.retrying(&format!("HEAD manifest {reference}"), || async {
@@ -443,11 +469,15 @@ impl RegistryClient {
         let reference = target.oci_reference(at);
         let url = match at {
             TagOrDigest::Tag(t) => format!("{}/v2/{}/manifests/{t}", self.base, target.repository),
-            TagOrDigest::Digest(d) => format!("{}/v2/{}/manifests/{d}", self.base, target.repository),
+            TagOrDigest::Digest(d) => {
+                format!("{}/v2/{}/manifests/{d}", self.base, target.repository)
+            }
         };
-        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|_| Error::InvalidResponse {
-            url: url.clone(),
-            reason: format!("media type {media_type:?} is not a valid header value"),
+        let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|_| {
+            Error::InvalidResponse {
+                url: url.clone(),
+                reason: format!("media type {media_type:?} is not a valid header value"),
+            }
         })?;
         self.retrying(&format!("PUT manifest {url}"), || async {
             self.oci_for(&target.repository, RegistryOperation::Push)
@@ -470,7 +500,8 @@ impl RegistryClient {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
         for attempt in 0..2 {
-            let req = self.authorize(build(&self.http).timeout(self.request_timeout), scopes).await?;
+            let req =
+                self.authorize(build(&self.http).timeout(self.request_timeout), scopes).await?;
             let resp = req.send().await.map_err(|e| error::network(method, url, e))?;
             let status = resp.status().as_u16();
             if status == 401 || status == 403 {

@@ -74,7 +74,12 @@ pub struct RetryNotice {
 pub type RetryObserver = Arc<dyn Fn(RetryNotice) + Send + Sync>;
 
 /// Runs `op` until it succeeds, fails for good, or the policy gives up.
-pub async fn retrying<T, F, Fut>(policy: &RetryPolicy, observer: Option<&RetryObserver>, what: &str, mut op: F) -> Result<T, Error>
+pub async fn retrying<T, F, Fut>(
+    policy: &RetryPolicy,
+    observer: Option<&RetryObserver>,
+    what: &str,
+    mut op: F,
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -95,7 +100,14 @@ where
     }
 }
 
-pub fn notify(observer: Option<&RetryObserver>, what: &str, attempt: u32, policy: &RetryPolicy, delay: Duration, e: &Error) {
+pub fn notify(
+    observer: Option<&RetryObserver>,
+    what: &str,
+    attempt: u32,
+    policy: &RetryPolicy,
+    delay: Duration,
+    e: &Error,
+) {
     tracing::warn!(what, attempt, max_attempts = policy.max_attempts, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
     if let Some(o) = observer {
         o(RetryNotice {
@@ -126,7 +138,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
-        let p = RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), ..Default::default() };
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..Default::default()
+        };
         let d1 = p.delay(1, None);
         let d3 = p.delay(3, None);
         assert!(d1 >= Duration::from_millis(75) && d1 <= Duration::from_millis(125), "{d1:?}");
@@ -135,20 +151,37 @@ mod tests {
         assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(1));
         assert_eq!(p.delay(1, Some(Duration::from_millis(400))), Duration::from_millis(400));
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(1))
+        );
         assert!(!RetryPolicy::none().allows(1, Instant::now()));
     }
 
     #[tokio::test]
     async fn retries_transient_errors_only_and_stops() {
-        let p = RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), ..Default::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            ..Default::default()
+        };
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let observer: RetryObserver = Arc::new(move |n: RetryNotice| s2.lock().unwrap().push(n.attempt));
+        let observer: RetryObserver =
+            Arc::new(move |n: RetryNotice| s2.lock().unwrap().push(n.attempt));
         let mut calls = 0;
         let r: Result<(), Error> = retrying(&p, Some(&observer), "HEAD x", || {
             calls += 1;
-            async { Err(Error::Status { method: "HEAD", url: "u".into(), status: 503, code: None, message: String::new(), retry_after: None }) }
+            async {
+                Err(Error::Status {
+                    method: "HEAD",
+                    url: "u".into(),
+                    status: 503,
+                    code: None,
+                    message: String::new(),
+                    retry_after: None,
+                })
+            }
         })
         .await;
         assert!(r.is_err());
@@ -157,7 +190,16 @@ mod tests {
         let mut calls = 0;
         let r: Result<(), Error> = retrying(&p, None, "PUT x", || {
             calls += 1;
-            async { Err(Error::Status { method: "PUT", url: "u".into(), status: 400, code: None, message: String::new(), retry_after: None }) }
+            async {
+                Err(Error::Status {
+                    method: "PUT",
+                    url: "u".into(),
+                    status: 400,
+                    code: None,
+                    message: String::new(),
+                    retry_after: None,
+                })
+            }
         })
         .await;
         assert!(r.is_err());

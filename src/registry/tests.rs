@@ -66,15 +66,27 @@ async fn fake_registry(refuse_source: bool) -> (String, Arc<Mutex<Seen>>) {
                 let (status, extra, body) = if url.path() == "/v2/" && auth.is_none() {
                     (
                         "401 Unauthorized",
-                        format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n"),
+                        format!(
+                            "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n"
+                        ),
                         String::new(),
                     )
                 } else if url.path() == "/token" && request_line.starts_with("POST") {
-                    seen.lock().unwrap().token_posts.push(String::from_utf8_lossy(&body_in).to_string());
-                    ("200 OK", String::new(), serde_json::json!({ "access_token": "from-refresh" }).to_string())
+                    seen.lock()
+                        .unwrap()
+                        .token_posts
+                        .push(String::from_utf8_lossy(&body_in).to_string());
+                    (
+                        "200 OK",
+                        String::new(),
+                        serde_json::json!({ "access_token": "from-refresh" }).to_string(),
+                    )
                 } else if url.path() == "/token" {
-                    let scopes: Vec<String> =
-                        url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.to_string()).collect();
+                    let scopes: Vec<String> = url
+                        .query_pairs()
+                        .filter(|(k, _)| k == "scope")
+                        .map(|(_, v)| v.to_string())
+                        .collect();
                     let refused = refuse_source && scopes.iter().any(|s| s.contains("denied/"));
                     let token = format!("tok:{}", scopes.join(" "));
                     let mut s = seen.lock().unwrap();
@@ -83,13 +95,20 @@ async fn fake_registry(refuse_source: bool) -> (String, Arc<Mutex<Seen>>) {
                     if refused {
                         ("401 Unauthorized", String::new(), "{}".to_string())
                     } else {
-                        ("200 OK", String::new(), serde_json::json!({ "token": token, "expires_in": 300 }).to_string())
+                        (
+                            "200 OK",
+                            String::new(),
+                            serde_json::json!({ "token": token, "expires_in": 300 }).to_string(),
+                        )
                     }
                 } else if url.path().ends_with("/blobs/uploads/") {
                     seen.lock().unwrap().registry_auth.push((target.clone(), auth.clone()));
-                    let from = url.query_pairs().find(|(k, _)| k == "from").map(|(_, v)| v.to_string());
+                    let from =
+                        url.query_pairs().find(|(k, _)| k == "from").map(|(_, v)| v.to_string());
                     let covered = from.as_ref().is_some_and(|f| {
-                        auth.as_deref().unwrap_or_default().contains(&format!("repository:{f}:pull"))
+                        auth.as_deref()
+                            .unwrap_or_default()
+                            .contains(&format!("repository:{f}:pull"))
                     });
                     if covered {
                         ("201 Created", String::new(), String::new())
@@ -112,8 +131,12 @@ async fn fake_registry(refuse_source: bool) -> (String, Arc<Mutex<Seen>>) {
 
 fn client(addr: &str, credential: Credential) -> RegistryClient {
     let target = Target::parse(&format!("{addr}/team/app:v1")).unwrap();
-    RegistryClient::new(&target, credential, &ConnectOptions { plain_http: true, ..Default::default() })
-        .unwrap()
+    RegistryClient::new(
+        &target,
+        credential,
+        &ConnectOptions { plain_http: true, ..Default::default() },
+    )
+    .unwrap()
 }
 
 fn alice() -> Credential {
@@ -130,10 +153,17 @@ async fn mount_token_carries_pull_scope_on_the_source() {
     assert!(matches!(outcome, MountOutcome::Mounted), "{outcome:?}");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.token_scopes[0], ["repository:team/app:pull,push"]);
-    assert_eq!(seen.token_scopes[1], ["repository:team/app:pull,push", "repository:team/base:pull"]);
+    assert_eq!(
+        seen.token_scopes[1],
+        ["repository:team/app:pull,push", "repository:team/base:pull"]
+    );
     // The token service got the credentials as basic auth; the registry only ever a token.
     assert!(seen.token_auth.iter().all(|a| a.as_deref().is_some_and(|a| a.starts_with("Basic "))));
-    assert!(seen.registry_auth.iter().all(|(_, a)| a.as_deref().is_some_and(|a| a.starts_with("Bearer tok:"))));
+    assert!(
+        seen.registry_auth
+            .iter()
+            .all(|(_, a)| a.as_deref().is_some_and(|a| a.starts_with("Bearer tok:")))
+    );
 }
 
 #[tokio::test]
@@ -143,7 +173,9 @@ async fn refused_source_scope_falls_back_to_an_upload_session() {
     let digest = crate::digest::Digest::sha256(b"layer");
     let outcome = c.mount("team/app", &digest, "denied/base").await.unwrap();
     match outcome {
-        MountOutcome::Started(session) => assert!(session.location.ends_with("/v2/session/1"), "{session:?}"),
+        MountOutcome::Started(session) => {
+            assert!(session.location.ends_with("/v2/session/1"), "{session:?}")
+        }
         other => panic!("expected an upload session, got {other:?}"),
     }
     let seen = seen.lock().unwrap();
@@ -169,7 +201,11 @@ async fn identity_token_is_used_as_refresh_token() {
 
 /// A registry that answers `/v2/` with 200 and the first `failures` other requests with
 /// `status` (and `Retry-After: 1` when asked), then 404; counts requests.
-async fn flaky_registry(failures: usize, status: &'static str, retry_after: bool) -> (String, Arc<Mutex<usize>>) {
+async fn flaky_registry(
+    failures: usize,
+    status: &'static str,
+    retry_after: bool,
+) -> (String, Arc<Mutex<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let count = Arc::new(Mutex::new(0usize));
@@ -184,7 +220,8 @@ async fn flaky_registry(failures: usize, status: &'static str, retry_after: bool
                 let head = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let reply = if path == "/v2/" {
-                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_string()
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+                        .to_string()
                 } else {
                     let n = {
                         let mut c = count.lock().unwrap();
@@ -193,9 +230,12 @@ async fn flaky_registry(failures: usize, status: &'static str, retry_after: bool
                     };
                     if n <= failures {
                         let extra = if retry_after { "Retry-After: 1\r\n" } else { "" };
-                        format!("HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                        format!(
+                            "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
                     } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
                     }
                 };
                 let _ = sock.write_all(reply.as_bytes()).await;
@@ -205,7 +245,10 @@ async fn flaky_registry(failures: usize, status: &'static str, retry_after: bool
     (addr, count)
 }
 
-fn flaky_client(addr: &str, attempts: u32) -> (RegistryClient, Arc<Mutex<Vec<retry::RetryNotice>>>) {
+fn flaky_client(
+    addr: &str,
+    attempts: u32,
+) -> (RegistryClient, Arc<Mutex<Vec<retry::RetryNotice>>>) {
     let target = Target::parse(&format!("{addr}/team/app:v1")).unwrap();
     let opts = ConnectOptions {
         plain_http: true,
@@ -285,11 +328,16 @@ async fn resumable_registry(cut: usize) -> (String, Arc<Mutex<(Vec<u8>, Vec<Stri
                             .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
                             .map(|l| l[name.len() + 1..].trim().to_string())
                     };
-                    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let length: usize =
+                        header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
                     let line = head.lines().next().unwrap_or_default().to_string();
                     let method = line.split(' ').next().unwrap_or_default().to_string();
                     let path = line.split(' ').nth(1).unwrap_or_default().to_string();
-                    state.lock().unwrap().1.push(format!("{method} {} {}", path.split('?').next().unwrap_or(""), header("content-range").unwrap_or_default()));
+                    state.lock().unwrap().1.push(format!(
+                        "{method} {} {}",
+                        path.split('?').next().unwrap_or(""),
+                        header("content-range").unwrap_or_default()
+                    ));
                     let mut body = buf[split..].to_vec();
                     let first_patch = method == "PATCH" && state.lock().unwrap().0.is_empty();
                     while body.len() < length {
@@ -360,12 +408,18 @@ async fn an_interrupted_upload_resumes_from_the_registrys_range() {
     let (addr, state) = resumable_registry(1024 * 1024).await;
     let (c, seen) = flaky_client(&addr, 4);
     let session = c.start_upload("team/app").await.unwrap();
-    let open = || Ok((std::fs::File::open(&path).unwrap(), crate::layout::BlobVerifier::new(&desc)));
+    let open =
+        || Ok((std::fs::File::open(&path).unwrap(), crate::layout::BlobVerifier::new(&desc)));
     c.upload("team/app", session, &open, &desc.digest, desc.size, Arc::new(|_| {})).await.unwrap();
     let (received, log) = state.lock().unwrap().clone();
     assert_eq!(received, bytes, "the registry holds exactly the blob");
     assert!(log.iter().any(|l| l.starts_with("GET /v2/team/app/blobs/uploads/s1")), "{log:#?}");
-    assert!(log.iter().any(|l| l == &format!("PATCH /v2/team/app/blobs/uploads/s1 {}-{}", 1024 * 1024, size - 1)), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l
+                == &format!("PATCH /v2/team/app/blobs/uploads/s1 {}-{}", 1024 * 1024, size - 1)),
+        "{log:#?}"
+    );
     assert_eq!(seen.lock().unwrap().len(), 1, "one retry");
 }
 
@@ -385,16 +439,28 @@ async fn expiring_token_registry() -> (String, Arc<Mutex<usize>>) {
                 let n = sock.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+                let now_ms = || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                };
                 let bearer = head
                     .lines()
                     .find(|l| l.to_ascii_lowercase().starts_with("authorization: bearer t-"))
-                    .and_then(|l| l["authorization: bearer t-".len()..].trim().parse::<u128>().ok());
-                let challenge = format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n");
+                    .and_then(|l| {
+                        l["authorization: bearer t-".len()..].trim().parse::<u128>().ok()
+                    });
+                let challenge = format!(
+                    "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n"
+                );
                 let reply = if path.starts_with("/token") {
                     *issued.lock().unwrap() += 1;
                     let body = format!("{{\"token\":\"t-{}\",\"expires_in\":300}}", now_ms());
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
                 } else {
                     match bearer {
                         Some(t) if now_ms() - t <= 1500 => {

@@ -16,7 +16,10 @@ pub enum Challenge {
     /// `/v2/` answered 200: no authentication.
     None,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 impl Challenge {
@@ -32,10 +35,7 @@ impl Challenge {
         }
         let params = parse_params(rest);
         let realm = params.get("realm")?.clone();
-        Some(Challenge::Bearer {
-            realm,
-            service: params.get("service").cloned(),
-        })
+        Some(Challenge::Bearer { realm, service: params.get("service").cloned() })
     }
 }
 
@@ -114,13 +114,10 @@ impl TokenCache {
             return Ok(t.token.clone());
         }
         let (token, lifetime) = fetch(http, registry, realm, service, credential, scopes).await?;
-        self.tokens.lock().await.insert(
-            key,
-            CachedToken {
-                token: token.clone(),
-                expires: Instant::now() + lifetime,
-            },
-        );
+        self.tokens
+            .lock()
+            .await
+            .insert(key, CachedToken { token: token.clone(), expires: Instant::now() + lifetime });
         Ok(token)
     }
 }
@@ -153,9 +150,8 @@ async fn fetch(
             }
             let scope = scopes.join(" ");
             form.push(("scope", &scope));
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form)
-                .finish();
+            let body =
+                url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
             http.post(realm)
                 .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(body)
@@ -190,17 +186,17 @@ async fn fetch(
     if !status.is_success() {
         return Err(super::error::from_response_body("GET", realm, status.as_u16(), &body));
     }
-    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
-        url: realm.to_string(),
-        reason: format!("token response is not JSON: {e}"),
-    })?;
-    let token = parsed
-        .token
-        .or(parsed.access_token)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::InvalidResponse {
+    let parsed: TokenResponse =
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
             url: realm.to_string(),
-            reason: "token response has no token".into(),
+            reason: format!("token response is not JSON: {e}"),
+        })?;
+    let token =
+        parsed.token.or(parsed.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
+            Error::InvalidResponse {
+                url: realm.to_string(),
+                reason: "token response has no token".into(),
+            }
         })?;
     let lifetime = parsed
         .expires_in

@@ -42,16 +42,12 @@ impl RegistryClient {
                 url: url.to_string(),
                 reason: format!("{} without a Location header", resp.status().as_u16()),
             })?;
-        let base = url::Url::parse(url).map_err(|e| Error::InvalidResponse {
+        let base = url::Url::parse(url)
+            .map_err(|e| Error::InvalidResponse { url: url.to_string(), reason: e.to_string() })?;
+        base.join(location).map(|u| u.to_string()).map_err(|e| Error::InvalidResponse {
             url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        base.join(location)
-            .map(|u| u.to_string())
-            .map_err(|e| Error::InvalidResponse {
-                url: url.to_string(),
-                reason: format!("bad Location {location:?}: {e}"),
-            })
+            reason: format!("bad Location {location:?}: {e}"),
+        })
     }
 
     /// `POST /v2/<repository>/blobs/uploads/?mount=<digest>&from=<source>`, retried on
@@ -60,12 +56,24 @@ impl RegistryClient {
     /// The token asks for pull on `source` as well as push on `repository`. When the token
     /// service refuses that scope, the mount is tried with the target's scope alone, where the
     /// registry answers 202 and the blob is uploaded instead.
-    pub async fn mount(&self, repository: &str, digest: &Digest, source: &str) -> Result<MountOutcome, Error> {
-        self.retrying(&format!("mount {digest} from {source}"), || self.mount_once(repository, digest, source))
-            .await
+    pub async fn mount(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        source: &str,
+    ) -> Result<MountOutcome, Error> {
+        self.retrying(&format!("mount {digest} from {source}"), || {
+            self.mount_once(repository, digest, source)
+        })
+        .await
     }
 
-    async fn mount_once(&self, repository: &str, digest: &Digest, source: &str) -> Result<MountOutcome, Error> {
+    async fn mount_once(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        source: &str,
+    ) -> Result<MountOutcome, Error> {
         let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
         let digest_text = digest.to_string();
         let query = [("mount", digest_text.as_str()), ("from", source)];
@@ -119,7 +127,11 @@ impl RegistryClient {
 
     /// `GET` on an upload session: how many bytes the registry holds (its `Range`), and the
     /// location to continue at. `None` when the session is gone.
-    async fn upload_status(&self, repository: &str, location: &str) -> Result<Option<(String, u64)>, Error> {
+    async fn upload_status(
+        &self,
+        repository: &str,
+        location: &str,
+    ) -> Result<Option<(String, u64)>, Error> {
         let resp = self
             .send_with_auth("GET", location, &[push_scope(repository)], |c| c.get(location))
             .await?;
@@ -129,11 +141,17 @@ impl RegistryClient {
                     .headers()
                     .get(reqwest::header::RANGE)
                     .and_then(|h| h.to_str().ok())
-                    .and_then(|r| r.trim().trim_start_matches("bytes=").split_once('-').map(|(_, end)| end.to_string()))
+                    .and_then(|r| {
+                        r.trim()
+                            .trim_start_matches("bytes=")
+                            .split_once('-')
+                            .map(|(_, end)| end.to_string())
+                    })
                     .and_then(|end| end.parse::<u64>().ok())
                     .map(|end| end + 1)
                     .unwrap_or(0);
-                let next = self.resolve_location(location, &resp).unwrap_or_else(|_| location.to_string());
+                let next =
+                    self.resolve_location(location, &resp).unwrap_or_else(|_| location.to_string());
                 Ok(Some((next, received)))
             }
             404 => Ok(None),
@@ -176,7 +194,18 @@ impl RegistryClient {
                 verifier.finish().map(|_| location.clone()).map_err(Error::Content)
             } else {
                 match skip_verified(file, &mut verifier, offset) {
-                    Ok(file) => self.patch(repository, &location, file, verifier, offset, size, progress.clone()).await,
+                    Ok(file) => {
+                        self.patch(
+                            repository,
+                            &location,
+                            file,
+                            verifier,
+                            offset,
+                            size,
+                            progress.clone(),
+                        )
+                        .await
+                    }
                     Err(e) => Err(Error::Content(e)),
                 }
             };
@@ -190,7 +219,12 @@ impl RegistryClient {
                     self.cancel_upload(repository, UploadSession { location }).await;
                     return Err(Error::Content(e));
                 }
-                Err(e) if (e.is_transient() || e.is_unauthorized()) && self.retry.allows(attempt, started) => e,
+                Err(e)
+                    if (e.is_transient() || e.is_unauthorized())
+                        && self.retry.allows(attempt, started) =>
+                {
+                    e
+                }
                 Err(e) => return Err(e),
             };
             if failure.is_unauthorized() {
@@ -198,7 +232,14 @@ impl RegistryClient {
                 self.tokens.invalidate(&scopes).await;
             }
             let delay = self.retry.delay(attempt, failure.retry_after());
-            super::retry::notify(self.observer.as_ref(), &format!("upload {digest} at byte {offset}"), attempt, &self.retry, delay, &failure);
+            super::retry::notify(
+                self.observer.as_ref(),
+                &format!("upload {digest} at byte {offset}"),
+                attempt,
+                &self.retry,
+                delay,
+                &failure,
+            );
             tokio::time::sleep(delay).await;
             attempt += 1;
             match self.upload_status(repository, &location).await {
@@ -209,7 +250,9 @@ impl RegistryClient {
                 }
                 other => {
                     let why = match other {
-                        Ok(Some((_, received))) => format!("the registry reports {received} bytes of {size}"),
+                        Ok(Some((_, received))) => {
+                            format!("the registry reports {received} bytes of {size}")
+                        }
                         Ok(None) => "the registry no longer knows the session".into(),
                         Err(e) => e.to_string(),
                     };
@@ -219,16 +262,16 @@ impl RegistryClient {
                 }
             }
         }
-        let mut commit = url::Url::parse(&location).map_err(|e| Error::InvalidResponse {
-            url: location.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut commit = url::Url::parse(&location)
+            .map_err(|e| Error::InvalidResponse { url: location.clone(), reason: e.to_string() })?;
         commit.query_pairs_mut().append_pair("digest", &digest.to_string());
         let commit = commit.to_string();
         let committed = self
             .retrying(&format!("commit {digest}"), || async {
                 let resp = self
-                    .send_with_auth("PUT", &commit, &scopes, |c| c.put(&commit).header(reqwest::header::CONTENT_LENGTH, 0))
+                    .send_with_auth("PUT", &commit, &scopes, |c| {
+                        c.put(&commit).header(reqwest::header::CONTENT_LENGTH, 0)
+                    })
                     .await?;
                 match resp.status().as_u16() {
                     201 | 204 => Ok(()),
@@ -239,7 +282,12 @@ impl RegistryClient {
         match committed {
             Ok(()) => Ok(()),
             // A commit whose answer got lost may have happened: the registry is the judge.
-            Err(e) if e.is_transient() && self.blob_exists(repository, digest).await.unwrap_or(false) => Ok(()),
+            Err(e)
+                if e.is_transient()
+                    && self.blob_exists(repository, digest).await.unwrap_or(false) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -314,7 +362,11 @@ impl RegistryClient {
 
 /// Feeds the first `offset` bytes of the blob (which the registry already has) to the
 /// verifier, so the digest still covers the whole blob, and leaves the file there.
-fn skip_verified(mut file: std::fs::File, verifier: &mut BlobVerifier, offset: u64) -> Result<std::fs::File, crate::layout::Error> {
+fn skip_verified(
+    mut file: std::fs::File,
+    verifier: &mut BlobVerifier,
+    offset: u64,
+) -> Result<std::fs::File, crate::layout::Error> {
     use std::io::Read;
     let mut left = offset;
     let mut buf = vec![0u8; CHUNK];

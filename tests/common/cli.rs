@@ -15,7 +15,11 @@ pub struct Run {
 impl Run {
     /// Panics with the whole output unless the exit code is `code`.
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "exit code; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -68,12 +72,15 @@ pub fn imagepush_env(args: &[&str], envs: &[(&str, &std::ffi::OsStr)], stdin: Op
 
 /// Reads a `--report` file.
 pub fn report(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read report {}: {e}", path.display()));
     serde_json::from_str(&text).expect("report is JSON")
 }
 
 /// `(outcome, from)` of every blob in a report, by digest.
-pub fn blob_outcomes(report: &serde_json::Value) -> std::collections::BTreeMap<String, (String, Option<String>)> {
+pub fn blob_outcomes(
+    report: &serde_json::Value,
+) -> std::collections::BTreeMap<String, (String, Option<String>)> {
     report["blobs"]
         .as_array()
         .expect("blobs array")
@@ -81,7 +88,10 @@ pub fn blob_outcomes(report: &serde_json::Value) -> std::collections::BTreeMap<S
         .map(|b| {
             (
                 b["digest"].as_str().unwrap().to_string(),
-                (b["outcome"].as_str().unwrap().to_string(), b["from"].as_str().map(str::to_string)),
+                (
+                    b["outcome"].as_str().unwrap().to_string(),
+                    b["from"].as_str().map(str::to_string),
+                ),
             )
         })
         .collect()

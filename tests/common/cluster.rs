@@ -59,7 +59,11 @@ impl Cluster {
                 _ => break,
             }
         }
-        assert!(!api_url.is_empty(), "the API double did not start: {}", std::fs::read_to_string(dir.path().join("double.log")).unwrap_or_default());
+        assert!(
+            !api_url.is_empty(),
+            "the API double did not start: {}",
+            std::fs::read_to_string(dir.path().join("double.log")).unwrap_or_default()
+        );
         // Keep draining its stdout so it never blocks.
         std::thread::spawn(move || for _ in lines {});
         Cluster {
@@ -150,7 +154,10 @@ impl Cluster {
 
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.unwrap();
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
         kube::Client::try_from(config).unwrap()
     }
 
@@ -159,7 +166,10 @@ impl Cluster {
         format!(
             "--- controller log ---\n{}\n--- double log ---\n{}",
             tail(&self.controller_log(), 60),
-            tail(&std::fs::read_to_string(self.dir.path().join("double.log")).unwrap_or_default(), 40)
+            tail(
+                &std::fs::read_to_string(self.dir.path().join("double.log")).unwrap_or_default(),
+                40
+            )
         )
     }
 }

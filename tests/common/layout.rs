@@ -278,9 +278,13 @@ impl LayoutBuilder {
 
     /// The config and layer descriptors of an image manifest, read back from the layout.
     pub fn children(&self, manifest: &Desc) -> (Desc, Vec<Desc>) {
-        let m: Value = serde_json::from_slice(&self.read_blob(&manifest.digest)).expect("manifest JSON");
+        let m: Value =
+            serde_json::from_slice(&self.read_blob(&manifest.digest)).expect("manifest JSON");
         let config = desc_from_json(&m["config"]);
-        let layers = m["layers"].as_array().map(|a| a.iter().map(desc_from_json).collect()).unwrap_or_default();
+        let layers = m["layers"]
+            .as_array()
+            .map(|a| a.iter().map(desc_from_json).collect())
+            .unwrap_or_default();
         (config, layers)
     }
 
@@ -293,7 +297,10 @@ impl LayoutBuilder {
     /// The manifests of an index, read back from the layout.
     pub fn index_manifests(&self, index: &Desc) -> Vec<Desc> {
         let m: Value = serde_json::from_slice(&self.read_blob(&index.digest)).expect("index JSON");
-        m["manifests"].as_array().map(|a| a.iter().map(desc_from_json).collect()).unwrap_or_default()
+        m["manifests"]
+            .as_array()
+            .map(|a| a.iter().map(desc_from_json).collect())
+            .unwrap_or_default()
     }
 
     /// index.json entries as they will be written.
@@ -303,13 +310,15 @@ impl LayoutBuilder {
 
     /// Writes `oci-layout` and `index.json`; call again after adding entries.
     pub fn write(&self) {
-        fs::write(self.root.join(OCI_LAYOUT_FILE), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
+        fs::write(self.root.join(OCI_LAYOUT_FILE), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("write oci-layout");
         let index = json!({
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": self.entries,
         });
-        fs::write(self.root.join("index.json"), serde_json::to_vec(&index).unwrap()).expect("write index.json");
+        fs::write(self.root.join("index.json"), serde_json::to_vec(&index).unwrap())
+            .expect("write index.json");
     }
 }
 
@@ -346,7 +355,12 @@ pub fn layer_seed(seed: u64, i: usize) -> u64 {
 
 /// A layout at `root` with one OCI image (linux/amd64 config, no descriptor platform) of
 /// layers of `layer_sizes`, tagged `tag`, written. Layer seeds come from `layer_seed(seed, i)`.
-pub fn simple_image(root: &Path, tag: &str, layer_sizes: &[usize], seed: u64) -> (LayoutBuilder, Desc) {
+pub fn simple_image(
+    root: &Path,
+    tag: &str,
+    layer_sizes: &[usize],
+    seed: u64,
+) -> (LayoutBuilder, Desc) {
     let mut b = LayoutBuilder::new(root);
     let layers: Vec<(u64, usize)> =
         layer_sizes.iter().enumerate().map(|(i, &size)| (layer_seed(seed, i), size)).collect();
@@ -380,7 +394,8 @@ pub fn multi_platform(
             layers.push((seed, SHARED_BASE_SIZE));
         }
         layers.push((layer_seed(seed, 100 + i), 4096 + 16 * i));
-        let spec = ImageSpec::new(&layers, seed.wrapping_mul(100).wrapping_add(i as u64)).platform(os, arch, variant);
+        let spec = ImageSpec::new(&layers, seed.wrapping_mul(100).wrapping_add(i as u64))
+            .platform(os, arch, variant);
         images.push(b.image(&spec));
     }
     let mut entries = images.clone();

@@ -38,8 +38,5 @@ pub fn ensure_crypto_provider() {
 /// A reqwest client for plain-HTTP test traffic.
 pub fn http_client() -> reqwest::Client {
     ensure_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("build reqwest client")
+    reqwest::Client::builder().no_proxy().build().expect("build reqwest client")
 }

@@ -96,12 +96,7 @@ impl CountingProxy {
                 // Dropping the runtime here cancels every connection task.
             })
             .expect("spawn proxy thread");
-        CountingProxy {
-            addr,
-            shared,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        CountingProxy { addr, shared, shutdown: Some(tx), thread: Some(thread) }
     }
 
     /// Starts a proxy in front of a `host:port` string such as `TestRegistry::host()`.
@@ -191,7 +186,11 @@ impl Drop for CountingProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: tokio::sync::oneshot::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
@@ -275,7 +274,10 @@ async fn pump(
         if dir == Direction::ToServer
             && stall > 0
             && _offset >= stall
-            && shared.stall_after.compare_exchange(stall, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            && shared
+                .stall_after
+                .compare_exchange(stall, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         {
             // Hold the connection open and forward nothing more, as a hung peer would.
             shared.cuts.fetch_add(1, Ordering::SeqCst);

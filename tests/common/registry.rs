@@ -73,7 +73,10 @@ impl TestRegistry {
                 .append(true)
                 .open(&log_path)
                 .expect("open registry log");
-            let _ = writeln!(&log, "---- imagepush test harness: attempt {attempt} on port {port} ----");
+            let _ = writeln!(
+                &log,
+                "---- imagepush test harness: attempt {attempt} on port {port} ----"
+            );
             let child = Command::new(REGISTRY_BIN)
                 .arg("serve")
                 .arg(&config_path)
@@ -85,13 +88,7 @@ impl TestRegistry {
             let mut child = child;
             match wait_ready(&mut child, port) {
                 Ok(()) => {
-                    return TestRegistry {
-                        dir,
-                        child,
-                        port,
-                        creds,
-                        client: super::http_client(),
-                    };
+                    return TestRegistry { dir, child, port, creds, client: super::http_client() };
                 }
                 Err(why) => {
                     let _ = child.kill();
@@ -235,7 +232,13 @@ impl TestRegistry {
     }
 
     /// PUTs a manifest (or index) under `reference`; returns Docker-Content-Digest.
-    pub async fn push_manifest(&self, repo: &str, reference: &str, bytes: &[u8], media_type: &str) -> String {
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> String {
         let resp = self
             .req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
             .header("Content-Type", media_type)
@@ -246,7 +249,10 @@ impl TestRegistry {
         let status = resp.status();
         let dcd = header(&resp, "docker-content-digest");
         let body = resp.text().await.unwrap_or_default();
-        assert!(status == StatusCode::CREATED, "PUT /v2/{repo}/manifests/{reference}: {status}: {body}");
+        assert!(
+            status == StatusCode::CREATED,
+            "PUT /v2/{repo}/manifests/{reference}: {status}: {body}"
+        );
         dcd
     }
 
@@ -295,13 +301,15 @@ impl TestRegistry {
                     if !done.insert(digest.clone()) {
                         continue;
                     }
-                    let bytes = fs::read(layout_blob_path(layout_root, digest)).expect("manifest blob");
+                    let bytes =
+                        fs::read(layout_blob_path(layout_root, digest)).expect("manifest blob");
                     self.push_manifest(repo, digest, &bytes, media_type).await;
                 }
             }
         }
         if let Some(tag) = tag {
-            let bytes = fs::read(layout_blob_path(layout_root, &desc.digest)).expect("manifest blob");
+            let bytes =
+                fs::read(layout_blob_path(layout_root, &desc.digest)).expect("manifest blob");
             self.push_manifest(repo, tag, &bytes, &desc.media_type).await;
         }
         desc.digest.clone()
@@ -318,7 +326,8 @@ impl TestRegistry {
 
     /// `skopeo inspect --raw docker://HOST/<image_ref>`; `image_ref` is `repo:tag` or `repo@digest`.
     pub fn skopeo_inspect_raw(&self, image_ref: &str) -> Vec<u8> {
-        let mut args = vec!["inspect".to_string(), "--raw".to_string(), "--tls-verify=false".to_string()];
+        let mut args =
+            vec!["inspect".to_string(), "--raw".to_string(), "--tls-verify=false".to_string()];
         args.extend(self.skopeo_creds("--creds"));
         args.push(format!("docker://{}/{image_ref}", self.host()));
         skopeo_ok(&args).stdout
@@ -387,7 +396,8 @@ fn layout_blob_path(root: &Path, digest: &str) -> PathBuf {
 
 /// Children before parents: blobs, then manifests, then indexes.
 fn plan_push(root: &Path, digest: &str, media_type: &str, out: &mut Vec<PushStep>) {
-    let bytes = fs::read(layout_blob_path(root, digest)).unwrap_or_else(|e| panic!("read {digest}: {e}"));
+    let bytes =
+        fs::read(layout_blob_path(root, digest)).unwrap_or_else(|e| panic!("read {digest}: {e}"));
     let v: serde_json::Value = serde_json::from_slice(&bytes).expect("manifest JSON");
     if let Some(children) = v["manifests"].as_array() {
         for c in children {
@@ -417,9 +427,10 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
             return Err(format!("docker-registry exited with {status}"));
         }
         if let Some(code) = raw_get_status(addr, "/v2/")
-            && (code == 200 || code == 401) {
-                return Ok(());
-            }
+            && (code == 200 || code == 401)
+        {
+            return Ok(());
+        }
         if Instant::now() >= deadline {
             return Err(format!("no 200/401 from GET /v2/ on {addr} within {START_TIMEOUT:?}"));
         }
@@ -481,11 +492,7 @@ fn raw_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 /// Runs skopeo and panics with its stderr unless it succeeds.
@@ -528,10 +535,7 @@ pub async fn upload_blob(
     let resp = auth(client.post(&start)).send().await.expect("POST blob upload");
     assert_eq!(resp.status(), StatusCode::ACCEPTED, "POST {start}");
     let location = header(&resp, "location");
-    let mut url = reqwest::Url::parse(&start)
-        .unwrap()
-        .join(&location)
-        .expect("upload Location");
+    let mut url = reqwest::Url::parse(&start).unwrap().join(&location).expect("upload Location");
     url.query_pairs_mut().append_pair("digest", &digest);
     let resp = auth(client.put(url.clone()))
         .header("Content-Type", "application/octet-stream")

@@ -30,14 +30,18 @@ fn openssl(args: &[&str], dir: &Path) {
 }
 
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// Grants the actions asked for, minus pull (and so everything) under `denied/`.
 fn grant(scope: &str) -> Option<serde_json::Value> {
     let mut parts = scope.splitn(3, ':');
     let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
-    let actions: Vec<&str> = if name.starts_with("denied/") { vec![] } else { actions.split(',').collect() };
+    let actions: Vec<&str> =
+        if name.starts_with("denied/") { vec![] } else { actions.split(',').collect() };
     Some(serde_json::json!({ "type": kind, "name": name, "actions": actions }))
 }
 
@@ -46,17 +50,39 @@ impl TokenRegistry {
         let dir = tempfile::tempdir().unwrap();
         openssl(
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=imagepush-test-issuer",
-                "-addext", "keyUsage=critical,digitalSignature,keyCertSign",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=imagepush-test-issuer",
+                "-addext",
+                "keyUsage=critical,digitalSignature,keyCertSign",
             ],
             dir.path(),
         );
-        openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.p8"], dir.path());
+        openssl(
+            &["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.p8"],
+            dir.path(),
+        );
         openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"], dir.path());
         let key_der = std::fs::read(dir.path().join("key.p8")).unwrap();
         let cert_der = std::fs::read(dir.path().join("cert.der")).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key_der, &SystemRandom::new()).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key_der,
+            &SystemRandom::new(),
+        )
+        .unwrap();
 
         // The token issuer.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -80,7 +106,10 @@ impl TokenRegistry {
                     .map(|(_, v)| percent_decode(v))
                     .collect();
                 seen.lock().unwrap().push(asked.clone());
-                let authorized = head.lines().any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == expected);
+                let authorized = head.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:")
+                        && l[14..].trim() == expected
+                });
                 let (status, body) = if !authorized {
                     ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
                 } else {
@@ -98,7 +127,11 @@ impl TokenRegistry {
                     );
                     let sig = key.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
                     let jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
-                    ("200 OK", serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300}).to_string())
+                    (
+                        "200 OK",
+                        serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300})
+                            .to_string(),
+                    )
                 };
                 let _ = write!(
                     sock,
@@ -126,7 +159,11 @@ impl TokenRegistry {
             .expect("start docker-registry");
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "token registry did not start: {}", std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "token registry did not start: {}",
+                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         TokenRegistry { dir, child, port, scopes }

@@ -120,34 +120,10 @@ fn open_checks_oci_layout_and_index_json() {
             |e| kind_is(e, "directory"),
             "oci-layout: is a directory",
         ),
-        (
-            "oci-layout FIFO",
-            "oci-layout",
-            fifo,
-            |e| kind_is(e, "FIFO"),
-            "oci-layout: is a FIFO",
-        ),
-        (
-            "oci-layout socket",
-            "oci-layout",
-            socket,
-            |e| kind_is(e, "socket"),
-            "is a socket",
-        ),
-        (
-            "oci-layout outside",
-            "oci-layout",
-            symlink_outside,
-            outside,
-            "outside the layout",
-        ),
-        (
-            "oci-layout inside",
-            "oci-layout",
-            symlink_inside,
-            |_| false,
-            "",
-        ),
+        ("oci-layout FIFO", "oci-layout", fifo, |e| kind_is(e, "FIFO"), "oci-layout: is a FIFO"),
+        ("oci-layout socket", "oci-layout", socket, |e| kind_is(e, "socket"), "is a socket"),
+        ("oci-layout outside", "oci-layout", symlink_outside, outside, "outside the layout"),
+        ("oci-layout inside", "oci-layout", symlink_inside, |_| false, ""),
         (
             "no index.json",
             "index.json",
@@ -155,27 +131,9 @@ fn open_checks_oci_layout_and_index_json() {
             |e| matches!(e, Error::NotALayout { .. }),
             "no index.json",
         ),
-        (
-            "index.json FIFO",
-            "index.json",
-            fifo,
-            |e| kind_is(e, "FIFO"),
-            "index.json: is a FIFO",
-        ),
-        (
-            "index.json dir",
-            "index.json",
-            directory,
-            |e| kind_is(e, "directory"),
-            "index.json",
-        ),
-        (
-            "index.json outside",
-            "index.json",
-            symlink_outside,
-            outside,
-            "index.json: resolves to",
-        ),
+        ("index.json FIFO", "index.json", fifo, |e| kind_is(e, "FIFO"), "index.json: is a FIFO"),
+        ("index.json dir", "index.json", directory, |e| kind_is(e, "directory"), "index.json"),
+        ("index.json outside", "index.json", symlink_outside, outside, "index.json: resolves to"),
         (
             "index.json dangling",
             "index.json",
@@ -183,13 +141,7 @@ fn open_checks_oci_layout_and_index_json() {
             |e| matches!(e, Error::NotALayout { .. }),
             "no index.json",
         ),
-        (
-            "index.json inside",
-            "index.json",
-            symlink_inside,
-            |_| false,
-            "",
-        ),
+        ("index.json inside", "index.json", symlink_inside, |_| false, ""),
     ];
     for (name, file, setup, check, message) in cases {
         let f = Fixture::new();
@@ -210,25 +162,11 @@ fn open_checks_oci_layout_and_index_json() {
 #[test]
 fn open_checks_oci_layout_content() {
     let ok = ["1.0.0", "1.1.0", "1.0", "1.10.2"];
-    let unsupported = [
-        "2.0.0",
-        "0.9.0",
-        "",
-        "1",
-        "1.0.0-rc1",
-        "v1.0.0",
-        "10.0.0",
-        "1..0",
-        "1.0.0.0",
-    ];
+    let unsupported =
+        ["2.0.0", "0.9.0", "", "1", "1.0.0-rc1", "v1.0.0", "10.0.0", "1..0", "1.0.0.0"];
     for version in ok.iter().chain(&unsupported) {
         let f = Fixture::new();
-        f.write(
-            "oci-layout",
-            json!({ "imageLayoutVersion": version })
-                .to_string()
-                .as_bytes(),
-        );
+        f.write("oci-layout", json!({ "imageLayoutVersion": version }).to_string().as_bytes());
         match LayoutReader::open(f.root()) {
             Ok(_) => assert!(ok.contains(version), "{version:?} accepted"),
             Err(Error::UnsupportedVersion { path, version: v }) => {
@@ -249,10 +187,7 @@ fn open_checks_oci_layout_content() {
             matches!(&err, Error::InvalidJson { path, .. } if path.ends_with("oci-layout")),
             "{err}"
         );
-        assert!(
-            err.to_string().contains("oci-layout: invalid JSON"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("oci-layout: invalid JSON"), "{err}");
     }
 
     let f = Fixture::new();
@@ -260,16 +195,7 @@ fn open_checks_oci_layout_content() {
     big.resize(OCI_LAYOUT_LIMIT as usize + 1, b' ');
     f.write("oci-layout", &big);
     let err = LayoutReader::open(f.root()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::TooLarge {
-                limit: OCI_LAYOUT_LIMIT,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::TooLarge { limit: OCI_LAYOUT_LIMIT, .. }), "{err}");
 }
 
 #[test]
@@ -277,10 +203,7 @@ fn non_utf8_layout_path() {
     let f = Fixture::named(OsStr::from_bytes(b"lay\xffout"));
     let reader = LayoutReader::open(f.root()).unwrap();
     assert_eq!(reader.index().unwrap().manifests.len(), 1);
-    assert_eq!(
-        reader.read_manifest(&f.manifest).unwrap().layers,
-        vec![f.layer.clone()]
-    );
+    assert_eq!(reader.read_manifest(&f.manifest).unwrap().layers, vec![f.layer.clone()]);
     let missing = descriptor("application/octet-stream", b"missing");
     let err = reader.read_blob(&missing).unwrap_err();
     assert!(matches!(err, Error::BlobMissing { .. }), "{err}");
@@ -306,19 +229,9 @@ fn index_json_content() {
             json_error,
             "index.json: invalid JSON",
         ),
-        (
-            "not JSON",
-            "<html>".into(),
-            json_error,
-            "index.json: invalid JSON",
-        ),
+        ("not JSON", "<html>".into(), json_error, "index.json: invalid JSON"),
         ("empty", "".into(), json_error, "index.json: invalid JSON"),
-        (
-            "no schemaVersion",
-            r#"{"manifests":[]}"#.into(),
-            json_error,
-            "schemaVersion",
-        ),
+        ("no schemaVersion", r#"{"manifests":[]}"#.into(), json_error, "schemaVersion"),
         (
             "path in digest",
             manifest("sha256:../../etc"),
@@ -351,10 +264,7 @@ fn index_json_content() {
         let err = reader.index().unwrap_err();
         assert!(check(&err), "{name}: {err:?}");
         assert!(err.to_string().contains(message), "{name}: {err}");
-        assert!(
-            err.to_string().contains(&*f.root().to_string_lossy()),
-            "{name}: {err}"
-        );
+        assert!(err.to_string().contains(&*f.root().to_string_lossy()), "{name}: {err}");
     }
 }
 
@@ -368,10 +278,7 @@ fn index_json_size_limit() {
     f.write("index.json", &padded);
     assert!(reader.index().unwrap().manifests.is_empty());
     // One byte over (a sparse file: refused from its length, without reading it).
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(f.path("index.json"))
-        .unwrap();
+    let file = fs::OpenOptions::new().write(true).open(f.path("index.json")).unwrap();
     file.set_len(INDEX_JSON_LIMIT + 1).unwrap();
     let err = reader.index().unwrap_err();
     assert!(
@@ -409,24 +316,10 @@ fn contains_table() {
         ("regular file", regular, |r| matches!(r, Ok(true))),
         ("absent", remove, |r| matches!(r, Ok(false))),
         ("symlink inside", symlink_inside, |r| matches!(r, Ok(true))),
-        ("dangling symlink", dangling_symlink, |r| {
-            matches!(r, Ok(false))
-        }),
-        (
-            "symlink outside",
-            symlink_outside,
-            |r| matches!(r, Err(e) if outside(e)),
-        ),
-        (
-            "symlink to /dev/null",
-            symlink_to_dev_null,
-            |r| matches!(r, Err(e) if outside(e)),
-        ),
-        (
-            "directory",
-            directory,
-            |r| matches!(r, Err(e) if kind_is(e, "directory")),
-        ),
+        ("dangling symlink", dangling_symlink, |r| matches!(r, Ok(false))),
+        ("symlink outside", symlink_outside, |r| matches!(r, Err(e) if outside(e))),
+        ("symlink to /dev/null", symlink_to_dev_null, |r| matches!(r, Err(e) if outside(e))),
+        ("directory", directory, |r| matches!(r, Err(e) if kind_is(e, "directory"))),
         ("FIFO", fifo, |r| matches!(r, Err(e) if kind_is(e, "FIFO"))),
     ];
     for (name, setup, expect) in cases {
@@ -438,10 +331,7 @@ fn contains_table() {
         let result = within_seconds(move || reader.contains(&digest));
         assert!(expect(&result), "{name}: {result:?}");
         if let Err(err) = result {
-            assert!(
-                err.to_string().contains(f.layer.digest.hex()),
-                "{name}: {err}"
-            );
+            assert!(err.to_string().contains(f.layer.digest.hex()), "{name}: {err}");
         }
     }
 }
@@ -484,23 +374,13 @@ fn read_blob_returns_verified_bytes() {
 fn read_blob_refuses_bad_blobs() {
     let cases: Vec<(&str, Setup, Check)> = vec![
         ("absent", remove, |e| matches!(e, Error::BlobMissing { .. })),
-        ("dangling", dangling_symlink, |e| {
-            matches!(e, Error::BlobMissing { .. })
-        }),
+        ("dangling", dangling_symlink, |e| matches!(e, Error::BlobMissing { .. })),
         ("directory", directory, |e| kind_is(e, "directory")),
         ("FIFO", fifo, |e| kind_is(e, "FIFO")),
         ("outside", symlink_outside, outside),
         ("/dev/null", symlink_to_dev_null, outside),
         ("other content", regular, |e| {
-            matches!(
-                e,
-                Error::SizeMismatch {
-                    expected: 11,
-                    actual: 12,
-                    layout: Some(_),
-                    ..
-                }
-            )
+            matches!(e, Error::SizeMismatch { expected: 11, actual: 12, layout: Some(_), .. })
         }),
         (
             "same length, other content",
@@ -517,10 +397,7 @@ fn read_blob_refuses_bad_blobs() {
         assert!(check(&err), "{name}: {err:?}");
         let message = err.to_string();
         assert!(message.contains(f.layer.digest.hex()), "{name}: {message}");
-        assert!(
-            message.contains(&*f.root().to_string_lossy()),
-            "{name}: {message}"
-        );
+        assert!(message.contains(&*f.root().to_string_lossy()), "{name}: {message}");
     }
 }
 
@@ -576,10 +453,7 @@ fn read_manifest_and_index() {
     let nested =
         json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": [f.manifest]});
     let desc = f.put_blob(oci::OCI_INDEX, nested.to_string().as_bytes());
-    assert_eq!(
-        reader.read_index(&desc).unwrap().manifests,
-        vec![f.manifest.clone()]
-    );
+    assert_eq!(reader.read_index(&desc).unwrap().manifests, vec![f.manifest.clone()]);
 
     // No mediaType in the content is fine; Docker types are accepted.
     let bare = json!({"schemaVersion": 2, "manifests": []});
@@ -728,14 +602,7 @@ fn open_blob_refuses_bad_blobs() {
         ("directory", directory, |e| kind_is(e, "directory")),
         ("outside", symlink_outside, outside),
         ("longer file", regular, |e| {
-            matches!(
-                e,
-                Error::SizeMismatch {
-                    expected: 11,
-                    actual: 12,
-                    ..
-                }
-            )
+            matches!(e, Error::SizeMismatch { expected: 11, actual: 12, .. })
         }),
     ];
     for (name, setup, check) in cases {
@@ -783,8 +650,5 @@ fn symlinked_blob_inside_reads_through_every_entry_point() {
     let target = f.path("config.json");
     fs::rename(&path, &target).unwrap();
     symlink(&target, &path).unwrap();
-    assert_eq!(
-        reader.read_blob(&f.config).unwrap(),
-        fs::read(&target).unwrap()
-    );
+    assert_eq!(reader.read_blob(&f.config).unwrap(), fs::read(&target).unwrap());
 }
