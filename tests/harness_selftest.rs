@@ -310,3 +310,32 @@ async fn registry_supports_cross_repository_mount() {
         .unwrap();
     assert_eq!(resp.status(), 202);
 }
+
+/// The open-file recorder behind the confinement checks: split calls are joined, failed and
+/// write-only opens are not reads, and any byte of a path survives.
+#[test]
+fn open_trace_parsing_keeps_only_successful_reads() {
+    fn hex(s: &[u8]) -> String {
+        s.iter().map(|b| format!("\\x{b:02x}")).collect()
+    }
+    let trace = format!(
+        "101 openat(AT_FDCWD, \"{a}\", O_RDONLY|O_CLOEXEC) = 3\n\
+         102 openat(AT_FDCWD, \"{b}\", O_RDONLY|O_NOFOLLOW <unfinished ...>\n\
+         101 openat(AT_FDCWD, \"{c}\", O_RDONLY) = -1 ENOENT (No such file or directory)\n\
+         102 <... openat resumed>) = 7\n\
+         101 openat(AT_FDCWD, \"{d}\", O_WRONLY|O_CREAT|O_TRUNC, 0644) = 4\n\
+         103 open(\"{e}\", O_RDWR) = 5\n",
+        a = hex(b"/layout/index.json"),
+        b = hex(b"/outside/secret"),
+        c = hex(b"/missing"),
+        d = hex(b"/report.json"),
+        e = hex(b"/odd/\xff\n name"),
+    );
+    let opened = common::cli::Opened::parse(trace.as_bytes());
+    use std::os::unix::ffi::OsStrExt;
+    let got: Vec<&[u8]> = opened.paths.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    assert_eq!(got, [&b"/layout/index.json"[..], b"/outside/secret", b"/odd/\xff\n name"]);
+    let caught = std::panic::catch_unwind(|| opened.assert_confined(Path::new("/layout"), &[]));
+    let message = *caught.unwrap_err().downcast::<String>().unwrap();
+    assert!(message.contains("/outside/secret") && !message.contains("index.json"), "{message}");
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::cli::imagepush_traced;
 use common::{LayoutBuilder, TestRegistry, imagepush, simple_image};
 
 fn write_index(layout: &std::path::Path, manifests: serde_json::Value) {
@@ -13,13 +14,16 @@ fn write_index(layout: &std::path::Path, manifests: serde_json::Value) {
     .unwrap();
 }
 
+/// Pushes `layout` under strace; it must exit with `code`, name everything in `wants`, tag
+/// nothing and read no file outside the layout.
 async fn refused(registry: &TestRegistry, layout: &std::path::Path, code: i32, wants: &[&str]) {
-    let run = imagepush(&[
+    let (run, opened) = imagepush_traced(&[
         "push",
         "--plain-http",
         layout.to_str().unwrap(),
         &format!("{}/hostile/app:v1", registry.host()),
     ]);
+    opened.assert_confined(layout, &[]);
     run.expect_code(code);
     for w in wants {
         assert!(run.stderr.contains(w), "wanted {w:?} in: {}", run.stderr);
@@ -105,12 +109,13 @@ async fn hostile_index_and_manifest_content() {
         serde_json::json!([{"mediaType": image.media_type, "digest": image.digest, "size": image.size,
         "annotations": {"org.opencontainers.image.ref.name": "../../v2/other/manifests/x"}}]),
     );
-    let run = imagepush(&[
+    let (run, opened) = imagepush_traced(&[
         "push",
         "--plain-http",
         badtag.to_str().unwrap(),
         &format!("{}/hostile/app", registry.host()),
     ]);
+    opened.assert_confined(&badtag, &[]);
     run.expect_code(2);
     assert!(run.stderr.contains("not a valid tag"), "{}", run.stderr);
     assert!(registry.tags("hostile/app").await.is_empty());
@@ -126,7 +131,7 @@ async fn layout_root_keeps_symlinks_inside_the_volume() {
     simple_image(&outside, "v1", &[100], 7);
     std::os::unix::fs::symlink(&outside, volume.join("app")).unwrap();
     let target = format!("{}/hostile/app:v1", registry.host());
-    let run = imagepush(&[
+    let (run, opened) = imagepush_traced(&[
         "push",
         "--plain-http",
         "--layout-root",
@@ -134,6 +139,7 @@ async fn layout_root_keeps_symlinks_inside_the_volume() {
         volume.join("app").to_str().unwrap(),
         &target,
     ]);
+    opened.assert_confined(&volume, &[]);
     run.expect_code(2);
     assert!(
         run.stderr.contains("outside") && run.stderr.contains("--layout-root"),

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::layout::{self, ImageSpec, LayoutBuilder, REF_NAME, desc_from_json};
@@ -112,25 +112,20 @@ fn push_args<'a>(layout: &'a Path, target: &'a str) -> Vec<&'a str> {
     vec!["push", "--plain-http", "--progress", "plain", layout.to_str().unwrap(), target]
 }
 
-/// `imagepush push --plain-http LAYOUT TARGET`.
+/// `imagepush push --plain-http LAYOUT TARGET`, under strace: panics if the binary opened a
+/// file outside the layout for reading.
 fn push(layout: &Path, target: &str) -> Run {
-    common::imagepush(&push_args(layout, target))
+    let (run, opened) = common::cli::imagepush_traced(&push_args(layout, target));
+    opened.assert_confined(layout, &[]);
+    run
 }
 
 /// Like `push`, but kills the binary and fails the test when it has not exited within
 /// `timeout` (for layouts that could make a careless reader block, such as a FIFO).
 fn push_with_timeout(layout: &Path, target: &str, timeout: Duration) -> Run {
-    let empty_home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imagepush"))
-        .args(push_args(layout, target))
-        .env_remove("DOCKER_CONFIG")
-        .env("HOME", empty_home.path())
-        .env_remove("IMAGEPUSH_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run imagepush");
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let (mut cmd, _home) = common::cli::command(&push_args(layout, target), Some(trace.path()));
+    let mut child = cmd.stdin(Stdio::null()).spawn().expect("run imagepush");
     let reader = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -156,6 +151,7 @@ fn push_with_timeout(layout: &Path, target: &str, timeout: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    common::cli::Opened::read(trace.path()).assert_confined(layout, &[]);
     Run {
         code: status.code().unwrap_or(-1),
         stdout: out.join().unwrap(),
