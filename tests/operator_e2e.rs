@@ -667,3 +667,45 @@ async fn a_registry_that_is_down_for_a_while_is_waited_for() {
     assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, image.digest);
     assert_eq!(jobs_of(&client, "late").await.len(), 1);
 }
+
+/// hostPath sources: the worker gets the allowed root mounted and resolves the layout path
+/// inside it, so a symlink on the node that stays under the root works and one that leads
+/// out of it is refused, with nothing pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_path_symlinks_are_resolved_inside_the_allowed_root() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    let node = tempfile::tempdir().unwrap();
+    let root = node.path().join("images");
+    let (_b, image) = simple_image(&root.join("build-1"), "v1", &[5000], 31);
+    std::os::unix::fs::symlink(root.join("build-1"), root.join("current")).unwrap();
+    // A valid layout outside the root, reachable through a symlink under it.
+    simple_image(&node.path().join("elsewhere"), "v1", &[5000], 32);
+    std::os::unix::fs::symlink(node.path().join("elsewhere"), root.join("escape")).unwrap();
+    cluster.start_controller(&["--allowed-host-path-root", root.to_str().unwrap()]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    for (name, dir, tag) in [("current", "current", "v1"), ("escape", "escape", "v2")] {
+        let mut ip = image_push(name, "-", "-", &format!("{host}/node/app:{tag}"), json!({}));
+        ip["spec"]["source"] = json!({"hostPath": {
+            "path": root.join(dir).to_str().unwrap(), "nodeName": "sim-node"}});
+        create(&api, ip).await;
+    }
+
+    let current = wait_for(&cluster, &api, "current", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(current.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(registry.manifest("node/app", "v1").await.unwrap().2, image.digest);
+    let jobs = jobs_of(&client, "current").await;
+    let pod = jobs[0].spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "layout").unwrap();
+    assert_eq!(volume.host_path.as_ref().unwrap().path, root.to_str().unwrap());
+
+    let escape = wait_for(&cluster, &api, "escape", TIMEOUT, "Stalled", is_stalled).await;
+    let (_, reason) = condition(&escape, "Stalled").unwrap();
+    assert_eq!(reason, "LayoutOutsideRoot");
+    let message = escape.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("elsewhere"), "{message}");
+    assert_eq!(jobs_of(&client, "escape").await.len(), 1, "a permanent failure is not retried");
+    assert_eq!(registry.tags("node/app").await, ["v1"]);
+}

@@ -60,11 +60,8 @@ async fn client(
 
 pub async fn run(args: ControllerArgs) -> i32 {
     for root in &args.allowed_host_path_roots {
-        if !root.is_absolute() {
-            eprintln!(
-                "error: --allowed-host-path-root {} must be an absolute path",
-                root.display()
-            );
+        if let Err(why) = controller::validate::check_allowed_root(root) {
+            eprintln!("error: --allowed-host-path-root {}: {why}", root.display());
             return 2;
         }
     }

@@ -154,12 +154,11 @@ fn check_layout_root(layout: &Path, root: &Path) -> Result<(), Error> {
         Err(e) => return Err(invalid(format!("layout {}: {e}", layout.display()))),
     };
     if !layout_real.starts_with(&root_real) {
-        return Err(invalid(format!(
-            "the layout {} resolves to {}, outside {}",
-            layout.display(),
-            layout_real.display(),
-            root_real.display()
-        )));
+        return Err(Error::LayoutOutsideRoot {
+            layout: layout.to_path_buf(),
+            resolved: layout_real,
+            root: root.to_path_buf(),
+        });
     }
     Ok(())
 }

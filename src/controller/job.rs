@@ -3,6 +3,7 @@
 //! nothing else — no service account token, no capabilities, a read-only root filesystem.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{
@@ -28,8 +29,11 @@ pub const LABEL_GENERATION: &str = "imagepush.dev/generation";
 pub const LABEL_ATTEMPT: &str = "imagepush.dev/attempt";
 
 const LAYOUT_MOUNT: &str = "/layout";
+const TMP_MOUNT: &str = "/tmp";
 const CREDENTIALS_MOUNT: &str = "/var/run/imagepush/credentials";
 const CA_MOUNT: &str = "/var/run/imagepush/ca";
+/// Where the worker's own volumes go; a hostPath root must not cover or replace them.
+pub const WORKER_MOUNTS: [&str; 4] = [LAYOUT_MOUNT, TMP_MOUNT, CREDENTIALS_MOUNT, CA_MOUNT];
 /// The worker's user (distroless "nonroot").
 const WORKER_UID: i64 = 65532;
 
@@ -67,13 +71,15 @@ pub fn name_label(name: &str) -> String {
 }
 
 /// Builds the worker Job. `known_sources` is the JSON map of blob locations the namespace's
-/// earlier pushes recorded (may be empty).
+/// earlier pushes recorded (may be empty); `host_root` is the allowed root a hostPath source
+/// lies under (see `validate::host_path_root`).
 pub fn build(
     ip: &ImagePush,
     generation: i64,
     attempt: u32,
     settings: &WorkerSettings,
     known_sources: &str,
+    host_root: Option<&Path>,
 ) -> Job {
     let name = ip.metadata.name.clone().unwrap_or_default();
     let spec = &ip.spec;
@@ -87,7 +93,8 @@ pub fn build(
     let mut mounts = Vec::new();
     let mut node_name = None;
     let mut node_selector = None;
-    let layout_dir = if let Some(pvc) = &spec.source.persistent_volume_claim {
+    // The volume is mounted at `layout_root`; the layout is `layout_dir`, at or below it.
+    let (layout_root, layout_dir) = if let Some(pvc) = &spec.source.persistent_volume_claim {
         volumes.push(Volume {
             name: "layout".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -96,28 +103,34 @@ pub fn build(
             }),
             ..Default::default()
         });
-        match pvc.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        let dir = match pvc.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
             Some(p) => format!("{LAYOUT_MOUNT}/{p}"),
             None => LAYOUT_MOUNT.to_string(),
-        }
+        };
+        (LAYOUT_MOUNT.to_string(), dir)
     } else if let Some(hp) = &spec.source.host_path {
+        // The allowed root is mounted, at its own path, rather than the layout directory:
+        // the kubelet would follow a symlink on the way to the layout wherever it leads,
+        // while the worker resolves the path inside the root and refuses what leaves it.
+        // Absolute symlinks that stay under the root work as they do on the node.
+        let root = host_root.map_or_else(|| hp.path.clone(), |r| r.display().to_string());
         volumes.push(Volume {
             name: "layout".into(),
             host_path: Some(HostPathVolumeSource {
-                path: hp.path.clone(),
+                path: root.clone(),
                 type_: Some("Directory".into()),
             }),
             ..Default::default()
         });
         node_name = hp.node_name.clone();
         node_selector = hp.node_selector.clone();
-        LAYOUT_MOUNT.to_string()
+        (root, hp.path.clone())
     } else {
-        LAYOUT_MOUNT.to_string()
+        (LAYOUT_MOUNT.to_string(), LAYOUT_MOUNT.to_string())
     };
     mounts.push(VolumeMount {
         name: "layout".into(),
-        mount_path: LAYOUT_MOUNT.into(),
+        mount_path: layout_root.clone(),
         read_only: Some(true),
         ..Default::default()
     });
@@ -134,7 +147,7 @@ pub fn build(
     });
     mounts.push(VolumeMount {
         name: "tmp".into(),
-        mount_path: "/tmp".into(),
+        mount_path: TMP_MOUNT.into(),
         ..Default::default()
     });
 
@@ -146,7 +159,7 @@ pub fn build(
         "/dev/termination-log".into(),
         // Symlinks in the volume must not lead the worker out of it.
         "--layout-root".into(),
-        LAYOUT_MOUNT.into(),
+        layout_root,
     ];
     if let Some(secret) = &spec.credentials_secret {
         volumes.push(Volume {
@@ -367,7 +380,7 @@ mod tests {
             host_path: None,
             reference: Some("v1".into()),
         };
-        let job = build(&ip(source), 3, 1, &settings(), r#"{"sha256:x":["reg/a"]}"#);
+        let job = build(&ip(source), 3, 1, &settings(), r#"{"sha256:x":["reg/a"]}"#, None);
         assert_eq!(job.metadata.name.as_deref(), Some("app-3-1"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -447,7 +460,7 @@ mod tests {
             }),
             reference: None,
         };
-        let job = build(&ip(source), 1, 2, &settings(), "");
+        let job = build(&ip(source), 1, 2, &settings(), "", Some(Path::new("/var/lib/images")));
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.node_name.as_deref(), Some("node-7"));
         let hp = pod
@@ -458,8 +471,16 @@ mod tests {
             .unwrap()
             .host_path
             .unwrap();
-        assert_eq!(hp.path, "/var/lib/images/app");
-        assert!(pod.containers[0].args.as_ref().unwrap().contains(&"/layout".to_string()));
+        // The allowed root is mounted at its own path; the worker resolves the layout in it.
+        assert_eq!(hp.path, "/var/lib/images");
+        let c = &pod.containers[0];
+        let mount = c.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "layout").unwrap();
+        assert_eq!(mount.mount_path, "/var/lib/images");
+        assert_eq!(mount.read_only, Some(true));
+        let args = c.args.as_ref().unwrap();
+        let root_at = args.iter().position(|a| a == "--layout-root").unwrap();
+        assert_eq!(args[root_at + 1], "/var/lib/images");
+        assert_eq!(args[args.len() - 2], "/var/lib/images/app");
         assert!(
             !pod.containers[0]
                 .env

@@ -336,7 +336,10 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         async move {
             let pushes = ctx.store.state();
             let sources = knowledge::sources_for(&target, &ns, pushes.iter().map(|p| p.as_ref()));
-            let job = job::build(&ip, generation, attempt, &ctx.config.worker, &sources);
+            let host_root = ip.spec.source.host_path.as_ref().and_then(|hp| {
+                validate::host_path_root(&hp.path, &ctx.config.allowed_host_path_roots)
+            });
+            let job = job::build(&ip, generation, attempt, &ctx.config.worker, &sources, host_root);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             match jobs
                 .create(

@@ -46,15 +46,52 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-/// Whether `path` is absolute, has no `.`/`..` components, and lies under one of `roots`.
-pub fn host_path_allowed(path: &str, roots: &[PathBuf]) -> bool {
+/// The most specific of `roots` that `path` lies under, when `path` is absolute and has no
+/// `.`/`..` components. The worker gets that root mounted and resolves the path inside it.
+pub fn host_path_root<'a>(path: &str, roots: &'a [PathBuf]) -> Option<&'a Path> {
     let p = Path::new(path);
     if !p.is_absolute()
         || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return false;
+        return None;
     }
-    roots.iter().any(|root| p.starts_with(root))
+    roots
+        .iter()
+        .filter(|root| p.starts_with(root))
+        .max_by_key(|root| root.components().count())
+        .map(PathBuf::as_path)
+}
+
+/// Whether `path` may be a hostPath source (see `host_path_root`).
+pub fn host_path_allowed(path: &str, roots: &[PathBuf]) -> bool {
+    host_path_root(path, roots).is_some()
+}
+
+/// Whether `root` can be an allowed hostPath root: an absolute path without `.`/`..`, not `/`,
+/// not in the kernel's or the devices' trees, and clear of the worker's own mounts (it is
+/// mounted into the worker at its own path).
+pub fn check_allowed_root(root: &Path) -> Result<(), String> {
+    if !root.is_absolute() {
+        return Err("must be an absolute path".into());
+    }
+    if root.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return Err("must not contain . or .. components".into());
+    }
+    if root.parent().is_none() {
+        return Err("must not be / (the worker's own filesystem)".into());
+    }
+    for system in ["/proc", "/sys", "/dev"] {
+        if root.starts_with(system) {
+            return Err(format!("must not be under {system}"));
+        }
+    }
+    for mount in super::job::WORKER_MOUNTS {
+        let mount = Path::new(mount);
+        if mount.starts_with(root) || (root.starts_with(mount) && mount != Path::new("/tmp")) {
+            return Err(format!("overlaps the worker's mount {}", mount.display()));
+        }
+    }
+    Ok(())
 }
 
 /// Checks everything that can be checked without the API.
@@ -236,6 +273,38 @@ mod tests {
         let e = validate(&s, &[]).unwrap_err();
         assert_eq!(e.reason, "HostPathNotAllowed");
         assert!(e.message.contains("disabled"));
+    }
+
+    #[test]
+    fn the_most_specific_root_is_mounted() {
+        let roots = vec![PathBuf::from("/data"), PathBuf::from("/data/images")];
+        assert_eq!(host_path_root("/data/images/app", &roots), Some(Path::new("/data/images")));
+        assert_eq!(host_path_root("/data/other", &roots), Some(Path::new("/data")));
+        assert_eq!(host_path_root("/data/images/../x", &roots), None);
+        assert_eq!(host_path_root("/elsewhere", &roots), None);
+    }
+
+    #[test]
+    fn allowed_roots_stay_clear_of_the_system_and_the_worker() {
+        for ok in ["/var/lib/images", "/data", "/tmp/builds", "/var/run/builds"] {
+            assert_eq!(check_allowed_root(Path::new(ok)), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("relative", "absolute"),
+            ("/", "not be /"),
+            ("/data/../etc", ".."),
+            ("/proc/1/root", "/proc"),
+            ("/dev", "/dev"),
+            ("/sys/fs", "/sys"),
+            ("/tmp", "/tmp"),
+            ("/layout", "/layout"),
+            ("/layout/x", "/layout"),
+            ("/var/run", "/var/run/imagepush/credentials"),
+            ("/var/run/imagepush/ca/x", "/var/run/imagepush/ca"),
+        ] {
+            let e = check_allowed_root(Path::new(bad)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

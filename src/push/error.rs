@@ -16,6 +16,8 @@ pub enum Error {
     Credentials(#[from] crate::auth::Error),
     #[error("{option}: {reason}")]
     InvalidOption { option: &'static str, reason: String },
+    #[error("the layout {layout} resolves to {resolved}, outside --layout-root {root}")]
+    LayoutOutsideRoot { layout: PathBuf, resolved: PathBuf, root: PathBuf },
     #[error("sources file {path}: {reason}")]
     Sources { path: PathBuf, reason: String },
     #[error("{reference:?} is not in the layout {layout} (it has {})", list_or_none(.available))]
@@ -96,6 +98,7 @@ impl Error {
             | Layout(_)
             | Credentials(_)
             | InvalidOption { .. }
+            | LayoutOutsideRoot { .. }
             | Sources { .. }
             | InvalidTagName { .. }
             | UnsupportedMediaType { .. }
@@ -130,6 +133,7 @@ impl Error {
             Registry(crate::registry::Error::Content(_)) => "LayoutInvalid",
             Credentials(_) => "CredentialsInvalid",
             InvalidOption { .. } | PlatformWithDigestTarget { .. } => "SpecInvalid",
+            LayoutOutsideRoot { .. } => "LayoutOutsideRoot",
             Sources { .. } => "SourcesInvalid",
             RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | InvalidTagName { .. } => {
                 "RefNotFound"
