@@ -688,6 +688,7 @@ fn bad_values_fail_rendering_with_a_reason() {
     let bin = renderer_or_skip!();
     for (set, wanted) in [
         ("controller.allowedHostPathRoots={relative/dir}", "not an absolute path"),
+        ("controller.allowedHostPathRoots={/}", "whole node"),
         (
             "serviceMonitor.enabled=true,metrics.service.enabled=false",
             "serviceMonitor.enabled needs metrics.service.enabled",
