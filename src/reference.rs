@@ -1,4 +1,4 @@
-//! Push targets: `registry[:port]/repository[:tag|@digest]`, parsed with oci-client's
+//! Push targets: `registry[:port]/repository[:tag|@digest]`, parsed with the distribution
 //! reference grammar plus the checks it leaves out (uppercase in a name, port range,
 //! a tag and a digest at once).
 
@@ -40,8 +40,8 @@ impl Target {
                 "give the reference without the {scheme} prefix (use --plain-http for plain HTTP)"
             )));
         }
-        // The distribution reference grammar, checked by hand: oci-client's parser compiles a
-        // large regular expression on first use, tens of milliseconds of every run.
+        // The distribution reference grammar, checked by hand: a parser built on the grammar's
+        // regular expression (oci-spec's) compiles it on first use, tens of milliseconds a run.
         let (name_and_tag, digest) = match value.split_once('@') {
             Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|e| err(e.reason))?)),
             None => (value, None),
@@ -76,7 +76,7 @@ impl Target {
             ));
         }
         let endpoint = match registry.as_str() {
-            // What oci-client contacts for Docker Hub (its `resolve_registry`).
+            // Docker Hub's API endpoint for the `docker.io` name.
             "docker.io" => "index.docker.io".to_string(),
             other => other.to_string(),
         };
@@ -86,22 +86,6 @@ impl Target {
     /// `registry/repository`, the name used in progress output and mount sources.
     pub fn repository_name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
-    }
-
-    /// An oci-client reference for this repository with the given tag or digest.
-    pub fn oci_reference(&self, tag_or_digest: TagOrDigest<'_>) -> oci_client::Reference {
-        match tag_or_digest {
-            TagOrDigest::Tag(t) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                t.to_string(),
-            ),
-            TagOrDigest::Digest(d) => oci_client::Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                d.to_string(),
-            ),
-        }
     }
 }
 

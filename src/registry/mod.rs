@@ -1,11 +1,12 @@
 //! The distribution API, as far as a push needs it.
 //!
-//! oci-client does what it does well: blob existence (`HEAD`) and raw manifest uploads,
-//! which keep the manifest bytes (and so the digest) exactly as in the layout. The rest —
-//! multi-scope tokens, cross-repository mounts whose `202` session is reused, streamed
-//! uploads verified on the way — lives in `upload.rs` and `token.rs` on reqwest, the
-//! HTTP client oci-client itself uses. This module never reads a layout; it is handed
-//! open files and verifiers.
+//! Every request goes through one reqwest client with our own authorization (`token.rs`:
+//! multi-scope bearer tokens, renewed when refused) and our own retries (`retry.rs`, which
+//! honour `Retry-After`). oci-client 0.18 covered only blob `HEAD` and raw manifest `PUT`
+//! for us, and both lost the response headers (so `Retry-After`) in its errors and fetched
+//! their own tokens; `upload.rs` holds mounts and verified, resumable uploads. Manifest
+//! bytes are sent exactly as in the layout, so digests never change. This module never
+//! reads a layout; it is handed open files and verifiers.
 
 mod error;
 pub mod retry;
@@ -16,9 +17,6 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
-use oci_client::RegistryOperation;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use tokio::sync::OnceCell;
 
 pub use error::Error;
@@ -65,7 +63,7 @@ impl Default for ConnectOptions {
     }
 }
 
-/// Installs ring as rustls' process-wide crypto provider (kube and oci-client share it).
+/// Installs ring as rustls' process-wide crypto provider (kube and reqwest share it).
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -80,7 +78,6 @@ pub struct RegistryClient {
     repository: String,
     base: String,
     http: reqwest::Client,
-    oci: oci_client::Client,
     credential: Credential,
     challenge: OnceCell<Challenge>,
     tokens: token::TokenCache,
@@ -109,7 +106,7 @@ impl RegistryClient {
                     reason: "no PEM certificate in the file".into(),
                 });
             }
-            certs.push((pem, parsed));
+            certs.extend(parsed);
         }
         let user_agent = concat!("imagepush/", env!("CARGO_PKG_VERSION"));
         let mut builder = reqwest::Client::builder()
@@ -119,32 +116,13 @@ impl RegistryClient {
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::limited(5));
-        for (_, parsed) in &certs {
-            for c in parsed {
-                builder = builder.add_root_certificate(c.clone());
-            }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
         }
         if opts.insecure_skip_tls_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
-
-        let oci = oci_client::Client::try_from(ClientConfig {
-            protocol: if opts.plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
-            accept_invalid_certificates: opts.insecure_skip_tls_verify,
-            extra_root_certificates: certs
-                .iter()
-                .map(|(pem, _)| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            connect_timeout: Some(opts.connect_timeout),
-            read_timeout: Some(opts.request_timeout),
-            user_agent,
-            ..Default::default()
-        })
-        .map_err(|e| Error::Client(e.to_string()))?;
 
         let scheme = if opts.plain_http { "http" } else { "https" };
         Ok(RegistryClient {
@@ -152,7 +130,6 @@ impl RegistryClient {
             repository: target.repository.clone(),
             base: format!("{scheme}://{}", target.endpoint),
             http,
-            oci,
             credential,
             challenge: OnceCell::new(),
             tokens: token::TokenCache::default(),
@@ -299,116 +276,17 @@ impl RegistryClient {
         Error::Unauthorized { registry: self.registry.clone(), scope, detail }
     }
 
-    /// Prepares oci-client to authenticate as we do for `repository` and `op`.
-    async fn oci_for(
-        &self,
-        repository: &str,
-        op: RegistryOperation,
-    ) -> Result<&oci_client::Client, Error> {
-        let reference = oci_client::Reference::with_tag(
-            self.registry.clone(),
-            repository.to_string(),
-            "latest".into(),
-        );
-        match self.challenge().await? {
-            Challenge::None => {}
-            Challenge::Basic => {
-                if let Credential::Basic { username, password } = &self.credential {
-                    self.oci
-                        .store_auth_if_needed(
-                            reference.resolve_registry(),
-                            &RegistryAuth::Basic(username.clone(), password.expose().to_string()),
-                        )
-                        .await;
-                }
-            }
-            Challenge::Bearer { .. } => {
-                // Hand oci-client our current token (it does no network call for a bearer
-                // token), so a token renewed by us is the one it sends.
-                let token = self.token(&[self.scope_for(repository)]).await?;
-                self.oci
-                    .auth(&reference, &RegistryAuth::Bearer(token), op)
-                    .await
-                    .map_err(|e| self.oci_error("AUTH", &self.base, e))?;
-            }
-        }
-        Ok(&self.oci)
-    }
-
-    fn oci_error(
-        &self,
-        method: &'static str,
-        url: &str,
-        e: oci_client::errors::OciDistributionError,
-    ) -> Error {
-        use oci_client::errors::OciDistributionError as E;
-        match e {
-            E::UnauthorizedError { .. } => self.unauthorized(None, 401),
-            E::AuthenticationFailure(detail) => Error::Unauthorized {
-                registry: self.registry.clone(),
-                scope: None,
-                detail: detail.chars().take(300).collect(),
-            },
-            E::ServerError { code, url, message } if code == 401 || code == 403 => {
-                let _ = (url, message);
-                self.unauthorized(None, code)
-            }
-            E::ServerError { code, url, message } => Error::Status {
-                method,
-                url,
-                status: code,
-                code: None,
-                message: message.chars().take(300).collect(),
-                retry_after: None,
-            },
-            E::RegistryError { envelope, url } => {
-                let first = envelope.errors.first();
-                let code = first.map(|e| format!("{:?}", e.code));
-                if code
-                    .as_deref()
-                    .is_some_and(|c| c.contains("Unauthorized") || c.contains("Denied"))
-                {
-                    return self.unauthorized(None, 401);
-                }
-                Error::Status {
-                    method,
-                    url,
-                    status: 400,
-                    code,
-                    message: first.map(|e| e.message.clone()).unwrap_or_default(),
-                    retry_after: None,
-                }
-            }
-            E::RequestError(re) => match re.status().map(|s| s.as_u16()) {
-                Some(401) | Some(403) => self.unauthorized(None, re.status().unwrap().as_u16()),
-                Some(s) => Error::Status {
-                    method,
-                    url: url.to_string(),
-                    status: s,
-                    code: None,
-                    message: String::new(),
-                    retry_after: None,
-                },
-                None => error::network(method, url, re),
-            },
-            other => Error::InvalidResponse { url: url.to_string(), reason: other.to_string() },
-        }
-    }
-
-    /// `HEAD /v2/<repository>/blobs/<digest>` (oci-client).
+    /// `HEAD /v2/<repository>/blobs/<digest>`.
     pub async fn blob_exists(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
-        let reference = oci_client::Reference::with_digest(
-            self.registry.clone(),
-            repository.to_string(),
-            digest.to_string(),
-        );
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let scopes = [self.scope_for(repository)];
         self.retrying(&format!("HEAD blob {digest}"), || async {
-            self.oci_for(repository, RegistryOperation::Pull)
-                .await?
-                .blob_exists(&reference, &digest.to_string())
-                .await
-                .map_err(|e| self.oci_error("HEAD", &url, e))
+            let resp = self.send_with_auth("HEAD", &url, &scopes, |c| c.head(&url)).await?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(true),
+                404 => Ok(false),
+                _ => Err(error::from_response("HEAD", &url, resp).await),
+            }
         })
         .await
     }
@@ -457,8 +335,7 @@ impl RegistryClient {
         Ok(self.head_manifest(repository, &digest.to_string()).await?.is_some())
     }
 
-    /// `PUT /v2/<repository>/manifests/<tag or digest>` with the layout's bytes, unchanged
-    /// (oci-client's `push_manifest_raw`).
+    /// `PUT /v2/<repository>/manifests/<tag or digest>` with the layout's bytes, unchanged.
     pub async fn put_manifest(
         &self,
         target: &Target,
@@ -466,7 +343,6 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), Error> {
-        let reference = target.oci_reference(at);
         let url = match at {
             TagOrDigest::Tag(t) => format!("{}/v2/{}/manifests/{t}", self.base, target.repository),
             TagOrDigest::Digest(d) => {
@@ -479,13 +355,19 @@ impl RegistryClient {
                 reason: format!("media type {media_type:?} is not a valid header value"),
             }
         })?;
+        let scopes = [push_scope(&target.repository)];
         self.retrying(&format!("PUT manifest {url}"), || async {
-            self.oci_for(&target.repository, RegistryOperation::Push)
-                .await?
-                .push_manifest_raw(&reference, bytes.to_vec(), content_type.clone())
-                .await
-                .map(|_| ())
-                .map_err(|e| self.oci_error("PUT", &url, e))
+            let resp = self
+                .send_with_auth("PUT", &url, &scopes, |c| {
+                    c.put(&url)
+                        .header(reqwest::header::CONTENT_TYPE, content_type.clone())
+                        .body(bytes.to_vec())
+                })
+                .await?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(()),
+                _ => Err(error::from_response("PUT", &url, resp).await),
+            }
         })
         .await
     }
