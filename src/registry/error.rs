@@ -72,6 +72,11 @@ impl Error {
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, Error::Unauthorized { .. })
     }
+
+    /// The registry no longer knows an upload session (expired, cancelled, another replica).
+    pub fn is_upload_unknown(&self) -> bool {
+        matches!(self, Error::Status { status: 404, code: Some(c), .. } if c == "BLOB_UPLOAD_UNKNOWN")
+    }
 }
 
 /// Turns a reqwest failure into `Error::Network` without leaking URLs with credentials.

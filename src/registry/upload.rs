@@ -125,13 +125,15 @@ impl RegistryClient {
             .await;
     }
 
-    /// `GET` on an upload session: how many bytes the registry holds (its `Range`), and the
-    /// location to continue at. `None` when the session is gone.
+    /// `GET` on an upload session: the location to continue at, and how many bytes the
+    /// registry holds (its `Range`, `0-<last byte>`). `None` when the session is gone. The
+    /// count is `None` when it cannot be known: no `Range`, or `0-0`, which CNCF distribution
+    /// sends for an empty session and a registry following the spec for one byte.
     async fn upload_status(
         &self,
         repository: &str,
         location: &str,
-    ) -> Result<Option<(String, u64)>, Error> {
+    ) -> Result<Option<(String, Option<u64>)>, Error> {
         let resp = self
             .send_with_auth("GET", location, &[push_scope(repository)], |c| c.get(location))
             .await?;
@@ -148,8 +150,8 @@ impl RegistryClient {
                             .map(|(_, end)| end.to_string())
                     })
                     .and_then(|end| end.parse::<u64>().ok())
-                    .map(|end| end + 1)
-                    .unwrap_or(0);
+                    .filter(|end| *end > 0)
+                    .map(|end| end + 1);
                 let next =
                     self.resolve_location(location, &resp).unwrap_or_else(|_| location.to_string());
                 Ok(Some((next, received)))
@@ -219,8 +221,9 @@ impl RegistryClient {
                     self.cancel_upload(repository, UploadSession { location }).await;
                     return Err(Error::Content(e));
                 }
+                // A dropped session is found gone by the status check below: a new one starts.
                 Err(e)
-                    if (e.is_transient() || e.is_unauthorized())
+                    if (e.is_transient() || e.is_unauthorized() || e.is_upload_unknown())
                         && self.retry.allows(attempt, started) =>
                 {
                     e
@@ -243,20 +246,24 @@ impl RegistryClient {
             tokio::time::sleep(delay).await;
             attempt += 1;
             match self.upload_status(repository, &location).await {
-                Ok(Some((next, received))) if received <= size => {
+                Ok(Some((next, Some(received)))) if received <= size => {
                     tracing::info!(%digest, received, size, "resuming the upload where the registry left it");
                     location = next;
                     offset = received;
                 }
                 other => {
-                    let why = match other {
-                        Ok(Some((_, received))) => {
+                    let why = match &other {
+                        Ok(Some((_, Some(received)))) => {
                             format!("the registry reports {received} bytes of {size}")
                         }
+                        Ok(Some((_, None))) => "the registry does not say how much it has".into(),
                         Ok(None) => "the registry no longer knows the session".into(),
                         Err(e) => e.to_string(),
                     };
                     tracing::info!(%digest, why, "cannot resume; starting a new upload");
+                    if let Ok(Some((old, _))) = other {
+                        self.cancel_upload(repository, UploadSession { location: old }).await;
+                    }
                     location = self.start_upload(repository).await?.location;
                     offset = 0;
                 }
