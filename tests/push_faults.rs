@@ -56,6 +56,25 @@ fn push_through(
     (run, started.elapsed())
 }
 
+/// A real registry, the proxy in front of it, and a one-image layout of `layer_sizes`.
+struct Scene {
+    registry: TestRegistry,
+    proxy: CountingProxy,
+    dir: tempfile::TempDir,
+    layout: std::path::PathBuf,
+    b: LayoutBuilder,
+    image: Desc,
+}
+
+fn scene(layer_sizes: &[usize], seed: u64) -> Scene {
+    let registry = TestRegistry::start();
+    let proxy = CountingProxy::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let (b, image) = simple_image(&layout, "v1", layer_sizes, seed);
+    Scene { registry, proxy, dir, layout, b, image }
+}
+
 /// Every blob and the manifest are in the registry, byte for byte, under `team/app:v1`.
 async fn assert_landed(registry: &TestRegistry, b: &LayoutBuilder, image: &Desc) {
     for d in b.blob_digests(image) {
@@ -118,11 +137,7 @@ fn show(requests: &[RequestRecord]) -> String {
 
 #[tokio::test]
 async fn an_upload_cut_mid_blob_is_retried_and_lands_byte_identical() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[8 * MIB as usize], 21);
+    let Scene { registry, proxy, dir, layout, b, image } = scene(&[8 * MIB as usize], 21);
     let layer = b.children(&image).1[0].clone();
     // Cut the connection once, 3 MiB into the request stream.
     proxy.cut_after(3 * MIB);
@@ -161,11 +176,7 @@ async fn an_upload_cut_mid_blob_is_retried_and_lands_byte_identical() {
 
 #[tokio::test]
 async fn a_stalled_upload_is_abandoned_and_retried() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[4 * MIB as usize], 22);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } = scene(&[4 * MIB as usize], 22);
     let layer = b.children(&image).1[0].clone();
     // The connection stops moving 1 MiB in, without closing.
     proxy.stall_after(MIB);
@@ -196,16 +207,8 @@ async fn a_stalled_upload_is_abandoned_and_retried() {
 
 #[tokio::test]
 async fn random_connection_cuts_with_a_fixed_seed_still_push_byte_identical() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(
-        &layout,
-        "v1",
-        &[3 * MIB as usize, 2 * MIB as usize, MIB as usize, 100_000],
-        23,
-    );
+    let Scene { registry, proxy, dir, layout, b, image } =
+        scene(&[3 * MIB as usize, 2 * MIB as usize, MIB as usize, 100_000], 23);
     let image_bytes: u64 = b.blob_digests(&image).iter().map(|d| b.read_blob(d).len() as u64).sum();
     // Chunks are up to 64 KiB: about one cut per 2 MiB, four at most.
     proxy.random_cuts(42, 30_000, 4);
@@ -240,11 +243,8 @@ async fn random_connection_cuts_with_a_fixed_seed_still_push_byte_identical() {
 
 #[tokio::test]
 async fn a_burst_of_503s_on_upload_starts_waits_out_retry_after_and_costs_no_blob_bytes() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[2 * MIB as usize, MIB as usize, 10_000], 31);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } =
+        scene(&[2 * MIB as usize, MIB as usize, 10_000], 31);
     let image_bytes = image_bytes(&b, &image);
     let blobs = b.blob_digests(&image).len();
     // Three POSTs in a row refused; one upload at a time, so they are one blob's three tries.
@@ -274,11 +274,7 @@ async fn a_burst_of_503s_on_upload_starts_waits_out_retry_after_and_costs_no_blo
 
 #[tokio::test]
 async fn a_429_on_the_tag_put_is_retried_and_the_tag_lands_only_on_a_complete_image() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[MIB as usize, 50_000], 32);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } = scene(&[MIB as usize, 50_000], 32);
     let image_bytes = image_bytes(&b, &image);
     proxy.add_rule(HttpFault::new("PUT", "/manifests/", 429).retry_after(1).times(2));
     let push = {
@@ -337,11 +333,7 @@ async fn a_429_on_the_tag_put_is_retried_and_the_tag_lands_only_on_a_complete_im
 
 #[tokio::test]
 async fn retry_after_on_the_tag_put_is_waited_out() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[50_000], 37);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } = scene(&[50_000], 37);
     proxy.add_rule(HttpFault::new("PUT", "/manifests/", 429).retry_after(1).times(2));
     let (run, elapsed) = push_through(&proxy, &layout, &[]);
     run.ok();
@@ -367,11 +359,8 @@ async fn retry_after_on_the_tag_put_is_waited_out() {
 /// reports that as `Range: 0-0`, which cannot be told from one byte received, so the engine
 /// starts that blob over in a new session instead of guessing.
 async fn a_503_on_a_patch_that_never_reached_the_registry_resends_only_that_blob() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[4 * MIB as usize, 3 * MIB as usize], 33);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } =
+        scene(&[4 * MIB as usize, 3 * MIB as usize], 33);
     let image_bytes = image_bytes(&b, &image);
     let blobs = b.blob_digests(&image).len();
     // Each blob goes in one PATCH; the second multi-MiB layer's is refused.
@@ -424,11 +413,8 @@ async fn a_503_on_a_patch_that_never_reached_the_registry_resends_only_that_blob
 
 #[tokio::test]
 async fn a_dropped_upload_session_starts_a_fresh_upload() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[3 * MIB as usize, MIB as usize], 34);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } =
+        scene(&[3 * MIB as usize, MIB as usize], 34);
     let image_bytes = image_bytes(&b, &image);
     let blobs = b.blob_digests(&image).len();
     let layer = b.children(&image).1[0].clone();
@@ -471,11 +457,7 @@ async fn a_dropped_upload_session_starts_a_fresh_upload() {
 
 #[tokio::test]
 async fn bursts_of_503_on_the_ping_and_on_blob_heads_are_retried() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[MIB as usize, 20_000], 35);
+    let Scene { registry, proxy, dir: _dir, layout, b, image } = scene(&[MIB as usize, 20_000], 35);
     let image_bytes = image_bytes(&b, &image);
     let ping = proxy.add_rule(HttpFault::new("GET", "/v2/", 503).exact_path().times(2));
     // The layer's first HEAD is told to come back in a second (rate limiting); rules answer
@@ -513,11 +495,7 @@ async fn bursts_of_503_on_the_ping_and_on_blob_heads_are_retried() {
 
 #[tokio::test]
 async fn a_500_storm_on_the_tag_put_outlasting_the_retries_fails_without_a_tag() {
-    let registry = TestRegistry::start();
-    let proxy = CountingProxy::start(registry.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let (b, image) = simple_image(&layout, "v1", &[MIB as usize], 36);
+    let Scene { registry, proxy, dir, layout, b, image } = scene(&[MIB as usize], 36);
     let image_bytes = image_bytes(&b, &image);
     proxy.add_rule(HttpFault::new("PUT", "/manifests/", 500).times(u64::MAX));
     let report_path = dir.path().join("r.json");
