@@ -210,7 +210,7 @@ async fn random_connection_cuts_with_a_fixed_seed_still_push_byte_identical() {
     let Scene { registry, proxy, dir, layout, b, image } =
         scene(&[3 * MIB as usize, 2 * MIB as usize, MIB as usize, 100_000], 23);
     let image_bytes: u64 = b.blob_digests(&image).iter().map(|d| b.read_blob(d).len() as u64).sum();
-    // Chunks are up to 64 KiB: about one cut per 2 MiB, four at most.
+    // One roll per 64 KiB: about one cut per 2 MiB, four at most.
     proxy.random_cuts(42, 30_000, 4);
     let report_path = dir.path().join("r.json");
     let run = imagepush(&[

@@ -377,9 +377,10 @@ impl CountingProxy {
         self.shared.cut_after.store(bytes, Ordering::SeqCst);
     }
 
-    /// Random mode with a fixed seed: each chunk towards the server has a `per_million` chance
-    /// of having its connection cut, at most `max_cuts` times. The same seed and traffic give
-    /// the same faults.
+    /// Random mode with a fixed seed: each 64 KiB of a connection's stream towards the server
+    /// has a `per_million` chance of having the connection cut there, at most `max_cuts`
+    /// times. The same seed gives the same sequence of decisions; which connection meets
+    /// them still depends on how the client spreads requests over its pooled connections.
     pub fn random_cuts(&self, seed: u64, per_million: u64, max_cuts: u64) {
         *self.shared.random_state.lock().unwrap() = seed.max(1);
         self.shared.random_per_million.store(per_million, Ordering::SeqCst);
@@ -587,6 +588,9 @@ enum Forwarded {
 }
 
 /// Forwards the bytes of one read towards the server, after the TCP faults had their say.
+/// Random cuts are decided once per this many bytes of a connection's stream to the server.
+const RANDOM_UNIT: u64 = 64 * 1024;
+
 async fn forward(
     data: &[u8],
     offset: &mut u64,
@@ -609,18 +613,28 @@ async fn forward(
         return Forwarded::Cut;
     }
     if shared.random_cuts_left.load(Ordering::SeqCst) > 0 {
-        let roll = {
-            let mut x = shared.random_state.lock().unwrap();
-            *x ^= *x << 13;
-            *x ^= *x >> 7;
-            *x ^= *x << 17;
-            *x % 1_000_000
-        };
-        if roll < shared.random_per_million.load(Ordering::SeqCst)
-            && shared.random_cuts_left.fetch_sub(1, Ordering::SeqCst) > 0
-        {
-            shared.cuts.fetch_add(1, Ordering::SeqCst);
-            return Forwarded::Cut;
+        // One roll per RANDOM_UNIT of the connection's stream, not per read: reads vary in size
+        // with timing, so rolling per read made the number of rolls vary too.
+        let before = *offset - n as u64;
+        let mut boundary = (before / RANDOM_UNIT + 1) * RANDOM_UNIT;
+        while boundary <= *offset {
+            let roll = {
+                let mut x = shared.random_state.lock().unwrap();
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                *x % 1_000_000
+            };
+            if roll < shared.random_per_million.load(Ordering::SeqCst)
+                && shared.random_cuts_left.fetch_sub(1, Ordering::SeqCst) > 0
+            {
+                let keep = (boundary - before) as usize;
+                counter.fetch_add(keep as u64, Ordering::SeqCst);
+                let _ = to.write_all(&data[..keep]).await;
+                shared.cuts.fetch_add(1, Ordering::SeqCst);
+                return Forwarded::Cut;
+            }
+            boundary += RANDOM_UNIT;
         }
     }
     let stall = shared.stall_after.load(Ordering::SeqCst);
