@@ -325,3 +325,37 @@ async fn docker_schema2_images_keep_their_media_types() {
     assert_eq!(bytes, b.read_blob(&amd.digest));
     assert_eq!(registry.manifest("docker/app", &arm.digest).await.unwrap().2, arm.digest);
 }
+
+/// Blobs up to 1 MiB go in the commit `PUT` itself (POST + PUT), bigger ones are streamed in
+/// a `PATCH` first; the registry gets each byte once either way.
+#[tokio::test]
+async fn small_blobs_are_committed_in_one_put_and_big_ones_streamed() {
+    let registry = TestRegistry::start();
+    let proxy = CountingProxy::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let (b, image) = simple_image(dir.path(), "v1", &[2 * 1024 * 1024, 300_000, 1024 * 1024], 41);
+    imagepush(&[
+        "push",
+        "--plain-http",
+        dir.path().to_str().unwrap(),
+        &format!("{}/team/small:v1", proxy.host()),
+    ])
+    .ok();
+    let requests = proxy.requests();
+    let of = |method: &'static str| {
+        requests.iter().filter(move |r| r.method == method && r.target.contains("/blobs/uploads/"))
+    };
+    // Three layers and a config: four sessions, one PATCH (the 2 MiB layer), four commits, of
+    // which three carry the blob.
+    assert_eq!(of("POST").count(), 4);
+    let patches: Vec<_> = of("PATCH").collect();
+    assert_eq!(patches.len(), 1, "{requests:?}");
+    let puts: Vec<u64> = of("PUT").map(|r| r.content_length.unwrap_or(0)).collect();
+    assert_eq!(puts.len(), 4);
+    assert_eq!(puts.iter().filter(|len| **len > 0).count(), 3, "{puts:?}");
+    for d in b.blob_digests(&image) {
+        assert_eq!(registry.blob("team/small", &d).await.unwrap(), b.read_blob(&d), "{d}");
+    }
+    let image_bytes: u64 = b.blob_digests(&image).iter().map(|d| b.read_blob(d).len() as u64).sum();
+    assert!(proxy.bytes_to_server() < image_bytes + 64 * 1024, "each byte once");
+}

@@ -267,6 +267,24 @@ async fn corrupt_layer_same_size_last_byte_is_not_committed() {
     corrupt_layer_is_not_committed(|size| size - 1, "safety/corrupt-last").await;
 }
 
+/// A small layer (sent whole in the commit `PUT`) is verified before any of it is sent.
+#[tokio::test]
+async fn corrupt_small_layer_is_refused_before_sending_it() {
+    let registry = TestRegistry::start();
+    let proxy = CountingProxy::start(registry.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let (b, image) = simple_image(dir.path(), "v1", &[200_000], 102);
+    let layer = layer_descs(&b, &image).remove(0);
+    flip_byte(&b.blob_path(&layer.digest), 100_000);
+    let before = snapshot(dir.path());
+    let run = push(dir.path(), &format!("{}/small/app:v1", proxy.host()));
+    assert_refused(&run, 2, &[&layer.digest, "content has digest"], &registry, "small/app").await;
+    let sent = proxy.bytes_to_server();
+    assert!(sent < 100_000, "{sent} bytes went to the registry for a corrupt 200 kB layer");
+    assert!(!registry.blob_exists("small/app", &layer.digest).await);
+    assert_layout_unchanged(dir.path(), &before);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2./3. Layer file shorter or longer than its descriptor
 // ---------------------------------------------------------------------------------------

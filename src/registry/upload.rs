@@ -16,6 +16,9 @@ use crate::layout::BlobVerifier;
 
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 256 * 1024;
+/// Blobs up to this size are read and verified whole, then sent in the commit `PUT` itself
+/// (one request instead of a `PATCH` and an empty `PUT`), as the distribution spec allows.
+const SMALL_BLOB: u64 = 1024 * 1024;
 
 /// An upload the registry has opened (its `Location`).
 #[derive(Debug, Clone)]
@@ -179,6 +182,9 @@ impl RegistryClient {
         size: u64,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<(), Error> {
+        if size <= SMALL_BLOB {
+            return self.upload_small(repository, session, open, digest, size, progress).await;
+        }
         let scopes = [push_scope(repository)];
         let mut location = session.location;
         let mut offset: u64 = 0;
@@ -269,10 +275,7 @@ impl RegistryClient {
                 }
             }
         }
-        let mut commit = url::Url::parse(&location)
-            .map_err(|e| Error::InvalidResponse { url: location.clone(), reason: e.to_string() })?;
-        commit.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let commit = commit.to_string();
+        let commit = commit_url(&location, digest)?;
         let committed = self
             .retrying(&format!("commit {digest}"), || async {
                 let resp = self
@@ -296,6 +299,82 @@ impl RegistryClient {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// A small blob: verified whole before anything is sent, then committed with its bytes in
+    /// the `PUT ?digest=`. A failed try starts over in a new session (there is nothing to
+    /// resume in a single request); a commit whose answer got lost is looked up first.
+    async fn upload_small(
+        &self,
+        repository: &str,
+        session: UploadSession,
+        open: &(dyn Fn() -> Result<(std::fs::File, BlobVerifier), crate::layout::Error> + Sync),
+        digest: &Digest,
+        size: u64,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<(), Error> {
+        let bytes = match open().and_then(|(file, verifier)| read_verified(file, verifier, size)) {
+            Ok(bytes) => bytes::Bytes::from(bytes),
+            Err(e) => {
+                self.cancel_upload(repository, session).await;
+                return Err(Error::Content(e));
+            }
+        };
+        let scopes = [push_scope(repository)];
+        let mut location = session.location;
+        let mut attempt = 1;
+        let started = Instant::now();
+        loop {
+            let commit = commit_url(&location, digest)?;
+            let result = async {
+                let resp = self
+                    .send_with_auth("PUT", &commit, &scopes, |c| {
+                        c.put(&commit)
+                            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                            .body(bytes.clone())
+                    })
+                    .await?;
+                match resp.status().as_u16() {
+                    201 | 204 => Ok(()),
+                    _ => Err(error::from_response("PUT", &commit, resp).await),
+                }
+            }
+            .await;
+            let failure = match result {
+                Ok(()) => {
+                    progress(size);
+                    return Ok(());
+                }
+                Err(e)
+                    if (e.is_transient() || e.is_unauthorized() || e.is_upload_unknown())
+                        && self.retry.allows(attempt, started) =>
+                {
+                    e
+                }
+                Err(e) => return Err(e),
+            };
+            if failure.is_transient() && self.blob_exists(repository, digest).await.unwrap_or(false)
+            {
+                progress(size);
+                return Ok(());
+            }
+            if failure.is_unauthorized() {
+                self.tokens.invalidate(&scopes).await;
+            }
+            let delay = self.retry.delay(attempt, failure.retry_after());
+            super::retry::notify(
+                self.observer.as_ref(),
+                &format!("upload {digest}"),
+                attempt,
+                &self.retry,
+                delay,
+                &failure,
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            self.cancel_upload(repository, UploadSession { location }).await;
+            location = self.start_upload(repository).await?.location;
         }
     }
 
@@ -369,6 +448,33 @@ impl RegistryClient {
 
 /// Feeds the first `offset` bytes of the blob (which the registry already has) to the
 /// verifier, so the digest still covers the whole blob, and leaves the file there.
+/// `location` with `digest=` added to its query: where an upload is committed.
+fn commit_url(location: &str, digest: &Digest) -> Result<String, Error> {
+    let mut commit = url::Url::parse(location)
+        .map_err(|e| Error::InvalidResponse { url: location.to_string(), reason: e.to_string() })?;
+    commit.query_pairs_mut().append_pair("digest", &digest.to_string());
+    Ok(commit.to_string())
+}
+
+/// Reads a whole (small) blob through its verifier: its size and digest are checked before
+/// a byte of it is sent.
+fn read_verified(
+    file: std::fs::File,
+    mut verifier: BlobVerifier,
+    size: u64,
+) -> Result<Vec<u8>, crate::layout::Error> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(size as usize);
+    // One byte more than the descriptor says, so a longer file is noticed.
+    file.take(size + 1).read_to_end(&mut bytes).map_err(|e| crate::layout::Error::Io {
+        path: std::path::PathBuf::from(format!("blob of {size} bytes")),
+        source: e,
+    })?;
+    verifier.update(&bytes)?;
+    verifier.finish()?;
+    Ok(bytes)
+}
+
 fn skip_verified(
     mut file: std::fs::File,
     verifier: &mut BlobVerifier,
