@@ -446,8 +446,6 @@ impl RegistryClient {
     }
 }
 
-/// Feeds the first `offset` bytes of the blob (which the registry already has) to the
-/// verifier, so the digest still covers the whole blob, and leaves the file there.
 /// `location` with `digest=` added to its query: where an upload is committed.
 fn commit_url(location: &str, digest: &Digest) -> Result<String, Error> {
     let mut commit = url::Url::parse(location)
@@ -475,6 +473,8 @@ fn read_verified(
     Ok(bytes)
 }
 
+/// Feeds the first `offset` bytes of the blob (which the registry already has) to the
+/// verifier, so the digest still covers the whole blob, and leaves the file there.
 fn skip_verified(
     mut file: std::fs::File,
     verifier: &mut BlobVerifier,
