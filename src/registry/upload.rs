@@ -164,7 +164,8 @@ impl RegistryClient {
         }
     }
 
-    /// Streams the blob into `session` and commits it with `PUT ?digest=`.
+    /// Streams the blob into `session` and commits it with `PUT ?digest=` (a blob of at most
+    /// 1 MiB goes in the commit itself, see `upload_small`).
     ///
     /// Every byte goes through the verifier; a blob whose size or digest is wrong fails before
     /// its last chunk is sent, so the registry never commits it. When the connection breaks
