@@ -235,9 +235,12 @@ struct Shared {
     /// Stop forwarding (but keep the connection open) on the first connection that has sent
     /// this many bytes towards the server (0: never); cleared when it fires.
     stall_after: AtomicU64,
-    /// Random mode: xorshift state (0: off), the chance in a million per forwarded chunk
-    /// towards the server that the connection is cut, and how many cuts are left.
-    random_state: std::sync::Mutex<u64>,
+    /// Random mode: the seed, the chance in a million per 64 KiB of a request that its
+    /// connection is cut there, and how many cuts are left (0: off).
+    random_seed: std::sync::Mutex<u64>,
+    /// How often each (method, body length) was seen: with the seed, it names a request's
+    /// random decisions, whatever order requests come in.
+    random_seen: std::sync::Mutex<std::collections::HashMap<(String, Option<u64>), u64>>,
     random_per_million: AtomicU64,
     random_cuts_left: AtomicU64,
     /// HTTP faults, in the order added.
@@ -246,6 +249,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// The key of a request's random decisions: its method and body length, and how many
+    /// such requests came before it (so a retried request gets new decisions).
+    fn request_key(&self, head: &RequestHead) -> u64 {
+        let mut seen = self.random_seen.lock().unwrap();
+        let n = seen.entry((head.method.clone(), head.content_length())).or_insert(0);
+        *n += 1;
+        let mut key = splitmix64(*n);
+        for b in head.method.bytes() {
+            key = splitmix64(key ^ u64::from(b));
+        }
+        splitmix64(key ^ head.content_length().unwrap_or(u64::MAX))
+    }
+
     /// Logs a request and decides whether a rule answers it: every rule that matches counts
     /// it, the first one whose window is open answers it.
     fn on_request(&self, conn: u64, head: &RequestHead) -> Option<Vec<u8>> {
@@ -302,7 +318,8 @@ impl CountingProxy {
             cut_after: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
             stall_after: AtomicU64::new(0),
-            random_state: std::sync::Mutex::new(0),
+            random_seed: std::sync::Mutex::new(0),
+            random_seen: Default::default(),
             random_per_million: AtomicU64::new(0),
             random_cuts_left: AtomicU64::new(0),
             rules: std::sync::Mutex::new(Vec::new()),
@@ -377,12 +394,13 @@ impl CountingProxy {
         self.shared.cut_after.store(bytes, Ordering::SeqCst);
     }
 
-    /// Random mode with a fixed seed: each 64 KiB of a connection's stream towards the server
-    /// has a `per_million` chance of having the connection cut there, at most `max_cuts`
-    /// times. The same seed gives the same sequence of decisions; which connection meets
-    /// them still depends on how the client spreads requests over its pooled connections.
+    /// Random mode with a fixed seed: each 64 KiB of a request towards the server has a
+    /// `per_million` chance of having its connection cut there, at most `max_cuts` times. A
+    /// decision depends on the seed, the request's method and body length, how many such
+    /// requests came before, and the offset, so the same seed and traffic give the same cuts
+    /// in whatever order concurrent requests arrive (as long as `max_cuts` is not reached).
     pub fn random_cuts(&self, seed: u64, per_million: u64, max_cuts: u64) {
-        *self.shared.random_state.lock().unwrap() = seed.max(1);
+        *self.shared.random_seed.lock().unwrap() = seed.max(1);
         self.shared.random_per_million.store(per_million, Ordering::SeqCst);
         self.shared.random_cuts_left.store(max_cuts, Ordering::SeqCst);
     }
@@ -526,6 +544,8 @@ async fn pump_to_client(mut from: OwnedReadHalf, to: ClientWriter, shared: &Shar
 struct ReadPlan {
     /// Bytes to forward, in order.
     forward: Vec<u8>,
+    /// Where in `forward` a request begins, and the key of its random decisions.
+    starts: Vec<(usize, u64)>,
     /// Bytes a rule swallowed.
     discarded: u64,
     /// The proxy's own answer, once the request it answers has been read to its end.
@@ -544,26 +564,39 @@ async fn pump_to_server(
 ) -> Ended {
     let mut buf = vec![0u8; 64 * 1024];
     let mut requests = RequestTracker::new(conn);
-    let mut offset: u64 = 0;
-    loop {
+    let mut offset = Offsets::default();
+    'reading: loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let plan = requests.feed(&buf[..n], shared);
         shared.stats.discarded.fetch_add(plan.discarded, Ordering::SeqCst);
-        if !plan.forward.is_empty() {
-            match forward(&plan.forward, &mut offset, &mut to, shared).await {
-                Forwarded::Ok => {}
-                Forwarded::Cut => return Ended::Eof,
-                Forwarded::Stalled => {
-                    // Hold the connection open and forward nothing more, as a hung peer would.
-                    let _keep = (from, to);
-                    let never: std::convert::Infallible = std::future::pending().await;
-                    match never {}
-                }
-                Forwarded::Closed => break,
+        // Piece by piece, so the request offset starts over where a request begins.
+        let mut cuts: Vec<usize> = plan.starts.iter().map(|(at, _)| *at).collect();
+        cuts.push(plan.forward.len());
+        let mut from_index = 0;
+        for to_index in cuts {
+            if let Some((_, key)) = plan.starts.iter().find(|(at, _)| *at == from_index) {
+                offset.request = 0;
+                offset.request_key = *key;
             }
+            if to_index > from_index {
+                let piece = &plan.forward[from_index..to_index];
+                match forward(piece, &mut offset, &mut to, shared).await {
+                    Forwarded::Ok => {}
+                    Forwarded::Cut => return Ended::Eof,
+                    Forwarded::Stalled => {
+                        // Hold the connection open and forward nothing more, as a hung peer
+                        // would.
+                        let _keep = (from, to);
+                        let never: std::convert::Infallible = std::future::pending().await;
+                        match never {}
+                    }
+                    Forwarded::Closed => break 'reading,
+                }
+            }
+            from_index = to_index;
         }
         if let Some(answer) = plan.answer {
             let mut w = client.lock().await;
@@ -588,18 +621,37 @@ enum Forwarded {
 }
 
 /// Forwards the bytes of one read towards the server, after the TCP faults had their say.
-/// Random cuts are decided once per this many bytes of a connection's stream to the server.
+/// A well-mixed 64-bit hash of `x` (SplitMix64's finalizer).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Random cuts are decided once per this many bytes of a request.
 const RANDOM_UNIT: u64 = 64 * 1024;
+
+/// How far a connection's stream towards the server has come, and its current request
+/// (with the key of its random decisions).
+#[derive(Default)]
+struct Offsets {
+    connection: u64,
+    request: u64,
+    request_key: u64,
+}
 
 async fn forward(
     data: &[u8],
-    offset: &mut u64,
+    offsets: &mut Offsets,
     to: &mut OwnedWriteHalf,
     shared: &Shared,
 ) -> Forwarded {
     let n = data.len();
     let counter = &shared.stats.to_server;
-    *offset += n as u64;
+    offsets.connection += n as u64;
+    offsets.request += n as u64;
+    let offset = &offsets.connection;
     let cut = shared.cut_after.load(Ordering::SeqCst);
     if cut > 0
         && *offset >= cut
@@ -613,18 +665,13 @@ async fn forward(
         return Forwarded::Cut;
     }
     if shared.random_cuts_left.load(Ordering::SeqCst) > 0 {
-        // One roll per RANDOM_UNIT of the connection's stream, not per read: reads vary in size
-        // with timing, so rolling per read made the number of rolls vary too.
-        let before = *offset - n as u64;
+        // One roll per RANDOM_UNIT of each request, not per read (reads vary in size with
+        // timing) nor of the connection (which requests share a pooled connection varies too).
+        let before = offsets.request - n as u64;
         let mut boundary = (before / RANDOM_UNIT + 1) * RANDOM_UNIT;
-        while boundary <= *offset {
-            let roll = {
-                let mut x = shared.random_state.lock().unwrap();
-                *x ^= *x << 13;
-                *x ^= *x >> 7;
-                *x ^= *x << 17;
-                *x % 1_000_000
-            };
+        while boundary <= offsets.request {
+            let seed = *shared.random_seed.lock().unwrap();
+            let roll = splitmix64(seed ^ offsets.request_key ^ splitmix64(boundary)) % 1_000_000;
             if roll < shared.random_per_million.load(Ordering::SeqCst)
                 && shared.random_cuts_left.fetch_sub(1, Ordering::SeqCst) > 0
             {
@@ -819,6 +866,7 @@ impl RequestTracker {
                     if answer.is_some() {
                         plan.discarded += head.len() as u64;
                     } else {
+                        plan.starts.push((plan.forward.len(), shared.request_key(&parsed)));
                         plan.forward.append(head);
                     }
                     if parsed.body.is_empty() {
