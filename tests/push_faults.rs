@@ -142,6 +142,7 @@ async fn an_upload_cut_mid_blob_is_retried_and_lands_byte_identical() {
     // Cut the connection once, 3 MiB into the request stream.
     proxy.cut_after(3 * MIB);
     let report_path = dir.path().join("r.json");
+    let started = Instant::now();
     let run = imagepush(&[
         "--log-level",
         "info",
@@ -157,6 +158,7 @@ async fn an_upload_cut_mid_blob_is_retried_and_lands_byte_identical() {
         &format!("{}/team/app:v1", proxy.host()),
     ]);
     run.ok();
+    assert!(started.elapsed() < PUSH_BOUND, "{:?}", started.elapsed());
     assert_eq!(proxy.cuts(), 1, "the fault fired");
     assert!(run.stdout.contains("Retrying upload"), "{}", run.stdout);
     // Byte-identical in the registry.
