@@ -623,3 +623,19 @@ async fn the_proxy_answers_scripted_requests_and_forwards_the_rest_intact() {
     assert_eq!(log[4].conn, log[5].conn, "the commit followed the chunked PATCH on one connection");
     assert_eq!(proxy.http_faults(), 3);
 }
+
+/// A registry that asks to come back in an hour (rate limited) when the retry time left is
+/// five minutes: the push gives up at once, with no tag, instead of hammering it.
+#[tokio::test]
+async fn a_retry_after_beyond_the_retry_time_limit_fails_at_once() {
+    let Scene { registry, proxy, dir: _dir, layout, b: _b, image: _image } = scene(&[50_000], 38);
+    proxy.add_rule(HttpFault::new("PUT", "/manifests/", 429).retry_after(3600).times(u64::MAX));
+    let (run, elapsed) = push_through(&proxy, &layout, &[]);
+    run.expect_code(5);
+    assert_eq!(proxy.http_faults(), 1, "{}", show(&proxy.requests()));
+    assert!(!run.stdout.contains("Retrying PUT manifest"), "{}", run.stdout);
+    let error = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(error.contains("429"), "{}", run.stderr);
+    assert!(registry.tags("team/app").await.is_empty());
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}

@@ -43,9 +43,33 @@ impl RetryPolicy {
 
     /// Delay before attempt `attempt + 1`: the registry's `Retry-After` when it gave one
     /// (capped by max_delay), else base·2^(attempt-1) with ±25% jitter.
+    /// The wait before try `attempt + 1`, or `None` when the policy allows no more tries:
+    /// out of attempts, or the wait (a long `Retry-After`) would end past `max_elapsed`.
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        started: Instant,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if !self.allows(attempt, started) {
+            return None;
+        }
+        let delay = self.delay(attempt, retry_after);
+        if started.elapsed() + delay > self.max_elapsed {
+            tracing::warn!(
+                delay_s = delay.as_secs(),
+                max_elapsed_s = self.max_elapsed.as_secs(),
+                "not retrying: the wait would end past the retry time limit"
+            );
+            return None;
+        }
+        Some(delay)
+    }
+
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        // The registry knows best when to come back; `max_delay` only caps our own backoff.
         if let Some(d) = retry_after {
-            return d.min(self.max_delay);
+            return d;
         }
         let exp = self.base_delay.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16));
         let capped = exp.min(self.max_delay);
@@ -89,8 +113,10 @@ where
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && policy.allows(attempt, started) => {
-                let delay = policy.delay(attempt, e.retry_after());
+            Err(e) if e.is_transient() => {
+                let Some(delay) = policy.next_delay(attempt, started, e.retry_after()) else {
+                    return Err(e);
+                };
                 notify(observer, what, attempt, policy, delay, &e);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -126,8 +152,15 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     if v.is_empty() {
         return None;
     }
-    match v.parse::<u64>() {
-        Ok(s) => Some(Duration::from_secs(s)),
+    if let Ok(seconds) = v.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    // An HTTP date: how long until then (nothing when it has passed); anything else: a second.
+    match k8s_openapi::jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(v) {
+        Ok(at) => {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            Some(Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO))
+        }
         Err(_) => Some(Duration::from_secs(1)),
     }
 }
@@ -148,13 +181,31 @@ mod tests {
         assert!(d1 >= Duration::from_millis(75) && d1 <= Duration::from_millis(125), "{d1:?}");
         assert!(d3 >= Duration::from_millis(300) && d3 <= Duration::from_millis(500), "{d3:?}");
         assert!(p.delay(20, None) <= Duration::from_millis(1250));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(1));
+        // Retry-After is honoured beyond the backoff's cap...
+        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
         assert_eq!(p.delay(1, Some(Duration::from_millis(400))), Duration::from_millis(400));
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        // ...unless it ends past the time limit: then no retry.
+        let now = Instant::now();
         assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::from_secs(1))
+            p.next_delay(1, now, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
         );
+        assert_eq!(p.next_delay(1, now, Some(Duration::from_secs(3600))), None);
+        assert_eq!(p.next_delay(p.max_attempts, now, None), None);
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        // HTTP dates: a past one means now; a future one, the time until then.
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        let soon =
+            k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(120);
+        let text = k8s_openapi::jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&soon)
+            .unwrap();
+        let wait = parse_retry_after(&text).unwrap();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{text}: {wait:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), Some(Duration::from_secs(1)));
         assert!(!RetryPolicy::none().allows(1, Instant::now()));
     }
 

@@ -229,19 +229,16 @@ impl RegistryClient {
                     return Err(Error::Content(e));
                 }
                 // A dropped session is found gone by the status check below: a new one starts.
-                Err(e)
-                    if (e.is_transient() || e.is_unauthorized() || e.is_upload_unknown())
-                        && self.retry.allows(attempt, started) =>
-                {
-                    e
-                }
+                Err(e) if e.is_transient() || e.is_unauthorized() || e.is_upload_unknown() => e,
                 Err(e) => return Err(e),
             };
             if failure.is_unauthorized() {
                 // A token that expired during a long upload: renew it (once per try).
                 self.tokens.invalidate(&scopes).await;
             }
-            let delay = self.retry.delay(attempt, failure.retry_after());
+            let Some(delay) = self.retry.next_delay(attempt, started, failure.retry_after()) else {
+                return Err(failure);
+            };
             super::retry::notify(
                 self.observer.as_ref(),
                 &format!("upload {digest} at byte {offset}"),
@@ -347,12 +344,7 @@ impl RegistryClient {
                     progress(size);
                     return Ok(());
                 }
-                Err(e)
-                    if (e.is_transient() || e.is_unauthorized() || e.is_upload_unknown())
-                        && self.retry.allows(attempt, started) =>
-                {
-                    e
-                }
+                Err(e) if e.is_transient() || e.is_unauthorized() || e.is_upload_unknown() => e,
                 Err(e) => return Err(e),
             };
             if failure.is_transient() && self.blob_exists(repository, digest).await.unwrap_or(false)
@@ -363,7 +355,9 @@ impl RegistryClient {
             if failure.is_unauthorized() {
                 self.tokens.invalidate(&scopes).await;
             }
-            let delay = self.retry.delay(attempt, failure.retry_after());
+            let Some(delay) = self.retry.next_delay(attempt, started, failure.retry_after()) else {
+                return Err(failure);
+            };
             super::retry::notify(
                 self.observer.as_ref(),
                 &format!("upload {digest}"),
