@@ -709,3 +709,47 @@ async fn host_path_symlinks_are_resolved_inside_the_allowed_root() {
     assert_eq!(jobs_of(&client, "escape").await.len(), 1, "a permanent failure is not retried");
     assert_eq!(registry.tags("node/app").await, ["v1"]);
 }
+
+/// A rate-limited registry (429 with `Retry-After: 600`): the worker gives up at once (the
+/// wait is past its retry time) and reports the wait; the controller schedules the next
+/// attempt (Job) no sooner than the registry asked, instead of after its own 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_registry_is_left_alone_as_long_as_it_asks() {
+    use common::proxy::HttpFault;
+    let registry = TestRegistry::start();
+    let proxy = common::CountingProxy::start(registry.addr());
+    proxy.add_rule(HttpFault::new("PUT", "/manifests/", 429).retry_after(600).times(u64::MAX));
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[2000], 51);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let target = format!("{}/team/app:v1", proxy.host());
+    create(&api, image_push("limited", "layouts", "app", &target, json!({}))).await;
+    let waiting = |ip: &ImagePush| {
+        ip.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.message.contains("attempt 2 in"))
+        })
+    };
+    let ip = wait_for(&cluster, &api, "limited", TIMEOUT, "waiting for attempt 2", waiting).await;
+    let st = ip.status.unwrap();
+    let c = st.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
+    assert_eq!(c.reason, "RegistryUnavailable", "{c:?}");
+    let secs: u64 = c
+        .message
+        .rsplit("attempt 2 in ")
+        .next()
+        .and_then(|t| t.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("{}", c.message));
+    assert!(secs > 500 && secs <= 600, "next attempt in {secs}s: {}", c.message);
+    assert!(st.message.unwrap_or_default().contains("429"));
+    // One Job so far; inside it, the pod's own tries for a transient failure (the kubelet's
+    // backoff, not the registry's wait) at most; nothing tagged.
+    assert_eq!(jobs_of(&client, "limited").await.len(), 1);
+    let tries = 1 + imagepush::controller::job::BACKOFF_LIMIT as u64;
+    assert!((1..=tries).contains(&proxy.http_faults()), "{} refused PUTs", proxy.http_faults());
+    assert!(registry.tags("team/app").await.is_empty());
+}

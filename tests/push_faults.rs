@@ -630,8 +630,14 @@ async fn the_proxy_answers_scripted_requests_and_forwards_the_rest_intact() {
 async fn a_retry_after_beyond_the_retry_time_limit_fails_at_once() {
     let Scene { registry, proxy, dir: _dir, layout, b: _b, image: _image } = scene(&[50_000], 38);
     proxy.add_rule(HttpFault::new("PUT", "/manifests/", 429).retry_after(3600).times(u64::MAX));
-    let (run, elapsed) = push_through(&proxy, &layout, &[]);
+    let report_path = layout.with_extension("report.json");
+    let (run, elapsed) =
+        push_through(&proxy, &layout, &["--report", report_path.to_str().unwrap()]);
     run.expect_code(5);
+    // The report hands the wait on (the operator schedules its next attempt by it).
+    let r = report(&report_path);
+    assert_eq!(r["error"]["retryAfterSeconds"], 3600, "{r}");
+    assert_eq!(r["error"]["transient"], true, "{r}");
     assert_eq!(proxy.http_faults(), 1, "{}", show(&proxy.requests()));
     assert!(!run.stdout.contains("Retrying PUT manifest"), "{}", run.stdout);
     let error = run.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();

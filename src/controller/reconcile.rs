@@ -491,7 +491,14 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
                 stall(&ctx, &ip, &old, st, reason, &msg, generation).await?;
                 return Ok(Action::await_change());
             }
-            let wait = retry_backoff(attempt);
+            // Not before the registry said it would take us back (a rate limit's Retry-After).
+            let registry_wait = report
+                .as_ref()
+                .and_then(|r| r.error.as_ref())
+                .and_then(|e| e.retry_after_seconds)
+                .map(Duration::from_secs)
+                .unwrap_or_default();
+            let wait = retry_backoff(attempt).max(registry_wait);
             let since = job_finished_at(&job)
                 .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t));
             let elapsed = since.and_then(|d| Duration::try_from(d).ok()).unwrap_or(wait);

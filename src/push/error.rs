@@ -149,6 +149,14 @@ impl Error {
         }
     }
 
+    /// How long the registry asked to wait before trying again (its `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Registry(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same push later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Registry(e) if e.is_transient())

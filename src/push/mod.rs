@@ -169,6 +169,9 @@ pub fn failure_report(
         message: error.to_string(),
         exit_code: error.class().exit_code(),
         transient: error.is_transient(),
+        retry_after_seconds: error
+            .retry_after()
+            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
     });
     report
 }

@@ -124,6 +124,9 @@ pub struct ReportError {
     pub exit_code: i32,
     /// Whether the same push may succeed when tried again.
     pub transient: bool,
+    /// How long the registry asked to be left alone (its `Retry-After`), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl PushReport {
