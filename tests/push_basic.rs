@@ -359,3 +359,22 @@ async fn small_blobs_are_committed_in_one_put_and_big_ones_streamed() {
     let image_bytes: u64 = b.blob_digests(&image).iter().map(|d| b.read_blob(d).len() as u64).sum();
     assert!(proxy.bytes_to_server() < image_bytes + 64 * 1024, "each byte once");
 }
+
+/// An empty layer (size 0) is committed like any small blob and reads back empty.
+#[tokio::test]
+async fn an_empty_layer_is_pushed() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (b, image) = simple_image(dir.path(), "v1", &[0, 1000], 42);
+    imagepush(&[
+        "push",
+        "--plain-http",
+        dir.path().to_str().unwrap(),
+        &format!("{}/team/empty:v1", registry.host()),
+    ])
+    .ok();
+    let empty = b.children(&image).1[0].clone();
+    assert_eq!(empty.size, 0);
+    assert_eq!(registry.blob("team/empty", &empty.digest).await.unwrap(), Vec::<u8>::new());
+    assert_eq!(registry.manifest("team/empty", "v1").await.unwrap().2, image.digest);
+}

@@ -199,24 +199,21 @@ impl RegistryClient {
                     return Err(Error::Content(e));
                 }
             };
-            let result = if size == 0 {
-                verifier.finish().map(|_| location.clone()).map_err(Error::Content)
-            } else {
-                match skip_verified(file, &mut verifier, offset) {
-                    Ok(file) => {
-                        self.patch(
-                            repository,
-                            &location,
-                            file,
-                            verifier,
-                            offset,
-                            size,
-                            progress.clone(),
-                        )
-                        .await
-                    }
-                    Err(e) => Err(Error::Content(e)),
+            // (An empty blob is small: `upload_small` has it.)
+            let result = match skip_verified(file, &mut verifier, offset) {
+                Ok(file) => {
+                    self.patch(
+                        repository,
+                        &location,
+                        file,
+                        verifier,
+                        offset,
+                        size,
+                        progress.clone(),
+                    )
+                    .await
                 }
+                Err(e) => Err(Error::Content(e)),
             };
             let failure = match result {
                 Ok(next) => {
@@ -229,26 +226,10 @@ impl RegistryClient {
                     return Err(Error::Content(e));
                 }
                 // A dropped session is found gone by the status check below: a new one starts.
-                Err(e) if e.is_transient() || e.is_unauthorized() || e.is_upload_unknown() => e,
-                Err(e) => return Err(e),
+                Err(e) => e,
             };
-            if failure.is_unauthorized() {
-                // A token that expired during a long upload: renew it (once per try).
-                self.tokens.invalidate(&scopes).await;
-            }
-            let Some(delay) = self.retry.next_delay(attempt, started, failure.retry_after()) else {
-                return Err(failure);
-            };
-            super::retry::notify(
-                self.observer.as_ref(),
-                &format!("upload {digest} at byte {offset}"),
-                attempt,
-                &self.retry,
-                delay,
-                &failure,
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+            let what = format!("upload {digest} at byte {offset}");
+            self.pause_before_retry(&scopes, &what, &mut attempt, started, failure).await?;
             match self.upload_status(repository, &location).await {
                 Ok(Some((next, Some(received)))) if received <= size => {
                     tracing::info!(%digest, received, size, "resuming the upload where the registry left it");
@@ -344,33 +325,45 @@ impl RegistryClient {
                     progress(size);
                     return Ok(());
                 }
-                Err(e) if e.is_transient() || e.is_unauthorized() || e.is_upload_unknown() => e,
-                Err(e) => return Err(e),
+                Err(e) => e,
             };
             if failure.is_transient() && self.blob_exists(repository, digest).await.unwrap_or(false)
             {
                 progress(size);
                 return Ok(());
             }
-            if failure.is_unauthorized() {
-                self.tokens.invalidate(&scopes).await;
-            }
-            let Some(delay) = self.retry.next_delay(attempt, started, failure.retry_after()) else {
-                return Err(failure);
-            };
-            super::retry::notify(
-                self.observer.as_ref(),
-                &format!("upload {digest}"),
-                attempt,
-                &self.retry,
-                delay,
-                &failure,
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+            let what = format!("upload {digest}");
+            self.pause_before_retry(&scopes, &what, &mut attempt, started, failure).await?;
             self.cancel_upload(repository, UploadSession { location }).await;
             location = self.start_upload(repository).await?.location;
         }
+    }
+
+    /// After a failed try of an upload: gives `failure` back unless another try may fix it (a
+    /// transient failure, a refused token — renewed here, e.g. one that expired during a long
+    /// upload — or a dropped session) and the retry policy allows one; else tells the observer
+    /// and waits before that try.
+    async fn pause_before_retry(
+        &self,
+        scopes: &[String],
+        what: &str,
+        attempt: &mut u32,
+        started: Instant,
+        failure: Error,
+    ) -> Result<(), Error> {
+        if !(failure.is_transient() || failure.is_unauthorized() || failure.is_upload_unknown()) {
+            return Err(failure);
+        }
+        if failure.is_unauthorized() {
+            self.tokens.invalidate(scopes).await;
+        }
+        let Some(delay) = self.retry.next_delay(*attempt, started, failure.retry_after()) else {
+            return Err(failure);
+        };
+        super::retry::notify(self.observer.as_ref(), what, *attempt, &self.retry, delay, &failure);
+        tokio::time::sleep(delay).await;
+        *attempt += 1;
+        Ok(())
     }
 
     /// One `PATCH` carrying bytes `offset..size`; returns the next location.
