@@ -185,7 +185,8 @@ async fn publish(
     }
 }
 
-/// Stalls with `reason`; publishes a Warning event only when the reason or message changed.
+/// Stalls with `reason` and counts it as a failed push; publishes a Warning event only when
+/// the reason or message changed.
 async fn stall(
     ctx: &Context,
     ip: &ImagePush,
@@ -195,6 +196,10 @@ async fn stall(
     message: &str,
     generation: i64,
 ) -> Result<(), Error> {
+    ctx.metrics
+        .push_failures
+        .get_or_create(&super::metrics::ReasonLabel { reason: reason.into() })
+        .inc();
     stall_with(ctx, ip, old, st, reason, message, generation, status::mark_stalled).await
 }
 
@@ -256,10 +261,6 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             st.job_name = None;
             st.attempt = None;
             stall(&ctx, &ip, &old, st, invalid.reason, &invalid.message, generation).await?;
-            ctx.metrics
-                .push_failures
-                .get_or_create(&super::metrics::ReasonLabel { reason: invalid.reason.into() })
-                .inc();
             return Ok(Action::await_change());
         }
     };
@@ -445,10 +446,6 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
                 .pushes
                 .get_or_create(&super::metrics::ResultLabel { result: "failed".into() })
                 .inc();
-            ctx.metrics
-                .push_failures
-                .get_or_create(&super::metrics::ReasonLabel { reason: e.reason.clone() })
-                .inc();
             stall(&ctx, &ip, &old, st, &e.reason, &e.message, generation).await?;
             Ok(Action::await_change())
         }
@@ -467,12 +464,6 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
                 (None, "DeadlineExceeded") => {
                     let msg =
                         format!("the push did not finish within its timeout (job {job_name})");
-                    ctx.metrics
-                        .push_failures
-                        .get_or_create(&super::metrics::ReasonLabel {
-                            reason: reasons::TIMED_OUT.into(),
-                        })
-                        .inc();
                     stall(&ctx, &ip, &old, st, reasons::TIMED_OUT, &msg, generation).await?;
                     return Ok(Action::await_change());
                 }
@@ -484,10 +475,6 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
             if attempt >= MAX_ATTEMPTS {
                 let msg = format!("gave up after {attempt} attempts: {reason}: {message}");
                 let reason = reasons::RETRIES_EXHAUSTED;
-                ctx.metrics
-                    .push_failures
-                    .get_or_create(&super::metrics::ReasonLabel { reason: reason.into() })
-                    .inc();
                 stall(&ctx, &ip, &old, st, reason, &msg, generation).await?;
                 return Ok(Action::await_change());
             }
