@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use common::{Run, TestRegistry, imagepush, imagepush_env, imagepush_with_stdin, simple_image};
+use common::{
+    Run, TestRegistry, imagepush, imagepush_env, imagepush_with_stdin, openssl, simple_image,
+};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "Correct-Horse-71";
 /// A password distinctive enough to search for in every output.
 const DISTINCTIVE: &str = "s3cr3t-Pa55-zzq";
-const OPENSSL_BIN: &str = "/usr/bin/openssl";
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 // ---------------------------------------------------------------------------------------------
@@ -495,23 +496,6 @@ async fn credentials_never_leak_on_failure() {
 // ---------------------------------------------------------------------------------------------
 // 8: TLS
 // ---------------------------------------------------------------------------------------------
-
-/// Runs openssl in `dir`, panicking with its output on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(OPENSSL_BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {OPENSSL_BIN} (is openssl installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {} failed: {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A throwaway CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it
 /// (`server.pem`, `server.key`) in `dir`.

@@ -16,17 +16,14 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 
+use super::openssl;
+
 pub struct TokenRegistry {
     pub dir: tempfile::TempDir,
     child: Child,
     port: u16,
     /// Scope lists of every token request, in order.
     pub scopes: Arc<Mutex<Vec<Vec<String>>>>,
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn percent_decode(s: &str) -> String {
@@ -49,6 +46,7 @@ impl TokenRegistry {
     pub fn start(user: &str, password: &str) -> TokenRegistry {
         let dir = tempfile::tempdir().unwrap();
         openssl(
+            dir.path(),
             &[
                 "req",
                 "-x509",
@@ -68,13 +66,12 @@ impl TokenRegistry {
                 "-addext",
                 "keyUsage=critical,digitalSignature,keyCertSign",
             ],
-            dir.path(),
         );
         openssl(
-            &["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.p8"],
             dir.path(),
+            &["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.p8"],
         );
-        openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"], dir.path());
+        openssl(dir.path(), &["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"]);
         let key_der = std::fs::read(dir.path().join("key.p8")).unwrap();
         let cert_der = std::fs::read(dir.path().join("cert.der")).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(
