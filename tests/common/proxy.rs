@@ -641,6 +641,29 @@ struct Offsets {
     request_key: u64,
 }
 
+/// In random mode, how much of the last `n` bytes of the current request to forward before
+/// cutting the connection, if a roll says so.
+fn random_cut(n: usize, offsets: &Offsets, shared: &Shared) -> Option<usize> {
+    if shared.random_cuts_left.load(Ordering::SeqCst) == 0 {
+        return None;
+    }
+    // One roll per RANDOM_UNIT of each request, not per read (reads vary in size with timing)
+    // nor of the connection (which requests share a pooled connection varies too).
+    let before = offsets.request - n as u64;
+    let mut boundary = (before / RANDOM_UNIT + 1) * RANDOM_UNIT;
+    while boundary <= offsets.request {
+        let seed = *shared.random_seed.lock().unwrap();
+        let roll = splitmix64(seed ^ offsets.request_key ^ splitmix64(boundary)) % 1_000_000;
+        if roll < shared.random_per_million.load(Ordering::SeqCst)
+            && shared.random_cuts_left.fetch_sub(1, Ordering::SeqCst) > 0
+        {
+            return Some((boundary - before) as usize);
+        }
+        boundary += RANDOM_UNIT;
+    }
+    None
+}
+
 async fn forward(
     data: &[u8],
     offsets: &mut Offsets,
@@ -652,37 +675,22 @@ async fn forward(
     offsets.connection += n as u64;
     offsets.request += n as u64;
     let offset = &offsets.connection;
+    // Where to cut this piece, if anywhere: the one-shot `cut_after`, else a random roll.
     let cut = shared.cut_after.load(Ordering::SeqCst);
-    if cut > 0
+    let keep = if cut > 0
         && *offset >= cut
         && shared.cut_after.compare_exchange(cut, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     {
+        Some(n - (*offset - cut) as usize)
+    } else {
+        random_cut(n, offsets, shared)
+    };
+    if let Some(keep) = keep {
         // Forward only up to the cut, then drop the connection mid-request.
-        let keep = n - (*offset - cut) as usize;
         counter.fetch_add(keep as u64, Ordering::SeqCst);
         let _ = to.write_all(&data[..keep]).await;
         shared.cuts.fetch_add(1, Ordering::SeqCst);
         return Forwarded::Cut;
-    }
-    if shared.random_cuts_left.load(Ordering::SeqCst) > 0 {
-        // One roll per RANDOM_UNIT of each request, not per read (reads vary in size with
-        // timing) nor of the connection (which requests share a pooled connection varies too).
-        let before = offsets.request - n as u64;
-        let mut boundary = (before / RANDOM_UNIT + 1) * RANDOM_UNIT;
-        while boundary <= offsets.request {
-            let seed = *shared.random_seed.lock().unwrap();
-            let roll = splitmix64(seed ^ offsets.request_key ^ splitmix64(boundary)) % 1_000_000;
-            if roll < shared.random_per_million.load(Ordering::SeqCst)
-                && shared.random_cuts_left.fetch_sub(1, Ordering::SeqCst) > 0
-            {
-                let keep = (boundary - before) as usize;
-                counter.fetch_add(keep as u64, Ordering::SeqCst);
-                let _ = to.write_all(&data[..keep]).await;
-                shared.cuts.fetch_add(1, Ordering::SeqCst);
-                return Forwarded::Cut;
-            }
-            boundary += RANDOM_UNIT;
-        }
     }
     let stall = shared.stall_after.load(Ordering::SeqCst);
     if stall > 0
