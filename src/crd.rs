@@ -89,7 +89,10 @@ pub struct Source {
 #[serde(rename_all = "camelCase")]
 pub struct PvcSource {
     /// Name of the PersistentVolumeClaim (same namespace).
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub claim_name: String,
     /// The layout directory inside the volume, relative, without `..` (default: the volume root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +117,10 @@ pub struct HostPathSource {
     pub path: String,
     /// The node holding the layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub node_name: Option<String>,
     /// Labels selecting the nodes holding the layout (any one of them is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,7 +131,10 @@ pub struct HostPathSource {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct LocalObjectReference {
     /// Name of the object in the ImagePush's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -153,12 +163,21 @@ pub struct Connection {
 pub struct CaSource {
     /// A Secret in this namespace holding the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: Option<String>,
     /// A ConfigMap in this namespace holding the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub config_map_name: Option<String>,
     /// The key holding the PEM bundle (default `ca.crt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: Option<String>,
 }
 

@@ -10,6 +10,7 @@ mod error;
 pub mod job;
 pub mod knowledge;
 pub mod metrics;
+pub mod names;
 mod reconcile;
 pub mod status;
 pub mod validate;

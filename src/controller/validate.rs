@@ -4,6 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use super::names::{config_key, dns_subdomain, label_key, label_value};
 use crate::crd::ImagePushSpec;
 use crate::platform::Platform;
 use crate::reference::Target;
@@ -67,6 +68,12 @@ pub fn host_path_allowed(path: &str, roots: &[PathBuf]) -> bool {
     host_path_root(path, roots).is_some()
 }
 
+/// Directories of the worker image (distroless: the binary, libraries, CA certificates, users)
+/// and of what kubelet mounts into every container. A root at, above or under one of them
+/// would replace the image's files there.
+const IMAGE_DIRS: [&str; 7] =
+    ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/var/run/secrets"];
+
 /// Whether `root` can be an allowed hostPath root: an absolute path without `.`/`..`, not `/`,
 /// not in the kernel's or the devices' trees, and clear of the worker's own mounts (it is
 /// mounted into the worker at its own path).
@@ -85,6 +92,14 @@ pub fn check_allowed_root(root: &Path) -> Result<(), String> {
             return Err(format!("must not be under {system}"));
         }
     }
+    for image_dir in IMAGE_DIRS {
+        let dir = Path::new(image_dir);
+        if dir.starts_with(root) || root.starts_with(dir) {
+            return Err(format!(
+                "would hide the worker image's own files in {image_dir} (a root is mounted at its own path)"
+            ));
+        }
+    }
     for mount in super::job::WORKER_MOUNTS {
         let mount = Path::new(mount);
         if mount.starts_with(root) || (root.starts_with(mount) && mount != Path::new("/tmp")) {
@@ -92,6 +107,15 @@ pub fn check_allowed_root(root: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A value the worker Job carries into its pod, checked by the API server's rule for it.
+fn name_field(
+    field: &str,
+    value: &str,
+    rule: fn(&str) -> Result<(), String>,
+) -> Result<(), Invalid> {
+    rule(value).map_err(|why| invalid("SpecInvalid", format!("{field}: {why}")))
 }
 
 /// Checks everything that can be checked without the API.
@@ -109,12 +133,7 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
             ));
         }
         (Some(pvc), None) => {
-            if pvc.claim_name.is_empty() {
-                return Err(invalid(
-                    "SpecInvalid",
-                    "source.persistentVolumeClaim.claimName is empty",
-                ));
-            }
+            name_field("source.persistentVolumeClaim.claimName", &pvc.claim_name, dns_subdomain)?;
             if let Some(path) = &pvc.path {
                 let p = Path::new(path);
                 if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -133,6 +152,13 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
                     "SpecInvalid",
                     "source.hostPath: set at most one of nodeName and nodeSelector",
                 ));
+            }
+            if let Some(node) = &hp.node_name {
+                name_field("source.hostPath.nodeName", node, dns_subdomain)?;
+            }
+            for (key, value) in hp.node_selector.iter().flatten() {
+                name_field("source.hostPath.nodeSelector", key, label_key)?;
+                name_field("source.hostPath.nodeSelector", value, label_value)?;
             }
             if !host_path_allowed(&hp.path, allowed_roots) {
                 let roots: Vec<String> =
@@ -168,13 +194,25 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
     if spec.max_concurrent_uploads == Some(0) {
         return Err(invalid("SpecInvalid", "maxConcurrentUploads must be at least 1"));
     }
-    if let Some(ca) = spec.connection.as_ref().and_then(|c| c.ca.as_ref())
-        && ca.secret_name.is_some() == ca.config_map_name.is_some()
-    {
-        return Err(invalid(
-            "SpecInvalid",
-            "connection.ca: set exactly one of secretName and configMapName",
-        ));
+    if let Some(secret) = &spec.credentials_secret {
+        name_field("credentialsSecret.name", &secret.name, dns_subdomain)?;
+    }
+    if let Some(ca) = spec.connection.as_ref().and_then(|c| c.ca.as_ref()) {
+        if ca.secret_name.is_some() == ca.config_map_name.is_some() {
+            return Err(invalid(
+                "SpecInvalid",
+                "connection.ca: set exactly one of secretName and configMapName",
+            ));
+        }
+        if let Some(name) = &ca.secret_name {
+            name_field("connection.ca.secretName", name, dns_subdomain)?;
+        }
+        if let Some(name) = &ca.config_map_name {
+            name_field("connection.ca.configMapName", name, dns_subdomain)?;
+        }
+        if let Some(key) = &ca.key {
+            name_field("connection.ca.key", key, config_key)?;
+        }
     }
     for m in &spec.mount_from {
         if m.trim().is_empty() || m.contains(char::is_whitespace) {
@@ -190,10 +228,33 @@ pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Targe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::HostPathSource;
+    use crate::crd::{CaSource, Connection, HostPathSource, LocalObjectReference, Source};
 
     fn spec() -> ImagePushSpec {
         ImagePushSpec::from_claim("layouts", Some("app"), "registry.example.com/team/app:v1")
+    }
+
+    fn ca(secret: Option<&str>, config_map: Option<&str>, key: Option<&str>) -> Connection {
+        Connection {
+            ca: Some(CaSource {
+                secret_name: secret.map(Into::into),
+                config_map_name: config_map.map(Into::into),
+                key: key.map(Into::into),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn host(node_name: Option<&str>, selector: Option<(&str, &str)>) -> Source {
+        Source {
+            persistent_volume_claim: None,
+            host_path: Some(HostPathSource {
+                path: "/var/lib/images/app".into(),
+                node_name: node_name.map(Into::into),
+                node_selector: selector.map(|(k, v)| [(k.to_string(), v.to_string())].into()),
+            }),
+            reference: None,
+        }
     }
 
     #[test]
@@ -235,6 +296,43 @@ mod tests {
             (|s| s.timeout = Some("soon".into()), "SpecInvalid", "timeout"),
             (|s| s.max_concurrent_uploads = Some(0), "SpecInvalid", "at least 1"),
             (|s| s.mount_from = vec!["a b".into()], "SpecInvalid", "mountFrom"),
+            (
+                |s| {
+                    s.source.persistent_volume_claim.as_mut().unwrap().claim_name =
+                        "Build_Out".into()
+                },
+                "SpecInvalid",
+                "claimName",
+            ),
+            (
+                |s| s.credentials_secret = Some(LocalObjectReference { name: "Reg Cred".into() }),
+                "SpecInvalid",
+                "credentialsSecret.name",
+            ),
+            (|s| s.connection = Some(ca(Some(""), None, None)), "SpecInvalid", "ca.secretName"),
+            (
+                |s| s.connection = Some(ca(None, Some("a..b"), None)),
+                "SpecInvalid",
+                "ca.configMapName",
+            ),
+            (|s| s.connection = Some(ca(Some("ca"), None, Some(""))), "SpecInvalid", "ca.key"),
+            (|s| s.connection = Some(ca(Some("ca"), None, Some("a/b"))), "SpecInvalid", "ca.key"),
+            (
+                |s| s.connection = Some(ca(Some("ca"), Some("ca"), None)),
+                "SpecInvalid",
+                "exactly one",
+            ),
+            (|s| s.source = host(Some("Node_1"), None), "SpecInvalid", "hostPath.nodeName"),
+            (
+                |s| s.source = host(None, Some(("bad key", "x"))),
+                "SpecInvalid",
+                "hostPath.nodeSelector: label key",
+            ),
+            (
+                |s| s.source = host(None, Some(("disk", "-ssd"))),
+                "SpecInvalid",
+                "hostPath.nodeSelector: label value",
+            ),
         ];
         for (edit, reason, text) in cases {
             let mut s = spec();
@@ -286,7 +384,8 @@ mod tests {
 
     #[test]
     fn allowed_roots_stay_clear_of_the_system_and_the_worker() {
-        for ok in ["/var/lib/images", "/data", "/tmp/builds", "/var/run/builds"] {
+        for ok in ["/var/lib/images", "/data", "/tmp/builds", "/var/run/builds", "/opt/x", "/srv/x"]
+        {
             assert_eq!(check_allowed_root(Path::new(ok)), Ok(()), "{ok}");
         }
         for (bad, why) in [
@@ -299,7 +398,20 @@ mod tests {
             ("/tmp", "/tmp"),
             ("/layout", "/layout"),
             ("/layout/x", "/layout"),
-            ("/var/run", "/var/run/imagepush/credentials"),
+            ("/var/run", "/var/run/secrets"),
+            ("/var", "/var/run/secrets"),
+            ("/usr", "/usr"),
+            ("/usr/local/bin", "/usr"),
+            ("/usr/share/images", "/usr"),
+            ("/lib", "/lib"),
+            ("/lib64", "/lib64"),
+            ("/lib/x86_64-linux-gnu", "/lib"),
+            ("/bin", "/bin"),
+            ("/sbin", "/sbin"),
+            ("/etc", "/etc"),
+            ("/etc/ssl", "/etc"),
+            ("/var/run/secrets", "/var/run/secrets"),
+            ("/var/run/secrets/kubernetes.io", "/var/run/secrets"),
             ("/var/run/imagepush/ca/x", "/var/run/imagepush/ca"),
         ] {
             let e = check_allowed_root(Path::new(bad)).unwrap_err();
