@@ -234,6 +234,9 @@ pub struct ImagePushStatus {
     /// Which try of the current generation the worker Job is (from 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// After a transient failure: when the next attempt starts (the controller's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
     /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -21,13 +21,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use sha2::Digest as _;
 
-use crate::crd::ImagePush;
+use crate::crd::{CaSource, ImagePush, ImagePushSpec, LocalObjectReference};
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "imagepush.dev/name";
 pub const LABEL_GENERATION: &str = "imagepush.dev/generation";
 pub const LABEL_ATTEMPT: &str = "imagepush.dev/attempt";
 
+/// The worker's container; the controller reads its state and log by this name, whatever
+/// other containers (an injected sidecar) the pod has.
+pub const CONTAINER: &str = "push";
+const TERMINATION_LOG: &str = "/dev/termination-log";
 const LAYOUT_MOUNT: &str = "/layout";
 const TMP_MOUNT: &str = "/tmp";
 const CREDENTIALS_MOUNT: &str = "/var/run/imagepush/credentials";
@@ -51,10 +55,13 @@ pub struct WorkerSettings {
     pub default_timeout: Duration,
 }
 
-/// A DNS-label-safe name: `<name>-<gen>-<attempt>`, shortened with a hash when too long
-/// (a Job name must leave room for the pod suffix).
-pub fn job_name(name: &str, generation: i64, attempt: u32) -> String {
-    let suffix = format!("-{generation}-{attempt}");
+/// A DNS-label-safe name: `<name>-<gen>-<attempt>-<uid>` where `<uid>` is the first five
+/// hex digits of the ImagePush's uid, shortened with a hash when too long (a Job name must
+/// leave room for the pod suffix). The uid keeps a deleted and re-created ImagePush (or one
+/// whose old Jobs were orphaned) from colliding with Jobs it does not own.
+pub fn job_name(name: &str, uid: &str, generation: i64, attempt: u32) -> String {
+    let uid: String = uid.chars().filter(char::is_ascii_hexdigit).take(5).collect();
+    let suffix = format!("-{generation}-{attempt}-{}", uid.to_ascii_lowercase());
     let max = 52;
     if name.len() + suffix.len() <= max {
         return format!("{name}{suffix}");
@@ -67,116 +74,143 @@ pub fn job_name(name: &str, generation: i64, attempt: u32) -> String {
 
 /// A label value for the ImagePush name (names can be longer than label values).
 pub fn name_label(name: &str) -> String {
-    if name.len() <= 63 { name.to_string() } else { job_name(name, 0, 0) }
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let hash = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..4]);
+    format!("{}-{hash}", name[..54].trim_end_matches(['-', '.']))
 }
 
-/// Builds the worker Job. `known_sources` is the JSON map of blob locations the namespace's
-/// earlier pushes recorded (may be empty); `host_root` is the allowed root a hostPath source
-/// lies under (see `validate::host_path_root`).
-pub fn build(
-    ip: &ImagePush,
-    generation: i64,
-    attempt: u32,
-    settings: &WorkerSettings,
-    known_sources: &str,
-    host_root: Option<&Path>,
-) -> Job {
-    let name = ip.metadata.name.clone().unwrap_or_default();
-    let spec = &ip.spec;
-    let mut labels = BTreeMap::new();
-    labels.insert(LABEL_MANAGED_BY.to_string(), "imagepush".to_string());
-    labels.insert(LABEL_NAME.to_string(), name_label(&name));
-    labels.insert(LABEL_GENERATION.to_string(), generation.to_string());
-    labels.insert(LABEL_ATTEMPT.to_string(), attempt.to_string());
+/// The worker's volumes and where its container mounts them.
+#[derive(Default)]
+struct Mounts {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+}
 
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    let mut node_name = None;
-    let mut node_selector = None;
-    // The volume is mounted at `layout_root`; the layout is `layout_dir`, at or below it.
-    let (layout_root, layout_dir) = if let Some(pvc) = &spec.source.persistent_volume_claim {
-        volumes.push(Volume {
-            name: "layout".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: pvc.claim_name.clone(),
-                read_only: Some(true),
-            }),
+impl Mounts {
+    fn add(&mut self, volume: Volume, mount_path: &str, read_only: bool) {
+        self.mounts.push(VolumeMount {
+            name: volume.name.clone(),
+            mount_path: mount_path.into(),
+            read_only: read_only.then_some(true),
             ..Default::default()
         });
-        let dir = match pvc.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
-            Some(p) => format!("{LAYOUT_MOUNT}/{p}"),
-            None => LAYOUT_MOUNT.to_string(),
-        };
-        (LAYOUT_MOUNT.to_string(), dir)
-    } else if let Some(hp) = &spec.source.host_path {
+        self.volumes.push(volume);
+    }
+}
+
+/// Where the layout is: the volume holding it is mounted at `root`; the layout is `dir`, at
+/// or below it. A hostPath layout also says which node(s) the worker must run on.
+struct LayoutSource {
+    volume: Volume,
+    root: String,
+    dir: String,
+    node_name: Option<String>,
+    node_selector: Option<BTreeMap<String, String>>,
+}
+
+fn layout_source(spec: &ImagePushSpec, host_root: Option<&Path>) -> LayoutSource {
+    let volume = |v: Volume| Volume { name: "layout".into(), ..v };
+    if let Some(hp) = &spec.source.host_path {
         // The allowed root is mounted, at its own path, rather than the layout directory:
         // the kubelet would follow a symlink on the way to the layout wherever it leads,
         // while the worker resolves the path inside the root and refuses what leaves it.
         // Absolute symlinks that stay under the root work as they do on the node.
         let root = host_root.map_or_else(|| hp.path.clone(), |r| r.display().to_string());
-        volumes.push(Volume {
-            name: "layout".into(),
-            host_path: Some(HostPathVolumeSource {
-                path: root.clone(),
-                type_: Some("Directory".into()),
+        return LayoutSource {
+            volume: volume(Volume {
+                host_path: Some(HostPathVolumeSource {
+                    path: root.clone(),
+                    type_: Some("Directory".into()),
+                }),
+                ..Default::default()
+            }),
+            root,
+            dir: hp.path.clone(),
+            node_name: hp.node_name.clone(),
+            node_selector: hp.node_selector.clone(),
+        };
+    }
+    let pvc = spec.source.persistent_volume_claim.as_ref();
+    let dir = match pvc.and_then(|p| p.path.as_deref()).map(|p| p.trim_matches('/')) {
+        Some(p) if !p.is_empty() => format!("{LAYOUT_MOUNT}/{p}"),
+        _ => LAYOUT_MOUNT.to_string(),
+    };
+    LayoutSource {
+        volume: volume(Volume {
+            persistent_volume_claim: pvc.map(|p| PersistentVolumeClaimVolumeSource {
+                claim_name: p.claim_name.clone(),
+                read_only: Some(true),
             }),
             ..Default::default()
-        });
-        node_name = hp.node_name.clone();
-        node_selector = hp.node_selector.clone();
-        (root, hp.path.clone())
-    } else {
-        (LAYOUT_MOUNT.to_string(), LAYOUT_MOUNT.to_string())
-    };
-    mounts.push(VolumeMount {
-        name: "layout".into(),
-        mount_path: layout_root.clone(),
-        read_only: Some(true),
-        ..Default::default()
-    });
-    // The root filesystem is read-only; the engine needs no scratch space, but a small
-    // tmpfs keeps libraries that want /tmp happy.
-    volumes.push(Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".into()),
-            size_limit: Some(Quantity("16Mi".into())),
+        }),
+        root: LAYOUT_MOUNT.to_string(),
+        dir,
+        node_name: None,
+        node_selector: None,
+    }
+}
+
+/// The credentials Secret as files, readable by the worker's group: kubelet writes Secret
+/// files root-owned with the volume's mode and gives their group to the pod's `fsGroup`
+/// (which `pod_spec` sets to the worker's gid), so 0440 is readable by the worker and by
+/// nobody else in the pod.
+fn credentials_volume(secret: &LocalObjectReference) -> Volume {
+    Volume {
+        name: "credentials".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.name.clone()),
+            default_mode: Some(0o440),
             ..Default::default()
         }),
         ..Default::default()
-    });
-    mounts.push(VolumeMount {
-        name: "tmp".into(),
-        mount_path: TMP_MOUNT.into(),
-        ..Default::default()
-    });
+    }
+}
 
+/// The CA bundle from a Secret or a ConfigMap, as `ca.crt`.
+fn ca_volume(ca: &CaSource) -> Volume {
+    let key = ca.key.clone().unwrap_or_else(|| "ca.crt".into());
+    let items = Some(vec![KeyToPath { key, path: "ca.crt".into(), ..Default::default() }]);
+    let mut v = Volume { name: "ca".into(), ..Default::default() };
+    if let Some(s) = &ca.secret_name {
+        v.secret =
+            Some(SecretVolumeSource { secret_name: Some(s.clone()), items, ..Default::default() });
+    } else if let Some(c) = &ca.config_map_name {
+        v.config_map = Some(ConfigMapVolumeSource { name: c.clone(), items, ..Default::default() });
+    }
+    v
+}
+
+/// The volumes and mounts of the worker, and the `imagepush push` arguments that point at
+/// them.
+fn volumes_and_args(spec: &ImagePushSpec, layout: LayoutSource) -> (Mounts, Vec<String>) {
+    let mut m = Mounts::default();
     let mut args: Vec<String> = vec![
         "push".into(),
         "--progress".into(),
         "json".into(),
         "--termination-message".into(),
-        "/dev/termination-log".into(),
+        TERMINATION_LOG.into(),
         // Symlinks in the volume must not lead the worker out of it.
         "--layout-root".into(),
-        layout_root,
+        layout.root.clone(),
     ];
+    m.add(layout.volume, &layout.root, true);
+    // The root filesystem is read-only; the engine needs no scratch space, but a small
+    // tmpfs keeps libraries that want /tmp happy.
+    let tmp = EmptyDirVolumeSource {
+        medium: Some("Memory".into()),
+        size_limit: Some(Quantity("16Mi".into())),
+        ..Default::default()
+    };
+    m.add(
+        Volume { name: "tmp".into(), empty_dir: Some(tmp), ..Default::default() },
+        TMP_MOUNT,
+        false,
+    );
     if let Some(secret) = &spec.credentials_secret {
-        volumes.push(Volume {
-            name: "credentials".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.name.clone()),
-                default_mode: Some(0o440),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "credentials".into(),
-            mount_path: CREDENTIALS_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        m.add(credentials_volume(secret), CREDENTIALS_MOUNT, true);
         args.extend(["--registry-config".into(), CREDENTIALS_MOUNT.into()]);
     }
     let connection = spec.connection.clone().unwrap_or_default();
@@ -187,26 +221,7 @@ pub fn build(
         args.push("--insecure-skip-tls-verify".into());
     }
     if let Some(ca) = &connection.ca {
-        let key = ca.key.clone().unwrap_or_else(|| "ca.crt".into());
-        let items = Some(vec![KeyToPath { key, path: "ca.crt".into(), ..Default::default() }]);
-        let mut v = Volume { name: "ca".into(), ..Default::default() };
-        if let Some(s) = &ca.secret_name {
-            v.secret = Some(SecretVolumeSource {
-                secret_name: Some(s.clone()),
-                items,
-                ..Default::default()
-            });
-        } else if let Some(c) = &ca.config_map_name {
-            v.config_map =
-                Some(ConfigMapVolumeSource { name: c.clone(), items, ..Default::default() });
-        }
-        volumes.push(v);
-        mounts.push(VolumeMount {
-            name: "ca".into(),
-            mount_path: CA_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        m.add(ca_volume(ca), CA_MOUNT, true);
         args.extend(["--ca-file".into(), format!("{CA_MOUNT}/ca.crt")]);
     }
     if let Some(r) = &spec.source.reference {
@@ -215,45 +230,48 @@ pub fn build(
     if let Some(p) = &spec.platform {
         args.extend(["--platform".into(), p.clone()]);
     }
-    for m in &spec.mount_from {
-        args.extend(["--mount-from".into(), m.clone()]);
+    for repo in &spec.mount_from {
+        args.extend(["--mount-from".into(), repo.clone()]);
     }
     if let Some(n) = spec.max_concurrent_uploads {
         args.extend(["--max-concurrent-uploads".into(), n.to_string()]);
     }
-    args.push(layout_dir);
+    args.push(layout.dir);
     args.push(spec.target.clone());
+    (m, args)
+}
 
+fn env(known_sources: &str) -> Vec<EnvVar> {
+    let var = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    };
     let mut env = Vec::new();
     if !known_sources.is_empty() && known_sources != "{}" {
-        env.push(EnvVar {
-            name: "IMAGEPUSH_KNOWN_SOURCES".into(),
-            value: Some(known_sources.to_string()),
-            value_from: None,
-        });
+        env.push(var("IMAGEPUSH_KNOWN_SOURCES", known_sources));
     }
-    env.push(EnvVar { name: "IMAGEPUSH_LOG".into(), value: Some("info".into()), value_from: None });
-    env.push(EnvVar {
-        name: "IMAGEPUSH_LOG_FORMAT".into(),
-        value: Some("json".into()),
-        value_from: None,
-    });
+    env.push(var("IMAGEPUSH_LOG", "info"));
+    env.push(var("IMAGEPUSH_LOG_FORMAT", "json"));
+    env
+}
 
-    let timeout = spec
-        .timeout
-        .as_deref()
-        .and_then(super::validate::parse_duration)
-        .unwrap_or(settings.default_timeout);
-
-    let container = Container {
-        name: "push".into(),
+/// The `push` container: the image's binary, no privileges, a read-only root.
+fn container(
+    settings: &WorkerSettings,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: CONTAINER.into(),
         image: Some(settings.image.clone()),
         image_pull_policy: settings.image_pull_policy.clone(),
         command: Some(vec!["imagepush".into()]),
         args: Some(args),
         env: Some(env),
         volume_mounts: Some(mounts),
-        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -271,11 +289,105 @@ pub fn build(
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
 
+/// The pod's own security settings: the worker's uid and gid, and its gid as `fsGroup` so
+/// that kubelet gives it the Secret files (see `credentials_volume`). Ownership is changed
+/// only where it does not already match (`OnRootMismatch`); kubelet never changes it on
+/// read-only or hostPath volumes, so the layout is left alone.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(WORKER_UID),
+        run_as_group: Some(WORKER_UID),
+        fs_group: Some(WORKER_UID),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Annotations that keep service meshes from injecting a sidecar: a Job whose pod keeps a
+/// sidecar running never completes.
+fn pod_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("sidecar.istio.io/inject".to_string(), "false".to_string()),
+        ("linkerd.io/inject".to_string(), "disabled".to_string()),
+    ])
+}
+
+/// Fails the Job at once on the exit codes no retry can fix; a disrupted pod (evicted,
+/// preempted, its node drained) is not counted against the backoff limit.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: PERMANENT_EXIT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            },
+        ],
+    }
+}
+
+/// Builds the worker Job. `known_sources` is the JSON map of blob locations the namespace's
+/// earlier pushes recorded (may be empty); `host_root` is the allowed root a hostPath source
+/// lies under (see `validate::host_path_root`).
+pub fn build(
+    ip: &ImagePush,
+    generation: i64,
+    attempt: u32,
+    settings: &WorkerSettings,
+    known_sources: &str,
+    host_root: Option<&Path>,
+) -> Job {
+    let name = ip.metadata.name.clone().unwrap_or_default();
+    let uid = ip.metadata.uid.clone().unwrap_or_default();
+    let labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), "imagepush".to_string()),
+        (LABEL_NAME.to_string(), name_label(&name)),
+        (LABEL_GENERATION.to_string(), generation.to_string()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ]);
+    let layout = layout_source(&ip.spec, host_root);
+    let (node_name, node_selector) = (layout.node_name.clone(), layout.node_selector.clone());
+    let (mounts, args) = volumes_and_args(&ip.spec, layout);
+    let timeout = ip
+        .spec
+        .timeout
+        .as_deref()
+        .and_then(super::validate::parse_duration)
+        .unwrap_or(settings.default_timeout);
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        node_name,
+        node_selector,
+        security_context: Some(pod_security_context()),
+        containers: vec![container(settings, args, env(known_sources), mounts.mounts)],
+        volumes: Some(mounts.volumes),
+        ..Default::default()
+    };
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&name, generation, attempt)),
+            name: Some(job_name(&name, &uid, generation, attempt)),
             namespace: ip.metadata.namespace.clone(),
             labels: Some(labels.clone()),
             owner_references: ip.controller_owner_ref(&()).map(|o| vec![o]),
@@ -286,49 +398,14 @@ pub fn build(
             // Finished Jobs (and their logs) stay a day for people to look at.
             ttl_seconds_after_finished: Some(86_400),
             active_deadline_seconds: Some(timeout.as_secs() as i64),
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![
-                    PodFailurePolicyRule {
-                        action: "FailJob".into(),
-                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                            container_name: Some("push".into()),
-                            operator: "In".into(),
-                            values: PERMANENT_EXIT_CODES.to_vec(),
-                        }),
-                        on_pod_conditions: None,
-                    },
-                    PodFailurePolicyRule {
-                        action: "Ignore".into(),
-                        on_exit_codes: None,
-                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                            type_: "DisruptionTarget".into(),
-                            status: Some("True".into()),
-                        }]),
-                    },
-                ],
-            }),
+            pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    node_name,
-                    node_selector,
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(WORKER_UID),
-                        run_as_group: Some(WORKER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    containers: vec![container],
-                    volumes: Some(volumes),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(pod_annotations()),
                     ..Default::default()
                 }),
+                spec: Some(pod),
             },
             ..Default::default()
         }),
@@ -358,7 +435,7 @@ mod tests {
             },
         );
         ip.metadata.namespace = Some("ns".into());
-        ip.metadata.uid = Some("uid-1".into());
+        ip.metadata.uid = Some("0a1b2c3d-0000-4000-8000-000000000001".into());
         ip
     }
 
@@ -381,11 +458,11 @@ mod tests {
             reference: Some("v1".into()),
         };
         let job = build(&ip(source), 3, 1, &settings(), r#"{"sha256:x":["reg/a"]}"#, None);
-        assert_eq!(job.metadata.name.as_deref(), Some("app-3-1"));
+        assert_eq!(job.metadata.name.as_deref(), Some("app-3-1-0a1b2"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-            ("ImagePush", "uid-1", Some(true))
+            ("ImagePush", "0a1b2c3d-0000-4000-8000-000000000001", Some(true))
         );
         let spec = job.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(BACKOFF_LIMIT));
@@ -397,8 +474,17 @@ mod tests {
         assert_eq!(pod.automount_service_account_token, Some(false));
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
+        // Kubelet gives Secret files (root-owned, 0440) to the fsGroup: the worker's gid.
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group, psc.fs_group),
+            (Some(65532), Some(65532), Some(65532))
+        );
+        let annotations = spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap();
+        assert_eq!(annotations["sidecar.istio.io/inject"], "false");
+        assert_eq!(annotations["linkerd.io/inject"], "disabled");
         assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         let c = &pod.containers[0];
+        assert_eq!(c.name, CONTAINER);
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -493,12 +579,18 @@ mod tests {
 
     #[test]
     fn job_names_fit_and_are_stable() {
-        assert_eq!(job_name("app", 1, 1), "app-1-1");
+        let uid = "7F3A9c01-2b3c-4d5e-8f00-aabbccddeeff";
+        assert_eq!(job_name("app", uid, 1, 1), "app-1-1-7f3a9");
+        // A re-created ImagePush (new uid) never collides with its predecessor's Jobs.
+        assert_ne!(job_name("app", "0c3a9c01-0000", 1, 1), job_name("app", uid, 1, 1));
         let long = "a".repeat(80);
-        let n = job_name(&long, 12, 3);
+        let n = job_name(&long, uid, 12, 3);
         assert!(n.len() <= 52, "{n}");
-        assert!(n.ends_with("-12-3"));
-        assert_eq!(n, job_name(&long, 12, 3));
-        assert_ne!(job_name(&format!("{long}b"), 12, 3), n);
+        assert!(n.ends_with("-12-3-7f3a9"));
+        assert_eq!(n, job_name(&long, uid, 12, 3));
+        assert_ne!(job_name(&format!("{long}b"), uid, 12, 3), n);
+        for name in [n.as_str(), &name_label(&long), &name_label("app")] {
+            assert!(super::super::names::dns_label(name).is_ok(), "{name}");
+        }
     }
 }

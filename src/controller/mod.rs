@@ -6,7 +6,9 @@
 //! the layout and the Secret. It must not write anything but ImagePush status, worker Jobs,
 //! Events and its leader Lease.
 
+mod decide;
 mod error;
+pub mod facts;
 pub mod job;
 pub mod knowledge;
 pub mod metrics;
@@ -30,8 +32,9 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
+pub use decide::MAX_ATTEMPTS;
 pub use error::Error;
-pub use reconcile::{MAX_ATTEMPTS, error_policy, reconcile};
+pub use reconcile::{error_policy, reconcile};
 
 use crate::crd::ImagePush;
 

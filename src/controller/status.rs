@@ -24,6 +24,42 @@ pub mod reasons {
     pub const WORKER_FAILED: &str = "WorkerFailed";
     pub const TIMED_OUT: &str = "PushTimedOut";
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
+    /// The Job controller could not create the worker pod (Pod Security, quota, webhook).
+    pub const WORKER_POD_REJECTED: &str = "WorkerPodRejected";
+    /// No node can take the worker pod.
+    pub const WORKER_UNSCHEDULABLE: &str = "WorkerUnschedulable";
+    /// A pod bound to a node that does not start it.
+    pub const WORKER_NOT_STARTED: &str = "WorkerNotStarted";
+    /// Kubelet cannot mount a volume (a missing Secret, ConfigMap, claim or directory).
+    pub const WORKER_MOUNT_FAILED: &str = "WorkerMountFailed";
+    /// The worker image cannot be pulled (yet).
+    pub const WORKER_IMAGE_PULL_FAILED: &str = "WorkerImagePullFailed";
+    /// The worker image reference is invalid, or may not be pulled.
+    pub const WORKER_IMAGE_INVALID: &str = "WorkerImageInvalid";
+    /// Kubelet cannot create the container (CreateContainerConfigError, CreateContainerError).
+    pub const WORKER_CREATE_FAILED: &str = "WorkerCreateFailed";
+    /// The container runtime cannot start the worker's entrypoint.
+    pub const WORKER_START_FAILED: &str = "WorkerStartFailed";
+    /// Any other reason kubelet gives for a container that does not start.
+    pub const WORKER_CANNOT_START: &str = "WorkerCannotStart";
+    /// The API server refused the worker Job as invalid (422, 400).
+    pub const WORKER_JOB_REJECTED: &str = "WorkerJobRejected";
+    /// The API server forbade the worker Job (RBAC, quota, admission).
+    pub const WORKER_JOB_FORBIDDEN: &str = "WorkerJobForbidden";
+    /// A Job with the worker's name exists and is not this ImagePush's.
+    pub const JOB_NAME_CONFLICT: &str = "JobNameConflict";
+}
+
+/// `text` cut to at most `max` bytes of UTF-8, on a character boundary.
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 pub fn now() -> Time {

@@ -87,10 +87,12 @@ The rules of the controller's role: exactly the API calls src/controller/ makes
 - apiGroups: ["imagepush.dev"]
   resources: ["imagepushes/status"]
   verbs: ["patch"]
-# One worker Job per generation and attempt: watched (owned objects), listed by label, created.
+# One worker Job per generation and attempt: watched (owned objects), listed by label,
+# created; deleted when a newer generation supersedes it or its worker can never start; read
+# when a create answers that the name is taken (to see whether it is ours).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["list", "watch", "create"]
+  verbs: ["list", "watch", "create", "delete", "get"]
 # The worker pod's state, progress lines and push report.
 - apiGroups: [""]
   resources: ["pods"]
@@ -98,6 +100,11 @@ The rules of the controller's role: exactly the API calls src/controller/ makes
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# Why a worker does not start: the Job controller's FailedCreate and kubelet's FailedMount
+# warnings (listed by the object's uid, only while the worker has no pod or a pending one).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 # Whether the claim a source names exists (metadata-only GET).
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

@@ -1,0 +1,457 @@
+//! The reconcile's whole decision, as a pure function of what is known: the ImagePush
+//! (its generation, whether its spec is valid, its status), its worker Jobs, the worker of
+//! the Job that matters, and the time. It returns the next step, or which facts it still
+//! needs: the executor (`reconcile`) gathers those and asks again, so a reconcile makes only
+//! the API calls its situation needs.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::facts::{ContainerState, EventFacts, Finished, JobFacts, PodFacts, WorkerFacts};
+use super::status::reasons;
+use super::validate::Invalid;
+use crate::crd::{ImagePushStatus, Phase};
+use crate::push::progress::ProgressLine;
+use crate::push::report::PushReport;
+
+/// Tries (worker Jobs) per generation for transient failures before giving up.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// How long a pod may sit bound to a node that never starts it before we say so.
+pub const NOT_STARTED_GRACE: Duration = Duration::from_secs(45);
+
+/// Wait before the next attempt: 30 s, 60 s, 120 s, ...
+pub fn retry_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(30u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)))
+}
+
+/// Whether something outside the spec can be expected to fix itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// It may clear by itself (a node appears, a quota frees up, a registry comes back):
+    /// keep reconciling, say why.
+    Itself,
+    /// A person must act outside the spec (create a Secret, relabel a namespace): stalled,
+    /// but looked at again, and the push goes on when it clears.
+    Person,
+    /// Nothing will change it short of a new spec or controller configuration: stalled for
+    /// this generation, and the Job is removed.
+    Never,
+}
+
+/// A reason (CamelCase) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: &str, message: impl Into<String>) -> Problem {
+        Problem { reason: reason.to_string(), message: message.into() }
+    }
+}
+
+/// Facts the decision may ask for before it can decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The ImagePush's worker Jobs (of every generation).
+    Jobs,
+    /// Whether the claim and the credentials Secret exist.
+    Dependencies,
+    /// The newest pod of this Job, why it cannot start, and what the worker wrote.
+    Worker,
+}
+
+/// Whether an object the worker mounts exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Present,
+    Missing,
+    /// The controller may not look (RBAC): the worker finds out.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependencies {
+    /// The layout's claim, when the source is one (`None`: not a claim).
+    pub claim: Option<(String, Presence)>,
+    /// The credentials Secret, when the spec names one.
+    pub secret: Option<(String, Presence)>,
+}
+
+/// Everything one decision looks at.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub namespace: &'a str,
+    pub generation: i64,
+    pub target: &'a str,
+    /// The ImagePush is being deleted.
+    pub deleting: bool,
+    pub status: &'a ImagePushStatus,
+    /// The spec checks that need no API call.
+    pub valid: Result<(), Invalid>,
+    pub jobs: Option<Vec<JobFacts>>,
+    pub dependencies: Option<Dependencies>,
+    /// The worker of the current generation's newest Job.
+    pub worker: Option<WorkerFacts>,
+    pub now: Timestamp,
+}
+
+/// What the executor does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to do and nothing to write.
+    Idle,
+    /// Gather these facts, then decide again.
+    Need(Need),
+    /// Stop the running Jobs of older generations (their pods are terminated gracefully)
+    /// before this generation starts, so an older worker never tags after a newer one.
+    StopOlder {
+        jobs: Vec<String>,
+    },
+    /// Jobs (older ones, or the current one someone deleted) are still stopping.
+    WaitForJobs {
+        jobs: Vec<String>,
+    },
+    /// Failed for good for this generation (a spec problem or a permanent push failure);
+    /// `delete`: a Job whose worker can never start.
+    Stall {
+        problem: Problem,
+        delete: Option<String>,
+        spec: bool,
+    },
+    /// Stalled on something outside the spec; the generation stays open and is looked at
+    /// again after `recheck`.
+    Wait {
+        problem: Problem,
+        recheck: Duration,
+    },
+    /// The worker cannot start yet, but that may clear by itself.
+    Pending {
+        job: String,
+        problem: Problem,
+    },
+    /// Start attempt `attempt` of this generation.
+    Create {
+        attempt: u32,
+    },
+    /// The worker runs (or is being started).
+    Running {
+        job: String,
+        attempt: u32,
+        progress: Option<ProgressLine>,
+    },
+    Succeeded {
+        job: String,
+        report: Box<PushReport>,
+    },
+    /// A transient failure: attempt `attempt + 1` starts at `at` (the controller's clock).
+    RetryAt {
+        job: String,
+        attempt: u32,
+        problem: Problem,
+        at: Timestamp,
+    },
+}
+
+/// The generation is finished: pushed, or failed for good.
+fn finished(status: &ImagePushStatus, generation: i64) -> bool {
+    status.observed_generation == Some(generation)
+        && matches!(status.phase, Some(Phase::Succeeded) | Some(Phase::Failed))
+}
+
+pub fn decide(f: &Facts) -> Step {
+    if f.deleting || finished(f.status, f.generation) {
+        return Step::Idle;
+    }
+    let Some(jobs) = &f.jobs else { return Step::Need(Need::Jobs) };
+    // Older generations first: even an invalid new spec must stop an older push.
+    let older: Vec<&JobFacts> =
+        jobs.iter().filter(|j| j.generation < f.generation && j.finished.is_none()).collect();
+    let running: Vec<String> =
+        older.iter().filter(|j| !j.deleting).map(|j| j.name.clone()).collect();
+    if !running.is_empty() {
+        return Step::StopOlder { jobs: running };
+    }
+    if !older.is_empty() {
+        return Step::WaitForJobs { jobs: older.iter().map(|j| j.name.clone()).collect() };
+    }
+    if let Err(invalid) = &f.valid {
+        let problem = Problem::new(invalid.reason, invalid.message.clone());
+        return Step::Stall { problem, delete: None, spec: true };
+    }
+    let Some(job) = current_job(jobs, f.generation) else { return before_the_first_job(f) };
+    if job.deleting && job.finished.is_none() {
+        return Step::WaitForJobs { jobs: vec![job.name.clone()] };
+    }
+    let Some(worker) = &f.worker else { return Step::Need(Need::Worker) };
+    if let Some(fin) = &job.finished {
+        return outcome(f, job, fin, worker);
+    }
+    match worker_state(worker, f.now) {
+        WorkerState::Starting | WorkerState::Running => Step::Running {
+            job: job.name.clone(),
+            attempt: job.attempt,
+            progress: worker.progress.clone(),
+        },
+        WorkerState::PushEnded(fin) => outcome(f, job, &fin, worker),
+        WorkerState::CannotStart(problem, fix) => {
+            let problem = Problem::new(
+                &problem.reason,
+                format!("worker job {} cannot start: {}", job.name, problem.message),
+            );
+            match fix {
+                Fix::Itself => Step::Pending { job: job.name.clone(), problem },
+                Fix::Person => Step::Wait { problem, recheck: Duration::from_secs(30) },
+                Fix::Never => Step::Stall { problem, delete: Some(job.name.clone()), spec: false },
+            }
+        }
+    }
+}
+
+/// The newest attempt's Job of `generation`.
+pub fn current_job(jobs: &[JobFacts], generation: i64) -> Option<&JobFacts> {
+    jobs.iter().filter(|j| j.generation == generation).max_by_key(|j| j.attempt)
+}
+
+/// No Job yet: what the worker will mount must exist before it is started.
+fn before_the_first_job(f: &Facts) -> Step {
+    let Some(deps) = &f.dependencies else { return Step::Need(Need::Dependencies) };
+    let missing = |what: &str, reason: &str, dep: &Option<(String, Presence)>| {
+        dep.as_ref().filter(|(_, p)| *p == Presence::Missing).map(|(name, _)| {
+            let message = format!("{what} {name:?} does not exist in namespace {}", f.namespace);
+            // Not a spec error: it may appear; look again now and then, no storm.
+            Step::Wait { problem: Problem::new(reason, message), recheck: Duration::from_secs(120) }
+        })
+    };
+    missing("PersistentVolumeClaim", reasons::PVC_NOT_FOUND, &deps.claim)
+        .or_else(|| missing("credentials Secret", reasons::SECRET_NOT_FOUND, &deps.secret))
+        .unwrap_or(Step::Create { attempt: 1 })
+}
+
+/// Where a worker that has not finished stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerState {
+    /// Not running yet, for no reason anyone reported (the Job controller or kubelet is
+    /// getting to it), or between the Job's own pod retries.
+    Starting,
+    Running,
+    /// The `push` container ended while the pod goes on (an injected sidecar keeps it
+    /// running, so the Job will not finish): its end is the worker's outcome.
+    PushEnded(Finished),
+    CannotStart(Problem, Fix),
+}
+
+/// What keeps a worker from starting, from its pod and the Warning events about it.
+pub fn worker_state(w: &WorkerFacts, now: Timestamp) -> WorkerState {
+    let Some(pod) = &w.pod else {
+        // No pod: the Job controller could not create one (admission, quota, webhook).
+        return match latest(&w.events, "FailedCreate") {
+            Some(e) => {
+                let fix = if ["exceeded quota", "failed calling webhook", "Internal error"]
+                    .iter()
+                    .any(|t| e.message.contains(t))
+                {
+                    Fix::Itself
+                } else {
+                    Fix::Person
+                };
+                WorkerState::CannotStart(
+                    Problem::new(reasons::WORKER_POD_REJECTED, &e.message),
+                    fix,
+                )
+            }
+            None => WorkerState::Starting,
+        };
+    };
+    if let Some((reason, message)) = &pod.unscheduled {
+        let text = format!("pod {} is not scheduled ({reason}): {message}", pod.name);
+        return WorkerState::CannotStart(
+            Problem::new(reasons::WORKER_UNSCHEDULABLE, text),
+            Fix::Itself,
+        );
+    }
+    match &pod.push {
+        Some(ContainerState::Running) => WorkerState::Running,
+        Some(ContainerState::Terminated { exit_code, reason, message, finished_at }) => {
+            if matches!(reason.as_str(), "StartError" | "ContainerCannotRun") {
+                let text = format!("pod {}: {reason} (exit code {exit_code}): {message}", pod.name);
+                return WorkerState::CannotStart(
+                    Problem::new(reasons::WORKER_START_FAILED, text),
+                    Fix::Never,
+                );
+            }
+            if pod.phase == "Running" && pod.others_running {
+                return WorkerState::PushEnded(Finished {
+                    succeeded: *exit_code == 0,
+                    reason: reason.clone(),
+                    at: *finished_at,
+                });
+            }
+            // The pod is done and the Job has not finished: it starts another pod.
+            WorkerState::Starting
+        }
+        Some(ContainerState::Waiting { reason, message }) => {
+            waiting(pod, reason, message, &w.events)
+        }
+        None => not_started(pod, now),
+    }
+}
+
+/// A `push` container waiting to be created or started.
+fn waiting(pod: &PodFacts, reason: &str, message: &str, events: &[EventFacts]) -> WorkerState {
+    let problem =
+        |ours: &str, text: &str| Problem::new(ours, format!("pod {}: {reason}: {text}", pod.name));
+    match reason {
+        "ContainerCreating" | "PodInitializing" | "" => match latest(events, "FailedMount") {
+            Some(e) => WorkerState::CannotStart(
+                Problem::new(
+                    reasons::WORKER_MOUNT_FAILED,
+                    format!("pod {}: FailedMount: {}", pod.name, e.message),
+                ),
+                Fix::Person,
+            ),
+            None => WorkerState::Starting,
+        },
+        "ErrImagePull" | "ImagePullBackOff" => WorkerState::CannotStart(
+            problem(reasons::WORKER_IMAGE_PULL_FAILED, message),
+            Fix::Itself,
+        ),
+        "InvalidImageName" | "ErrImageNeverPull" => {
+            WorkerState::CannotStart(problem(reasons::WORKER_IMAGE_INVALID, message), Fix::Never)
+        }
+        "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+            WorkerState::CannotStart(problem(reasons::WORKER_CREATE_FAILED, message), Fix::Person)
+        }
+        _ => WorkerState::CannotStart(problem(reasons::WORKER_CANNOT_START, message), Fix::Itself),
+    }
+}
+
+/// A pod no kubelet has reported on: fine for a moment, worth saying after a while (a
+/// `nodeName` that names no node leaves a pod like that).
+fn not_started(pod: &PodFacts, now: Timestamp) -> WorkerState {
+    let age = pod.created.map(|c| elapsed(c, now)).unwrap_or_default();
+    if pod.phase != "Pending" || age < NOT_STARTED_GRACE {
+        return WorkerState::Starting;
+    }
+    let node = pod.node_name.as_deref().unwrap_or("(none)");
+    let text = format!(
+        "pod {} has waited {}s on node {node} without being started (is {node} a node of the cluster?)",
+        pod.name,
+        age.as_secs()
+    );
+    WorkerState::CannotStart(Problem::new(reasons::WORKER_NOT_STARTED, text), Fix::Itself)
+}
+
+fn latest<'a>(events: &'a [EventFacts], reason: &str) -> Option<&'a EventFacts> {
+    events.iter().rev().find(|e| e.reason == reason)
+}
+
+/// `now - then`, where a negative difference (the cluster's clock ahead of ours) counts as
+/// no time at all, never as "long ago".
+pub fn elapsed(then: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(then)).unwrap_or_default()
+}
+
+/// What a finished worker (or a `push` container that ended) means for the generation.
+fn outcome(f: &Facts, job: &JobFacts, fin: &Finished, worker: &WorkerFacts) -> Step {
+    let report = worker.report.as_ref();
+    let error = report.and_then(|r| r.error.as_ref());
+    if let Some(r) = report.filter(|r| r.error.is_none() && r.digest.is_some()) {
+        return Step::Succeeded { job: job.name.clone(), report: Box::new(r.clone()) };
+    }
+    let stall = |problem: Problem| Step::Stall { problem, delete: None, spec: false };
+    if fin.reason == "DeadlineExceeded" {
+        let mut message = format!("the push did not finish within its timeout (job {})", job.name);
+        if let Some(e) = error {
+            message = format!("{message}: {}", e.message);
+        }
+        return stall(Problem::new(reasons::TIMED_OUT, message));
+    }
+    if let Some(e) = error.filter(|e| !e.transient) {
+        return stall(Problem::new(&e.reason, e.message.clone()));
+    }
+    let problem = match error {
+        Some(e) => Problem::new(&e.reason, e.message.clone()),
+        None => Problem::new(reasons::WORKER_FAILED, died_without_report(job, fin, worker)),
+    };
+    if job.attempt >= MAX_ATTEMPTS {
+        let message = format!(
+            "gave up after {} attempts: {}: {}",
+            job.attempt, problem.reason, problem.message
+        );
+        return stall(Problem::new(reasons::RETRIES_EXHAUSTED, message));
+    }
+    retry(f, job, fin, problem, error.and_then(|e| e.retry_after_seconds))
+}
+
+fn died_without_report(job: &JobFacts, fin: &Finished, worker: &WorkerFacts) -> String {
+    let why = if fin.reason.is_empty() { String::new() } else { format!(" ({})", fin.reason) };
+    let mut text = format!("worker job {} failed{why} without a report", job.name);
+    if let Some(ContainerState::Terminated { exit_code, reason, message, .. }) =
+        worker.pod.as_ref().and_then(|p| p.push.as_ref())
+    {
+        text.push_str(&format!("; container push exited {exit_code} ({reason})"));
+        if !message.is_empty() {
+            text.push_str(&format!(": {message}"));
+        }
+    }
+    text
+}
+
+/// The next attempt, not before the backoff and the registry's `Retry-After`, measured from
+/// when the attempt failed. Once the controller has said when (`status.nextAttemptTime`,
+/// its own clock, for this attempt), that time stands: a cluster clock ahead of ours can
+/// delay it by at most one wait, never push it on and on.
+fn retry(
+    f: &Facts,
+    job: &JobFacts,
+    fin: &Finished,
+    problem: Problem,
+    retry_after: Option<u64>,
+) -> Step {
+    let promised = f
+        .status
+        .next_attempt_time
+        .as_ref()
+        .filter(|_| {
+            f.status.attempt == Some(job.attempt) && f.status.job_name.as_deref() == Some(&job.name)
+        })
+        .map(|t| t.0);
+    let at = promised.unwrap_or_else(|| {
+        let wait = retry_backoff(job.attempt).max(Duration::from_secs(retry_after.unwrap_or(0)));
+        let gone = fin.at.map(|t| elapsed(t, f.now)).unwrap_or(wait);
+        let remaining = wait.saturating_sub(gone);
+        f.now + k8s_openapi::jiff::SignedDuration::try_from(remaining).unwrap_or_default()
+    });
+    if at <= f.now {
+        return Step::Create { attempt: job.attempt + 1 };
+    }
+    Step::RetryAt { job: job.name.clone(), attempt: job.attempt, problem, at }
+}
+
+/// How the API server's refusal of a new worker Job is handled (`None`: not a refusal, the
+/// API failed: retry the reconcile).
+pub fn job_create_refused(code: u16, message: &str) -> Option<Step> {
+    let problem =
+        |reason: &str| Problem::new(reason, format!("the worker Job was refused: {message}"));
+    match code {
+        // The Job as built is invalid: only a new spec (or controller) changes that.
+        400 | 422 => Some(Step::Stall {
+            problem: problem(reasons::WORKER_JOB_REJECTED),
+            delete: None,
+            spec: false,
+        }),
+        // RBAC, quota, an admission webhook: outside the spec, may change.
+        403 => Some(Step::Wait {
+            problem: problem(reasons::WORKER_JOB_FORBIDDEN),
+            recheck: Duration::from_secs(120),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,558 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
+
+use super::*;
+use crate::digest::Digest;
+use crate::push::report::ReportError;
+
+fn t0() -> Timestamp {
+    "2026-11-30T12:00:00Z".parse().unwrap()
+}
+
+fn secs(n: i64) -> SignedDuration {
+    SignedDuration::from_secs(n)
+}
+
+fn job(generation: i64, attempt: u32) -> JobFacts {
+    JobFacts {
+        name: format!("app-{generation}-{attempt}-0a1b2"),
+        uid: format!("job-uid-{generation}-{attempt}"),
+        generation,
+        attempt,
+        finished: None,
+        deleting: false,
+    }
+}
+
+fn finished_job(
+    generation: i64,
+    attempt: u32,
+    succeeded: bool,
+    reason: &str,
+    ago: i64,
+) -> JobFacts {
+    JobFacts {
+        finished: Some(Finished { succeeded, reason: reason.into(), at: Some(t0() - secs(ago)) }),
+        ..job(generation, attempt)
+    }
+}
+
+fn pod(phase: &str, push: Option<ContainerState>) -> PodFacts {
+    PodFacts {
+        name: "app-2-1-0a1b2-xyz12".into(),
+        uid: "pod-uid".into(),
+        phase: phase.into(),
+        node_name: Some("node-1".into()),
+        created: Some(t0() - secs(5)),
+        unscheduled: None,
+        push,
+        others_running: false,
+    }
+}
+
+fn waiting(reason: &str, message: &str) -> Option<ContainerState> {
+    Some(ContainerState::Waiting { reason: reason.into(), message: message.into() })
+}
+
+fn terminated(exit_code: i32, reason: &str, message: &str) -> Option<ContainerState> {
+    Some(ContainerState::Terminated {
+        exit_code,
+        reason: reason.into(),
+        message: message.into(),
+        finished_at: Some(t0() - secs(1)),
+    })
+}
+
+fn event(reason: &str, message: &str) -> EventFacts {
+    EventFacts { reason: reason.into(), message: message.into(), last: Some(t0()) }
+}
+
+fn ok_report() -> PushReport {
+    let mut r = PushReport::new("reg/app:v1".into(), "reg/app".into());
+    r.digest = Some(Digest::sha256(b"m"));
+    r
+}
+
+fn failed_report(reason: &str, transient: bool, retry_after: Option<u64>) -> PushReport {
+    let mut r = PushReport::new("reg/app:v1".into(), "reg/app".into());
+    r.error = Some(ReportError {
+        reason: reason.into(),
+        message: format!("{reason} happened"),
+        exit_code: if transient { 5 } else { 4 },
+        transient,
+        retry_after_seconds: retry_after,
+    });
+    r
+}
+
+struct Case {
+    status: ImagePushStatus,
+    valid: Result<(), Invalid>,
+    jobs: Option<Vec<JobFacts>>,
+    deps: Option<Dependencies>,
+    worker: Option<WorkerFacts>,
+    deleting: bool,
+}
+
+fn case() -> Case {
+    Case {
+        status: ImagePushStatus::default(),
+        valid: Ok(()),
+        jobs: Some(vec![]),
+        deps: Some(Dependencies {
+            claim: Some(("layouts".into(), Presence::Present)),
+            secret: None,
+        }),
+        worker: None,
+        deleting: false,
+    }
+}
+
+impl Case {
+    fn jobs(mut self, jobs: Vec<JobFacts>) -> Case {
+        self.jobs = Some(jobs);
+        self
+    }
+    fn worker(
+        mut self,
+        pod: Option<PodFacts>,
+        events: Vec<EventFacts>,
+        report: Option<PushReport>,
+    ) -> Case {
+        self.worker = Some(WorkerFacts { pod, events, progress: None, report });
+        self
+    }
+    fn decide(&self) -> Step {
+        decide(&Facts {
+            namespace: "ns",
+            generation: 2,
+            target: "reg/app:v1",
+            deleting: self.deleting,
+            status: &self.status,
+            valid: self.valid.clone(),
+            jobs: self.jobs.clone(),
+            dependencies: self.deps.clone(),
+            worker: self.worker.clone(),
+            now: t0(),
+        })
+    }
+}
+
+fn reason(step: &Step) -> &str {
+    match step {
+        Step::Stall { problem, .. }
+        | Step::Wait { problem, .. }
+        | Step::Pending { problem, .. } => &problem.reason,
+        Step::RetryAt { problem, .. } => &problem.reason,
+        _ => "",
+    }
+}
+
+fn message(step: &Step) -> &str {
+    match step {
+        Step::Stall { problem, .. }
+        | Step::Wait { problem, .. }
+        | Step::Pending { problem, .. } => &problem.message,
+        Step::RetryAt { problem, .. } => &problem.message,
+        _ => "",
+    }
+}
+
+#[test]
+fn finished_or_deleted_objects_need_nothing() {
+    let mut c = case();
+    c.deleting = true;
+    assert_eq!(c.decide(), Step::Idle);
+    for phase in [Phase::Succeeded, Phase::Failed] {
+        let mut c = case();
+        c.jobs = None;
+        c.status = ImagePushStatus {
+            observed_generation: Some(2),
+            phase: Some(phase),
+            ..Default::default()
+        };
+        assert_eq!(c.decide(), Step::Idle, "{phase:?}");
+    }
+    // An earlier generation finished: this one is not.
+    let mut c = case();
+    c.jobs = None;
+    c.status = ImagePushStatus {
+        observed_generation: Some(1),
+        phase: Some(Phase::Succeeded),
+        ..Default::default()
+    };
+    assert_eq!(c.decide(), Step::Need(Need::Jobs));
+}
+
+#[test]
+fn older_generations_are_stopped_before_anything_else() {
+    let older = job(1, 2);
+    let stopping = JobFacts { deleting: true, ..job(1, 1) };
+    let done = finished_job(1, 1, true, "CompletionsReached", 100);
+    // Even a spec that no longer validates stops the older push.
+    let mut c = case().jobs(vec![older.clone(), done.clone()]);
+    c.valid = Err(Invalid { reason: "ReferenceInvalid", message: "bad".into() });
+    assert_eq!(c.decide(), Step::StopOlder { jobs: vec![older.name.clone()] });
+    let c = case().jobs(vec![stopping.clone(), done.clone()]);
+    assert_eq!(c.decide(), Step::WaitForJobs { jobs: vec![stopping.name.clone()] });
+    // Finished older Jobs are history.
+    assert_eq!(case().jobs(vec![done]).decide(), Step::Create { attempt: 1 });
+}
+
+#[test]
+fn a_spec_problem_stalls_for_good() {
+    let mut c = case();
+    c.valid = Err(Invalid { reason: "HostPathNotAllowed", message: "no".into() });
+    match c.decide() {
+        Step::Stall { problem, delete: None, spec: true } => {
+            assert_eq!(problem.reason, "HostPathNotAllowed")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_first_job_waits_for_what_it_mounts() {
+    let mut c = case();
+    c.deps = None;
+    assert_eq!(c.decide(), Step::Need(Need::Dependencies));
+    let with = |claim: Presence, secret: Option<Presence>| {
+        let mut c = case();
+        c.deps = Some(Dependencies {
+            claim: Some(("layouts".into(), claim)),
+            secret: secret.map(|p| ("regcred".to_string(), p)),
+        });
+        c.decide()
+    };
+    let step = with(Presence::Missing, Some(Presence::Missing));
+    assert_eq!(reason(&step), reasons::PVC_NOT_FOUND);
+    assert!(message(&step).contains("\"layouts\" does not exist in namespace ns"), "{step:?}");
+    assert!(matches!(step, Step::Wait { recheck, .. } if recheck == Duration::from_secs(120)));
+    assert_eq!(
+        reason(&with(Presence::Present, Some(Presence::Missing))),
+        reasons::SECRET_NOT_FOUND
+    );
+    // Not allowed to look: the worker finds out.
+    assert_eq!(with(Presence::Present, Some(Presence::Unknown)), Step::Create { attempt: 1 });
+    assert_eq!(with(Presence::Present, None), Step::Create { attempt: 1 });
+}
+
+#[test]
+fn a_running_job_is_observed_then_reported() {
+    let c = case().jobs(vec![job(2, 1)]);
+    assert_eq!(c.decide(), Step::Need(Need::Worker));
+    let mut c = c.worker(Some(pod("Running", Some(ContainerState::Running))), vec![], None);
+    let progress = ProgressLine { bytes_done: 5, bytes_total: 9, blobs_done: 1, blobs_total: 2 };
+    c.worker.as_mut().unwrap().progress = Some(progress.clone());
+    assert_eq!(
+        c.decide(),
+        Step::Running { job: job(2, 1).name, attempt: 1, progress: Some(progress) }
+    );
+    // Someone deleted the current Job: wait until it is gone, then start over.
+    let deleting = JobFacts { deleting: true, ..job(2, 1) };
+    assert_eq!(
+        case().jobs(vec![deleting.clone()]).decide(),
+        Step::WaitForJobs { jobs: vec![deleting.name] }
+    );
+}
+
+/// Every way a worker can fail to start, with the reason, what fixes it and a piece of the
+/// cluster's message that must reach the status.
+#[test]
+fn a_worker_that_cannot_start_says_why() {
+    enum Want {
+        Running,
+        Pending,
+        Wait,
+        StallAndDelete,
+    }
+    let psa = "pods \"app-2-1-x\" is forbidden: violates PodSecurity \"baseline:latest\": hostPath volumes (volume \"layout\")";
+    let quota = "pods \"app-2-1-x\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=10, limited: pods=10";
+    let mount =
+        "MountVolume.SetUp failed for volume \"credentials\" : secret \"regcred\" not found";
+    let old = PodFacts { created: Some(t0() - secs(120)), ..pod("Pending", None) };
+    let unscheduled = PodFacts {
+        unscheduled: Some((
+            "Unschedulable".into(),
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.".into(),
+        )),
+        ..pod("Pending", None)
+    };
+    let sidecar_kept =
+        PodFacts { others_running: true, ..pod("Running", terminated(5, "Error", "")) };
+    type Row<'a> = (&'a str, Option<PodFacts>, Vec<EventFacts>, Want, &'a str, &'a str);
+    let cases: Vec<Row> = vec![
+        ("no pod yet", None, vec![], Want::Running, "", ""),
+        (
+            "pod security",
+            None,
+            vec![event("FailedCreate", &format!("Error creating: {psa}"))],
+            Want::Wait,
+            reasons::WORKER_POD_REJECTED,
+            "violates PodSecurity",
+        ),
+        (
+            "quota",
+            None,
+            vec![event("FailedCreate", quota)],
+            Want::Pending,
+            reasons::WORKER_POD_REJECTED,
+            "exceeded quota",
+        ),
+        (
+            "unschedulable",
+            Some(unscheduled),
+            vec![],
+            Want::Pending,
+            reasons::WORKER_UNSCHEDULABLE,
+            "didn't match Pod's node affinity/selector",
+        ),
+        (
+            "mount",
+            Some(pod("Pending", waiting("ContainerCreating", ""))),
+            vec![event("FailedMount", mount)],
+            Want::Wait,
+            reasons::WORKER_MOUNT_FAILED,
+            "secret \"regcred\" not found",
+        ),
+        (
+            "creating",
+            Some(pod("Pending", waiting("ContainerCreating", ""))),
+            vec![event("FailedScheduling", "old")],
+            Want::Running,
+            "",
+            "",
+        ),
+        (
+            "pull",
+            Some(pod("Pending", waiting("ErrImagePull", "failed to pull image \"x\": not found"))),
+            vec![],
+            Want::Pending,
+            reasons::WORKER_IMAGE_PULL_FAILED,
+            "failed to pull image",
+        ),
+        (
+            "backoff",
+            Some(pod("Pending", waiting("ImagePullBackOff", "Back-off pulling image \"x\""))),
+            vec![],
+            Want::Pending,
+            reasons::WORKER_IMAGE_PULL_FAILED,
+            "Back-off pulling",
+        ),
+        (
+            "invalid image",
+            Some(pod(
+                "Pending",
+                waiting("InvalidImageName", "Failed to apply default image tag \"Bad:x\""),
+            )),
+            vec![],
+            Want::StallAndDelete,
+            reasons::WORKER_IMAGE_INVALID,
+            "Bad:x",
+        ),
+        (
+            "config",
+            Some(pod(
+                "Pending",
+                waiting(
+                    "CreateContainerConfigError",
+                    "container has runAsNonRoot and image will run as root",
+                ),
+            )),
+            vec![],
+            Want::Wait,
+            reasons::WORKER_CREATE_FAILED,
+            "runAsNonRoot",
+        ),
+        (
+            "create",
+            Some(pod(
+                "Pending",
+                waiting("CreateContainerError", "failed to create containerd container"),
+            )),
+            vec![],
+            Want::Wait,
+            reasons::WORKER_CREATE_FAILED,
+            "containerd",
+        ),
+        (
+            "start error",
+            Some(pod(
+                "Failed",
+                terminated(
+                    128,
+                    "StartError",
+                    "exec: \"imagepush\": executable file not found in $PATH",
+                ),
+            )),
+            vec![],
+            Want::StallAndDelete,
+            reasons::WORKER_START_FAILED,
+            "executable file not found",
+        ),
+        (
+            "pod retry pending",
+            Some(pod("Failed", terminated(5, "Error", ""))),
+            vec![],
+            Want::Running,
+            "",
+            "",
+        ),
+        ("never started", Some(old), vec![], Want::Pending, reasons::WORKER_NOT_STARTED, "node-1"),
+        ("just bound", Some(pod("Pending", None)), vec![], Want::Running, "", ""),
+        (
+            "unknown waiting",
+            Some(pod("Pending", waiting("PreCreateHookError", "hook"))),
+            vec![],
+            Want::Pending,
+            reasons::WORKER_CANNOT_START,
+            "hook",
+        ),
+        ("sidecar keeps a failed pod", Some(sidecar_kept), vec![], Want::Running, "", ""),
+    ];
+    for (name, p, events, want, want_reason, text) in cases {
+        let c = case().jobs(vec![job(2, 1)]).worker(p, events, None);
+        let step = c.decide();
+        let shape = match (&want, &step) {
+            (Want::Running, Step::Running { .. }) => true,
+            (Want::Pending, Step::Pending { .. }) => true,
+            (Want::Wait, Step::Wait { recheck, .. }) => *recheck <= Duration::from_secs(60),
+            (Want::StallAndDelete, Step::Stall { delete: Some(j), spec: false, .. }) => {
+                *j == job(2, 1).name
+            }
+            _ => false,
+        };
+        if name == "sidecar keeps a failed pod" {
+            // The push ended with a transient failure and no report while a sidecar runs: the
+            // Job will not retry the pod, so the attempt counts as finished.
+            assert!(matches!(step, Step::RetryAt { .. }), "{name}: {step:?}");
+            continue;
+        }
+        assert!(shape, "{name}: {step:?}");
+        assert_eq!(reason(&step), want_reason, "{name}: {step:?}");
+        assert!(message(&step).contains(text), "{name}: {step:?}");
+        if !want_reason.is_empty() {
+            assert!(
+                message(&step).contains("worker job app-2-1-0a1b2 cannot start"),
+                "{name}: {step:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_push_that_ended_beside_a_sidecar_is_the_outcome() {
+    let p = PodFacts { others_running: true, ..pod("Running", terminated(0, "Completed", "")) };
+    let c = case().jobs(vec![job(2, 1)]).worker(Some(p), vec![], Some(ok_report()));
+    assert_eq!(c.decide(), Step::Succeeded { job: job(2, 1).name, report: Box::new(ok_report()) });
+}
+
+#[test]
+fn finished_jobs_end_in_success_a_stall_or_a_retry() {
+    let with = |j: JobFacts, report: Option<PushReport>, p: Option<PodFacts>| {
+        case().jobs(vec![j]).worker(p, vec![], report).decide()
+    };
+    assert!(matches!(
+        with(finished_job(2, 1, true, "CompletionsReached", 1), Some(ok_report()), None),
+        Step::Succeeded { .. }
+    ));
+    let auth = with(
+        finished_job(2, 1, false, "PodFailurePolicy", 1),
+        Some(failed_report("AuthenticationFailed", false, None)),
+        None,
+    );
+    assert!(matches!(&auth, Step::Stall { delete: None, spec: false, .. }), "{auth:?}");
+    assert_eq!(reason(&auth), "AuthenticationFailed");
+    // The deadline ends a push for good, whatever the worker said as it was stopped.
+    let late = with(
+        finished_job(2, 1, false, "DeadlineExceeded", 1),
+        Some(failed_report("Terminated", true, None)),
+        None,
+    );
+    assert_eq!(reason(&late), reasons::TIMED_OUT);
+    assert!(message(&late).contains("Terminated happened"), "{late:?}");
+    let exhausted = with(
+        finished_job(2, 4, false, "BackoffLimitExceeded", 1),
+        Some(failed_report("RegistryUnavailable", true, None)),
+        None,
+    );
+    assert_eq!(reason(&exhausted), reasons::RETRIES_EXHAUSTED);
+    assert!(
+        message(&exhausted).contains("gave up after 4 attempts: RegistryUnavailable"),
+        "{exhausted:?}"
+    );
+    // No report: what the container said.
+    let died = with(
+        finished_job(2, 1, false, "BackoffLimitExceeded", 1),
+        None,
+        Some(pod("Failed", terminated(137, "OOMKilled", ""))),
+    );
+    assert_eq!(reason(&died), reasons::WORKER_FAILED);
+    assert!(
+        message(&died).contains(
+            "(BackoffLimitExceeded) without a report; container push exited 137 (OOMKilled)"
+        ),
+        "{died:?}"
+    );
+}
+
+#[test]
+fn retries_wait_for_the_backoff_and_the_registry_and_survive_clock_skew() {
+    let retry = |ago: i64, retry_after: Option<u64>, status: ImagePushStatus| {
+        let mut c = case()
+            .jobs(vec![finished_job(2, 1, false, "BackoffLimitExceeded", ago)])
+            .worker(None, vec![], Some(failed_report("RegistryUnavailable", true, retry_after)));
+        c.status = status;
+        c.decide()
+    };
+    let at = |step: Step| match step {
+        Step::RetryAt { at, attempt: 1, .. } => at,
+        other => panic!("{other:?}"),
+    };
+    // 30 s backoff, 10 s gone.
+    assert_eq!(at(retry(10, None, Default::default())), t0() + secs(20));
+    // The registry asked for 600 s.
+    assert_eq!(at(retry(10, Some(600), Default::default())), t0() + secs(590));
+    // The cluster's clock is 5 minutes ahead: the failure seems to lie in the future. That
+    // counts as no time gone (a full wait), never as "long ago".
+    assert_eq!(at(retry(-300, None, Default::default())), t0() + secs(30));
+    // Long gone: start the next attempt now.
+    assert_eq!(retry(31, None, Default::default()), Step::Create { attempt: 2 });
+    // Once promised (this attempt, this Job), the time stands, whatever the cluster's clock.
+    let promised = |t: Timestamp| ImagePushStatus {
+        attempt: Some(1),
+        job_name: Some(job(2, 1).name),
+        next_attempt_time: Some(Time(t)),
+        ..Default::default()
+    };
+    assert_eq!(at(retry(-300, None, promised(t0() + secs(7)))), t0() + secs(7));
+    assert_eq!(retry(-300, None, promised(t0() - secs(1))), Step::Create { attempt: 2 });
+    // A promise about another attempt does not count.
+    let mut other = promised(t0() - secs(1));
+    other.attempt = Some(3);
+    assert_eq!(at(retry(10, None, other)), t0() + secs(20));
+}
+
+#[test]
+fn elapsed_time_is_never_negative() {
+    assert_eq!(elapsed(t0(), t0() + secs(3)), Duration::from_secs(3));
+    assert_eq!(elapsed(t0() + secs(3), t0()), Duration::ZERO);
+}
+
+#[test]
+fn refused_jobs_stall_or_wait_with_the_server_message() {
+    let invalid = job_create_refused(
+        422,
+        "Job.batch \"x\" is invalid: spec.template.spec.nodeName: Invalid value",
+    )
+    .unwrap();
+    assert!(matches!(invalid, Step::Stall { delete: None, spec: false, .. }), "{invalid:?}");
+    assert_eq!(reason(&invalid), reasons::WORKER_JOB_REJECTED);
+    assert!(message(&invalid).contains("nodeName: Invalid value"));
+    let forbidden = job_create_refused(403, "jobs.batch is forbidden: exceeded quota").unwrap();
+    assert_eq!(reason(&forbidden), reasons::WORKER_JOB_FORBIDDEN);
+    assert!(matches!(forbidden, Step::Wait { .. }));
+    for transient in [429, 500, 503, 504] {
+        assert_eq!(job_create_refused(transient, "busy"), None, "{transient}");
+    }
+}

@@ -1,0 +1,267 @@
+//! What one reconcile knows about the world, as plain values: the ImagePush's worker Jobs,
+//! the newest pod of the Job that matters, the events that say why it cannot start, and what
+//! the worker wrote. Built from API objects by pure functions here; `decide` reasons over
+//! them and never sees an API object or a client.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::job;
+use crate::push::progress::ProgressLine;
+use crate::push::report::PushReport;
+
+/// One worker Job of the ImagePush (owned by it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFacts {
+    pub name: String,
+    pub uid: String,
+    pub generation: i64,
+    pub attempt: u32,
+    /// `Complete` or `Failed` is True (pods are done: the Job controller writes these only
+    /// once its pods have terminated).
+    pub finished: Option<Finished>,
+    /// `deletionTimestamp` is set: its pods are being stopped.
+    pub deleting: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub succeeded: bool,
+    /// The condition's reason (`BackoffLimitExceeded`, `DeadlineExceeded`, ...).
+    pub reason: String,
+    /// When the condition became true, by the cluster's clock.
+    pub at: Option<Timestamp>,
+}
+
+/// The `push` container as kubelet reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerState {
+    Waiting { reason: String, message: String },
+    Running,
+    Terminated { exit_code: i32, reason: String, message: String, finished_at: Option<Timestamp> },
+}
+
+/// The newest pod of a worker Job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodFacts {
+    pub name: String,
+    pub uid: String,
+    /// Pending, Running, Succeeded or Failed.
+    pub phase: String,
+    pub node_name: Option<String>,
+    pub created: Option<Timestamp>,
+    /// `PodScheduled=False`: its reason and the scheduler's message.
+    pub unscheduled: Option<(String, String)>,
+    /// The `push` container; `None` until kubelet reports it.
+    pub push: Option<ContainerState>,
+    /// Whether any other container (an injected sidecar) is still running.
+    pub others_running: bool,
+}
+
+/// A Warning event about the Job or its pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFacts {
+    pub reason: String,
+    pub message: String,
+    pub last: Option<Timestamp>,
+}
+
+/// What the worker of one Job looks like.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerFacts {
+    pub pod: Option<PodFacts>,
+    /// Warning events on the Job (when it has no pod) or on its pending pod, oldest first.
+    pub events: Vec<EventFacts>,
+    /// The latest progress line of a running push.
+    pub progress: Option<ProgressLine>,
+    /// The worker's report, from its log or its termination message.
+    pub report: Option<PushReport>,
+}
+
+pub fn job_facts(job: &Job) -> JobFacts {
+    let label = |key: &str| job.labels().get(key).and_then(|v| v.parse().ok());
+    let finished = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
+        .map(|c| Finished {
+            succeeded: c.type_ == "Complete",
+            reason: c.reason.clone().unwrap_or_default(),
+            at: c.last_transition_time.as_ref().map(|t| t.0),
+        });
+    JobFacts {
+        name: job.name_any(),
+        uid: job.uid().unwrap_or_default(),
+        generation: label(job::LABEL_GENERATION).unwrap_or(0),
+        attempt: label(job::LABEL_ATTEMPT).map(|a: i64| a as u32).unwrap_or(1),
+        finished,
+        deleting: job.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn container_state(c: &ContainerStatus) -> Option<ContainerState> {
+    let state = c.state.as_ref()?;
+    if let Some(t) = &state.terminated {
+        return Some(ContainerState::Terminated {
+            exit_code: t.exit_code,
+            reason: t.reason.clone().unwrap_or_default(),
+            message: t.message.clone().unwrap_or_default(),
+            finished_at: t.finished_at.as_ref().map(|t| t.0),
+        });
+    }
+    if state.running.is_some() {
+        return Some(ContainerState::Running);
+    }
+    state.waiting.as_ref().map(|w| ContainerState::Waiting {
+        reason: w.reason.clone().unwrap_or_default(),
+        message: w.message.clone().unwrap_or_default(),
+    })
+}
+
+pub fn pod_facts(pod: &Pod) -> PodFacts {
+    let status = pod.status.as_ref();
+    let containers = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    let unscheduled = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()));
+    PodFacts {
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        phase: status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into()),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        unscheduled,
+        push: containers.iter().find(|c| c.name == job::CONTAINER).and_then(container_state),
+        others_running: containers.iter().any(|c| {
+            c.name != job::CONTAINER && c.state.as_ref().is_some_and(|s| s.running.is_some())
+        }),
+    }
+}
+
+/// The newest of `pods` (a retry pod replaces a failed one).
+pub fn newest_pod(pods: &[Pod]) -> Option<&Pod> {
+    pods.iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// Warning events, oldest first.
+pub fn warning_events(events: &[Event]) -> Vec<EventFacts> {
+    let mut out: Vec<EventFacts> = events
+        .iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| EventFacts {
+            reason: e.reason.clone().unwrap_or_default(),
+            message: e.message.clone().unwrap_or_default(),
+            last: e
+                .last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.event_time.as_ref().map(|t| t.0))
+                .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+        })
+        .collect();
+    out.sort_by_key(|e| e.last);
+    out
+}
+
+/// The report (`{"event":"report"}`) and the latest progress (`{"event":"progress"}`) in a
+/// worker's log of JSON lines, reading from the end.
+pub fn parse_worker_log(log: &str) -> (Option<PushReport>, Option<ProgressLine>) {
+    let mut report = None;
+    let mut progress = None;
+    for line in log.lines().rev() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        match v.get("event").and_then(|e| e.as_str()) {
+            Some("report") if report.is_none() => {
+                report = serde_json::from_value::<PushReport>(v["report"].clone()).ok();
+            }
+            Some("progress") if progress.is_none() => {
+                progress = serde_json::from_value::<ProgressLine>(v["progress"].clone()).ok();
+            }
+            _ => {}
+        }
+        if report.is_some() && progress.is_some() {
+            break;
+        }
+    }
+    (report, progress)
+}
+
+/// The compact report the worker left as its termination message, if it is one.
+pub fn termination_report(pod: &PodFacts) -> Option<PushReport> {
+    match &pod.push {
+        Some(ContainerState::Terminated { message, .. }) => serde_json::from_str(message).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(value: serde_json::Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_push_container_is_found_by_name_behind_a_sidecar() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "app-1-1-abcde-x", "uid": "u"},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "istio-proxy", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+                 "state": {"running": {}}},
+                {"name": "push", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": "{}",
+                                          "finishedAt": "2026-11-30T10:00:00Z"}}}
+            ]}
+        }));
+        let f = pod_facts(&p);
+        assert!(f.others_running);
+        assert_eq!(f.phase, "Running");
+        match f.push {
+            Some(ContainerState::Terminated {
+                exit_code: 0,
+                ref reason,
+                finished_at: Some(_),
+                ..
+            }) => {
+                assert_eq!(reason, "Completed")
+            }
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unscheduled_pods_say_why() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/1 nodes are available"}]}
+        }));
+        let f = pod_facts(&p);
+        assert_eq!(f.unscheduled, Some(("Unschedulable".into(), "0/1 nodes are available".into())));
+        assert_eq!(f.push, None);
+    }
+
+    #[test]
+    fn the_log_gives_the_last_report_and_progress() {
+        let log = [
+            r#"{"event":"progress","progress":{"bytesDone":1,"bytesTotal":9,"blobsDone":0,"blobsTotal":2}}"#,
+            "not json",
+            r#"{"event":"progress","progress":{"bytesDone":5,"bytesTotal":9,"blobsDone":1,"blobsTotal":2}}"#,
+        ]
+        .join("\n");
+        let (report, progress) = parse_worker_log(&log);
+        assert!(report.is_none());
+        assert_eq!(progress.unwrap().bytes_done, 5);
+    }
+}
