@@ -138,24 +138,22 @@ impl Case {
     }
 }
 
-fn reason(step: &Step) -> &str {
+fn problem(step: &Step) -> Option<&Problem> {
     match step {
         Step::Stall { problem, .. }
         | Step::Wait { problem, .. }
-        | Step::Pending { problem, .. } => &problem.reason,
-        Step::RetryAt { problem, .. } => &problem.reason,
-        _ => "",
+        | Step::Pending { problem, .. }
+        | Step::RetryAt { problem, .. } => Some(problem),
+        _ => None,
     }
 }
 
+fn reason(step: &Step) -> &str {
+    problem(step).map_or("", |p| p.reason.as_str())
+}
+
 fn message(step: &Step) -> &str {
-    match step {
-        Step::Stall { problem, .. }
-        | Step::Wait { problem, .. }
-        | Step::Pending { problem, .. } => &problem.message,
-        Step::RetryAt { problem, .. } => &problem.message,
-        _ => "",
-    }
+    problem(step).map_or("", |p| p.message.as_str())
 }
 
 #[test]
