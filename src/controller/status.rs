@@ -278,6 +278,18 @@ mod tests {
     }
 
     #[test]
+    fn text_is_cut_on_a_character_boundary_within_the_byte_limit() {
+        let text = "é".repeat(600) + "tail";
+        let cut = truncate_utf8(&text, 1024);
+        assert_eq!(cut.len(), 1024);
+        assert!(text.starts_with(cut));
+        // 3-byte characters: the limit falls inside one, which is left out whole.
+        let wide = "€".repeat(400);
+        assert_eq!(truncate_utf8(&wide, 1024).len(), 1023);
+        assert_eq!(truncate_utf8("short", 1024), "short");
+    }
+
+    #[test]
     fn stalled_keeps_transition_time_while_unchanged() {
         let mut s = ImagePushStatus::default();
         mark_stalled(&mut s, "AuthenticationFailed", "no", 1);
