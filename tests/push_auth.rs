@@ -952,3 +952,56 @@ fn unreachable_registry_exits_5_transient() {
     assert!(run.stderr.contains(&host), "stderr should name {host}: {}", run.stderr);
     assert_report_error(&report, "RegistryUnavailable", 5, true);
 }
+
+// ---------------------------------------------------------------------------------------------
+// credentials stay with their registry
+// ---------------------------------------------------------------------------------------------
+
+/// A registry that names another host in its upload `Location` (here distribution's
+/// `http.host` set to 127.0.0.2, where a proxy in front of the same registry records every
+/// request): the requests that go there carry no credentials, so the registry refuses them
+/// and the push fails saying where it was sent, with nothing tagged. Before credentials were
+/// scoped to the registry's host, every upload request to 127.0.0.2 carried `Basic …`.
+#[tokio::test]
+async fn credentials_are_never_sent_to_another_host_named_by_a_location() {
+    let port = common::free_port();
+    let foreign = common::CountingProxy::start_on("127.0.0.2", ([127, 0, 0, 1], port).into());
+    let reg = TestRegistry::start_with_htpasswd_naming(
+        USER,
+        PASSWORD,
+        port,
+        &format!("http://{}", foreign.host()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = make_layout(dir.path(), 61);
+    let report = dir.path().join("report.json");
+    let target = format!("{}/auth/elsewhere:v1", reg.host());
+    let run = imagepush_with_stdin(
+        &[
+            "push",
+            "--plain-http",
+            "--retries",
+            "0",
+            "--username",
+            USER,
+            "--password-stdin",
+            "--report",
+            s(&report),
+            s(&layout),
+            &target,
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let seen = foreign.requests();
+    assert!(!seen.is_empty(), "the registry never sent the push to 127.0.0.2: {}", run.stderr);
+    let with_credentials: Vec<_> = seen.iter().filter(|r| r.authorization.is_some()).collect();
+    assert!(with_credentials.is_empty(), "credentials went to 127.0.0.2: {with_credentials:?}");
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains(&foreign.host()) && run.stderr.contains("never sent to another host"),
+        "stderr should say where the request went: {}",
+        run.stderr
+    );
+    assert_report_error(&report, "AuthenticationFailed", 4, false);
+    assert_nothing_pushed(&reg, "auth/elsewhere", &layout, &image).await;
+}

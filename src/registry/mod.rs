@@ -169,7 +169,7 @@ impl RegistryClient {
             Challenge::None => Ok(()),
             Challenge::Basic => {
                 let url = format!("{}/v2/", self.base);
-                let req = self.authorize(self.http.get(&url), &[]).await?;
+                let req = self.authorize(self.http.get(&url), &url, &[]).await?;
                 let resp = req.send().await.map_err(|e| error::network("GET", &url, e))?;
                 match resp.status().as_u16() {
                     200..=299 => Ok(()),
@@ -244,12 +244,27 @@ impl RegistryClient {
         }
     }
 
-    /// Adds whatever the registry's challenge asks for to a request.
+    /// Whether `url` is on the registry itself (scheme, host and port): the only place its
+    /// credentials and tokens go. A `Location` the registry hands out may name any host.
+    fn is_registry(&self, url: &str) -> bool {
+        match (url::Url::parse(url), url::Url::parse(&self.base)) {
+            (Ok(u), Ok(base)) => u.origin() == base.origin(),
+            _ => false,
+        }
+    }
+
+    /// Adds whatever the registry's challenge asks for to a request to `url`: nothing when
+    /// `url` is not on the registry.
     async fn authorize(
         &self,
         req: reqwest::RequestBuilder,
+        url: &str,
         scopes: &[String],
     ) -> Result<reqwest::RequestBuilder, Error> {
+        if !self.is_registry(url) {
+            tracing::debug!(url, registry = %self.base, "not sending credentials to another host");
+            return Ok(req);
+        }
         Ok(match self.challenge().await? {
             Challenge::None => req,
             Challenge::Basic => match &self.credential {
@@ -260,6 +275,26 @@ impl RegistryClient {
             },
             Challenge::Bearer { .. } => req.bearer_auth(self.token(scopes).await?),
         })
+    }
+
+    /// A host the registry sent us to (an upload `Location`) asked for credentials, which
+    /// are only ever sent to the registry itself.
+    fn elsewhere_unauthorized(&self, url: &str, status: u16) -> Error {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
+            })
+            .unwrap_or_else(|| url.to_string());
+        Error::Unauthorized {
+            registry: self.registry.clone(),
+            scope: None,
+            detail: format!(
+                "{host}, where the registry's Location header sent the request, answered {status}; \
+                 credentials for {} are never sent to another host",
+                self.registry
+            ),
+        }
     }
 
     fn unauthorized(&self, scope: Option<String>, status: u16) -> Error {
@@ -382,10 +417,14 @@ impl RegistryClient {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
         for attempt in 0..2 {
-            let req =
-                self.authorize(build(&self.http).timeout(self.request_timeout), scopes).await?;
+            let req = self
+                .authorize(build(&self.http).timeout(self.request_timeout), url, scopes)
+                .await?;
             let resp = req.send().await.map_err(|e| error::network(method, url, e))?;
             let status = resp.status().as_u16();
+            if (status == 401 || status == 403) && !self.is_registry(url) {
+                return Err(self.elsewhere_unauthorized(url, status));
+            }
             if status == 401 || status == 403 {
                 if attempt == 0 && matches!(self.challenge().await?, Challenge::Bearer { .. }) {
                     self.tokens.invalidate(scopes).await;

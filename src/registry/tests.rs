@@ -489,3 +489,94 @@ async fn an_expired_token_is_renewed_and_the_push_goes_on() {
     assert!(!c.manifest_exists("team/app", &digest).await.unwrap());
     assert!(*issued.lock().unwrap() >= 2, "a second token was fetched");
 }
+
+/// A server on `ip` answering each request head with `answer(request line, has
+/// Authorization)`; records (request line, Authorization present).
+async fn scripted(
+    ip: &str,
+    answer: impl Fn(&str, bool) -> String + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let (answer, log) = (Arc::new(answer), seen.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (answer, log) = (answer.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let line = head.lines().next().unwrap_or_default().to_string();
+                let auth =
+                    head.lines().any(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+                log.lock().unwrap().push((line.clone(), auth));
+                let _ = sock.write_all(answer(&line, auth).as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The registry redirects a blob `HEAD` to another host (as registries with a storage
+/// backend do for blobs): the redirected request carries no credentials.
+#[tokio::test]
+async fn a_redirect_to_another_host_carries_no_credentials() {
+    let (elsewhere, elsewhere_seen) = scripted("127.0.0.2", |_, _| {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+    })
+    .await;
+    let to = format!("http://{elsewhere}/blob");
+    let (registry, registry_seen) = scripted("127.0.0.1", move |line, auth| match (line, auth) {
+        (l, false) if l.starts_with("GET /v2/ ") => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"t\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        (l, true) if l.starts_with("HEAD /v2/team/app/blobs/") => {
+            format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
+        _ => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    })
+    .await;
+    let c = client(&registry, alice());
+    c.check_push_access("team/app").await.unwrap();
+    let exists = c.blob_exists("team/app", &Digest::sha256(b"x")).await.unwrap();
+    assert!(!exists);
+    let heads: Vec<_> = registry_seen.lock().unwrap().clone();
+    assert!(heads.iter().any(|(l, auth)| l.starts_with("HEAD") && *auth), "{heads:?}");
+    let redirected = elsewhere_seen.lock().unwrap().clone();
+    assert_eq!(redirected.len(), 1, "{redirected:?}");
+    assert!(!redirected[0].1, "credentials followed the redirect: {redirected:?}");
+}
+
+/// Requests that miss the token cache together wait for one fetch (single-flight per scope
+/// set); another scope set gets its own.
+#[tokio::test]
+async fn concurrent_token_misses_fetch_once() {
+    let (addr, seen) = fake_registry(false).await;
+    let c = std::sync::Arc::new(client(&addr, alice()));
+    let scopes = [push_scope("team/app")];
+    let gets: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            let scopes = scopes.clone();
+            tokio::spawn(async move { c.token(&scopes).await.unwrap() })
+        })
+        .collect();
+    for g in gets {
+        assert_eq!(g.await.unwrap(), "tok:repository:team/app:pull,push");
+    }
+    c.token(&[pull_scope("team/base")]).await.unwrap();
+    let fetched = seen.lock().unwrap().token_scopes.clone();
+    assert_eq!(
+        fetched,
+        [
+            vec!["repository:team/app:pull,push".to_string()],
+            vec!["repository:team/base:pull".to_string()]
+        ]
+    );
+}

@@ -81,10 +81,14 @@ struct CachedToken {
     expires: Instant,
 }
 
+/// One scope set's token. Its lock is held while the token is fetched, so requests that
+/// miss together wait for one fetch instead of each making their own.
+type Slot = std::sync::Arc<Mutex<Option<CachedToken>>>;
+
 /// Bearer tokens by scope set, renewed before they expire.
 #[derive(Default)]
 pub struct TokenCache {
-    tokens: Mutex<HashMap<String, CachedToken>>,
+    slots: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 /// Tokens without `expires_in` are valid for 60 seconds (distribution token spec).
@@ -93,8 +97,13 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 const RENEW_MARGIN: Duration = Duration::from_secs(10);
 
 impl TokenCache {
+    fn slot(&self, scopes: &[String]) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(scopes.join(" ")).or_default().clone()
+    }
+
     pub async fn invalidate(&self, scopes: &[String]) {
-        self.tokens.lock().await.remove(&scopes.join(" "));
+        *self.slot(scopes).lock().await = None;
     }
 
     /// A token for `scopes`, from the cache or from the realm.
@@ -107,17 +116,15 @@ impl TokenCache {
         credential: &Credential,
         scopes: &[String],
     ) -> Result<String, Error> {
-        let key = scopes.join(" ");
-        if let Some(t) = self.tokens.lock().await.get(&key)
+        let slot = self.slot(scopes);
+        let mut cached = slot.lock().await;
+        if let Some(t) = cached.as_ref()
             && t.expires > Instant::now() + RENEW_MARGIN
         {
             return Ok(t.token.clone());
         }
         let (token, lifetime) = fetch(http, registry, realm, service, credential, scopes).await?;
-        self.tokens
-            .lock()
-            .await
-            .insert(key, CachedToken { token: token.clone(), expires: Instant::now() + lifetime });
+        *cached = Some(CachedToken { token: token.clone(), expires: Instant::now() + lifetime });
         Ok(token)
     }
 }

@@ -200,6 +200,8 @@ pub struct RequestRecord {
     pub at: Duration,
     /// The status the proxy answered in the server's place; None: forwarded.
     pub answered: Option<u16>,
+    /// The scheme of its `Authorization` header (`Basic`, `Bearer`), if it had one.
+    pub authorization: Option<String>,
 }
 
 struct RuleState {
@@ -292,6 +294,7 @@ impl Shared {
             content_length: head.content_length(),
             at: self.started.elapsed(),
             answered: status,
+            authorization: head.authorization.clone(),
         });
         answer
     }
@@ -307,7 +310,13 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Listens on 127.0.0.1 (free port) and forwards every connection to `target`.
     pub fn start(target: SocketAddr) -> CountingProxy {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy listener");
+        Self::start_on("127.0.0.1", target)
+    }
+
+    /// Listens on `ip` (a free port; any 127.x.y.z is this machine, a host of its own for a
+    /// client) and forwards every connection to `target`.
+    pub fn start_on(ip: &str, target: SocketAddr) -> CountingProxy {
+        let std_listener = std::net::TcpListener::bind((ip, 0)).expect("bind proxy listener");
         std_listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = std_listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -717,6 +726,8 @@ struct RequestHead {
     method: String,
     target: String,
     body: Body,
+    /// The `Authorization` header's scheme (`Basic`, `Bearer`), never its credentials.
+    authorization: Option<String>,
 }
 
 impl RequestHead {
@@ -950,10 +961,13 @@ fn parse_head(head: &[u8]) -> Option<RequestHead> {
     }
     let mut length = None;
     let mut chunked = false;
+    let mut authorization = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':')?;
         let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.split(' ').next().unwrap_or_default().to_string());
+        } else if name.eq_ignore_ascii_case("content-length") {
             length = Some(value.parse::<u64>().ok()?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().split(',').any(|c| c.trim() == "chunked");
@@ -964,5 +978,5 @@ fn parse_head(head: &[u8]) -> Option<RequestHead> {
     } else {
         Body::Length(length.unwrap_or(0))
     };
-    Some(RequestHead { method, target, body })
+    Some(RequestHead { method, target, body, authorization })
 }

@@ -47,7 +47,31 @@ impl TestRegistry {
         Self::start_inner(Some((user.to_string(), password.to_string())), None)
     }
 
+    /// A registry with htpasswd auth on `port` that names itself `public_url` (`http.host`) in
+    /// the URLs it generates: upload `Location`s point there, as behind a misconfigured proxy
+    /// or a hostile front end.
+    pub fn start_with_htpasswd_naming(
+        user: &str,
+        password: &str,
+        port: u16,
+        public_url: &str,
+    ) -> TestRegistry {
+        Self::start_inner_with(
+            Some((user.to_string(), password.to_string())),
+            Some(port),
+            Some(public_url),
+        )
+    }
+
     fn start_inner(creds: Option<(String, String)>, fixed_port: Option<u16>) -> TestRegistry {
+        Self::start_inner_with(creds, fixed_port, None)
+    }
+
+    fn start_inner_with(
+        creds: Option<(String, String)>,
+        fixed_port: Option<u16>,
+        public_url: Option<&str>,
+    ) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("imagepush-registry-")
             .tempdir()
@@ -64,7 +88,14 @@ impl TestRegistry {
         let mut last_failure = String::new();
         for attempt in 0..START_ATTEMPTS {
             let port = fixed_port.unwrap_or_else(super::free_port);
-            let config = config_yaml(port, &storage, creds.as_ref().map(|_| htpasswd.as_path()));
+            let mut config =
+                config_yaml(port, &storage, creds.as_ref().map(|_| htpasswd.as_path()));
+            if let Some(url) = public_url {
+                config = config.replace(
+                    &format!("  addr: 127.0.0.1:{port}\n"),
+                    &format!("  addr: 127.0.0.1:{port}\n  host: {url}\n"),
+                );
+            }
             let config_path = dir.path().join("config.yml");
             fs::write(&config_path, config).expect("write registry config");
             let log_path = dir.path().join("registry.log");
