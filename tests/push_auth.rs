@@ -1005,3 +1005,23 @@ async fn credentials_are_never_sent_to_another_host_named_by_a_location() {
     assert_report_error(&report, "AuthenticationFailed", 4, false);
     assert_nothing_pushed(&reg, "auth/elsewhere", &layout, &image).await;
 }
+
+/// HTTPS to a registry that serves plain HTTP: the handshake is answered in HTTP. That is a
+/// setting to change, not a fault that passes: exit 2 at once, no retries, with the hint.
+#[tokio::test]
+async fn https_to_a_plain_http_registry_fails_at_once_with_a_hint() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = make_layout(dir.path(), 62);
+    let report = dir.path().join("report.json");
+    let target = format!("{}/plain/app:v1", reg.host());
+    let started = Instant::now();
+    let run = imagepush(&["push", "--report", s(&report), s(&layout), &target]);
+    run.expect_code(2);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(run.stderr.contains("answered the TLS handshake in plain HTTP"), "{}", run.stderr);
+    assert!(run.stderr.contains("--plain-http"), "{}", run.stderr);
+    assert!(!run.stdout.contains("Retrying") && !run.stderr.contains("retrying"), "{run:?}");
+    assert_report_error(&report, "RegistryNotTLS", 2, false);
+    assert_nothing_pushed(&reg, "plain/app", &layout, &image).await;
+}

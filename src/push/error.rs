@@ -118,6 +118,8 @@ impl Error {
             // A certificate that does not verify is a connection setting to fix, not a fault
             // that passes: exit 2 so workers are not retried.
             Registry(crate::registry::Error::Tls { .. }) => ErrorClass::BadInput,
+            // HTTPS to an HTTP-only registry: a setting to change (--plain-http).
+            Registry(crate::registry::Error::PlainHttpServer { .. }) => ErrorClass::BadInput,
             Registry(_) => ErrorClass::Registry,
             Io { .. } => ErrorClass::Internal,
         }
@@ -144,6 +146,7 @@ impl Error {
             Registry(crate::registry::Error::Unauthorized { .. }) => "AuthenticationFailed",
             Registry(crate::registry::Error::CaFile { .. }) => "TLSConfigInvalid",
             Registry(crate::registry::Error::Tls { .. }) => "TLSVerificationFailed",
+            Registry(crate::registry::Error::PlainHttpServer { .. }) => "RegistryNotTLS",
             Registry(_) => "RegistryUnavailable",
             Io { .. } => "InternalError",
         }

@@ -21,6 +21,12 @@ pub enum Error {
     /// The registry's certificate could not be verified (will not fix itself).
     #[error("{method} {url}: TLS certificate verification failed: {detail}")]
     Tls { method: &'static str, url: String, detail: String },
+    /// The server answered our TLS handshake in plain HTTP: it serves HTTP, not HTTPS.
+    #[error(
+        "{method} {url}: the server answered the TLS handshake in plain HTTP; if the registry \
+         serves HTTP, use --plain-http (connection.plainHttp in an ImagePush)"
+    )]
+    PlainHttpServer { method: &'static str, url: String },
     /// The request did not get an answer (connection refused, reset, timeout).
     #[error("{method} {url} failed: {detail}")]
     Network { method: &'static str, url: String, detail: String },
@@ -79,8 +85,31 @@ impl Error {
     }
 }
 
+/// Whether a rustls error in `e`'s chain says the peer's first bytes were not TLS (a
+/// plain-HTTP server answering the ClientHello). An `io::Error` hides what it wraps from
+/// `source()` (hyper wraps rustls' error in two of them), so those are opened too.
+fn answered_in_plain_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(mut err) = next {
+        next = err.source();
+        while let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            err = inner;
+        }
+        if matches!(
+            err.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType))
+        ) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Turns a reqwest failure into `Error::Network` without leaking URLs with credentials.
 pub(crate) fn network(method: &'static str, url: &str, e: reqwest::Error) -> Error {
+    if answered_in_plain_http(&e) {
+        return Error::PlainHttpServer { method, url: url.to_string() };
+    }
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
