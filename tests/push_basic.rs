@@ -194,6 +194,58 @@ async fn chooses_the_layout_entry_for_a_tagged_target() {
     assert_eq!(registry.manifest("app", "only").await.unwrap().2, simage.digest);
 }
 
+/// What `ctr export` of two images writes: two full names with the same tag. Neither is
+/// dropped or picked silently: the push is refused naming both entries, and `--ref` with a
+/// full name chooses.
+#[tokio::test]
+async fn a_tag_that_stands_for_two_images_is_refused_until_a_full_name_chooses() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let mut b = LayoutBuilder::new(&layout);
+    let app = b.image(&ImageSpec::new(&[(1, 1000)], 71));
+    let other = b.image(&ImageSpec::new(&[(2, 1000)], 72));
+    b.tag(&app, "docker.io/library/app:v1");
+    b.tag(&other, "docker.io/library/other:v1");
+    b.write();
+    let l = layout.to_str().unwrap();
+    let host = registry.host();
+    for (target, reference) in [
+        (format!("{host}/team/app"), None),
+        (format!("{host}/team/app:v1"), None),
+        (format!("{host}/team/app:latest"), Some("v1")),
+    ] {
+        let mut args = vec!["push", "--plain-http"];
+        if let Some(r) = reference {
+            args.extend(["--ref", r]);
+        }
+        args.extend([l, target.as_str()]);
+        let run = imagepush(&args);
+        run.expect_code(2);
+        for (name, d) in
+            [("docker.io/library/app:v1", &app), ("docker.io/library/other:v1", &other)]
+        {
+            assert!(
+                run.stderr.contains(&format!("{name} ({})", d.digest)),
+                "{target}: {}",
+                run.stderr
+            );
+        }
+        assert!(run.stderr.contains("--ref"), "{}", run.stderr);
+    }
+    assert!(registry.tags("team/app").await.is_empty(), "nothing is pushed while it is ambiguous");
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--ref",
+        "docker.io/library/other:v1",
+        l,
+        &format!("{host}/team/app:v1"),
+    ])
+    .ok();
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, other.digest);
+}
+
 #[tokio::test]
 async fn untagged_target_pushes_every_tag() {
     let registry = TestRegistry::start();

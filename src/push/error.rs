@@ -28,6 +28,8 @@ pub enum Error {
     NoTags { layout: PathBuf },
     #[error("the layout {layout} has {count} entries and none is named {tag:?}; pass --ref to choose one (tags: {})", list_or_none(.tags))]
     AmbiguousSource { layout: PathBuf, tag: String, count: usize, tags: Vec<String> },
+    #[error("tag {tag} stands for different images in {layout}: {}; choose one with --ref and its full name (spec.source.ref)", .entries.join(", "))]
+    AmbiguousTag { tag: String, layout: PathBuf, entries: Vec<String> },
     #[error("{name:?} in {layout} is not a valid tag")]
     InvalidTagName { name: String, layout: PathBuf },
     #[error("no manifest for platform {wanted} in {index} (available: {})", list_or_none(.available))]
@@ -101,6 +103,7 @@ impl Error {
             | LayoutOutsideRoot { .. }
             | Sources { .. }
             | InvalidTagName { .. }
+            | AmbiguousTag { .. }
             | UnsupportedMediaType { .. }
             | IndexCycle { .. }
             | PlatformWithDigestTarget { .. } => ErrorClass::BadInput,
@@ -140,6 +143,7 @@ impl Error {
             RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | InvalidTagName { .. } => {
                 "RefNotFound"
             }
+            AmbiguousTag { .. } => "RefAmbiguous",
             PlatformNotFound { .. } | PlatformMismatch { .. } => "PlatformNotFound",
             PlatformConflict { .. } | NoHostMatch { .. } => "PlatformConflict",
             ContentMissing { .. } => "ContentMissing",

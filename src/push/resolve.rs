@@ -62,15 +62,53 @@ fn find_ref(
             available: names(index),
         });
     }
-    let by_name = index.manifests.iter().find(|d| d.ref_name() == Some(reference)).or_else(|| {
-        index.manifests.iter().find(|d| {
-            d.ref_name().and_then(|n| tag_of(n, layout.root()).ok()).is_some_and(|t| t == reference)
+    // A full name (`docker.io/library/app:v1`) chooses exactly; a tag must name one image.
+    let exact: Vec<&Descriptor> =
+        index.manifests.iter().filter(|d| d.ref_name() == Some(reference)).collect();
+    let carrying = if exact.is_empty() { entries_tagged(layout, index, reference) } else { exact };
+    match one_image(layout, reference, &carrying)? {
+        Some(d) => Ok(d.clone()),
+        None => Err(Error::RefNotFound {
+            reference: reference.to_string(),
+            layout: layout.root().to_path_buf(),
+            available: names(index),
+        }),
+    }
+}
+
+/// The entries whose name is `tag` or ends in `:tag`.
+fn entries_tagged<'a>(
+    layout: &LayoutReader,
+    index: &'a ImageIndex,
+    tag: &str,
+) -> Vec<&'a Descriptor> {
+    index
+        .manifests
+        .iter()
+        .filter(|d| {
+            d.ref_name().and_then(|n| tag_of(n, layout.root()).ok()).is_some_and(|t| t == tag)
         })
-    });
-    by_name.cloned().ok_or_else(|| Error::RefNotFound {
-        reference: reference.to_string(),
+        .collect()
+}
+
+/// The one image `entries` name (entries may repeat it), `None` for none; several different
+/// images are refused, naming every entry: which one the user meant is theirs to say.
+fn one_image<'a>(
+    layout: &LayoutReader,
+    tag: &str,
+    entries: &[&'a Descriptor],
+) -> Result<Option<&'a Descriptor>, Error> {
+    let Some(first) = entries.first() else { return Ok(None) };
+    if entries.iter().all(|d| d.digest == first.digest) {
+        return Ok(Some(first));
+    }
+    Err(Error::AmbiguousTag {
+        tag: tag.to_string(),
         layout: layout.root().to_path_buf(),
-        available: names(index),
+        entries: entries
+            .iter()
+            .map(|d| format!("{} ({})", d.ref_name().unwrap_or_default(), d.digest))
+            .collect(),
     })
 }
 
@@ -128,6 +166,7 @@ pub fn select_roots(
             Some(r) => find_ref(layout, index, r)?,
             None => match find_ref(layout, index, tag) {
                 Ok(d) => d,
+                Err(e @ Error::AmbiguousTag { .. }) => return Err(e),
                 Err(_) if index.manifests.len() == 1 => index.manifests[0].clone(),
                 Err(_) => {
                     return Err(Error::AmbiguousSource {
@@ -146,12 +185,13 @@ pub fn select_roots(
         let tag = if r.parse::<Digest>().is_ok() { None } else { Some(tag_of(r, layout.root())?) };
         return Ok(vec![(tag, desc)]);
     }
-    // Untagged target: every tag of the layout ("all tags").
+    // Untagged target: every tag of the layout ("all tags"), each naming one image.
     let mut roots: Vec<(Option<String>, Descriptor)> = Vec::new();
     for d in &index.manifests {
         if let Some(name) = d.ref_name() {
             let tag = tag_of(name, layout.root())?;
             if !roots.iter().any(|(t, _)| t.as_deref() == Some(&tag)) {
+                one_image(layout, &tag, &entries_tagged(layout, index, &tag))?;
                 roots.push((Some(tag), d.clone()));
             }
         }
