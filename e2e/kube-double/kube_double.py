@@ -3411,31 +3411,37 @@ class PodWorker:
             self.sandbox = True
         rp = (pod.get("spec") or {}).get("restartPolicy", "Always")
         for rec in self.inits:  # init containers, in order, each to success
-            st = rec.state
-            if "running" in st:
-                return
-            if "terminated" in st:
-                if st["terminated"].get("exitCode") == 0:
-                    continue
-                if rp == "Never" or not self._restart_due(pod, rec):
-                    return
-            self.try_start(pod, rec)
+            if self._exit_code(rec) == 0:
+                continue
+            if self._may_start(pod, rec, "Never" if rp == "Never" else "OnFailure"):
+                self.try_start(pod, rec)
             return
         for rec in self.containers:
-            st = rec.state
-            if "running" in st:
-                continue
-            if "terminated" in st:
-                code = st["terminated"].get("exitCode")
-                if rp == "Never" or (rp == "OnFailure" and code == 0) or not self._restart_due(pod, rec):
-                    continue
-            self.try_start(pod, rec)
+            if self._may_start(pod, rec, rp):
+                self.try_start(pod, rec)
+
+    @staticmethod
+    def _exit_code(rec):
+        return (rec.state.get("terminated") or {}).get("exitCode")
+
+    def _may_start(self, pod, rec, rp):
+        """Whether to start the container now: not yet started, or (after it ended) a restart
+        that the restart policy asks for and the back-off allows."""
+        st = rec.state
+        if "running" in st:
+            return False
+        if "terminated" not in st and st.get("waiting", {}).get("reason") != "CrashLoopBackOff":
+            return True
+        code = (st.get("terminated") or rec.last_state.get("terminated") or {}).get("exitCode")
+        if rp == "Never" or (rp == "OnFailure" and code == 0):
+            return False
+        return self._restart_due(pod, rec)
 
     def _restart_due(self, pod, rec):
         """Restart now, or wait in CrashLoopBackOff (10 s doubling to 5 min)."""
         now = time.monotonic()
         if rec.backoff_until == 0.0:
-            rec.backoff = IMAGE_BACKOFF if rec.restart_count else 0.0
+            rec.backoff = min(IMAGE_BACKOFF * 2 ** (rec.restart_count - 1), MAX_BACKOFF) if rec.restart_count else 0.0
             rec.backoff_until = now + rec.backoff
         if now < rec.backoff_until:
             term = rec.state.get("terminated") or (rec.last_state or {}).get("terminated")

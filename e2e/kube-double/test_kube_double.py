@@ -94,6 +94,15 @@ class Double:
                     break
         return events
 
+    def run_pod(self, body, timeout=15):
+        """Creates a pod, waits for it to end, returns it and its (only container's) log."""
+        name = body["metadata"]["name"]
+        code, created = self.request("POST", PODS, body)
+        if code != 201:
+            raise AssertionError(f"pod {name} not created: {code} {created}")
+        p = self.wait_for(f"{PODS}/{name}", terminal, timeout=timeout)
+        return p, self.request("GET", f"{PODS}/{name}/log", raw=True)[1].decode()
+
     def wait_for(self, path, pred, timeout=15):
         deadline = time.monotonic() + timeout
         last = None
@@ -485,16 +494,8 @@ class KubeDoubleTest(unittest.TestCase):
     # -- node simulator --
 
 
-    def run_pod(self, body, timeout=15, d=None, container=None):
-        """Creates a pod, waits for it to end, returns it and its (main container's) log."""
-        d = d or self.d
-        name = body["metadata"]["name"]
-        code, created = d.request("POST", PODS, body)
-        self.assertEqual(code, 201, created)
-        p = d.wait_for(f"{PODS}/{name}", terminal, timeout=timeout)
-        q = f"?container={container}" if container else ""
-        text = d.request("GET", f"{PODS}/{name}/log{q}", raw=True)[1].decode()
-        return p, text
+    def run_pod(self, body, timeout=15):
+        return self.d.run_pod(body, timeout)
 
     def test_job_success(self):
         code, j = self.req("POST", JOBS, job("ok", "echo hi; echo msg > /dev/termination-log; echo err >&2; exit 0"))
@@ -565,7 +566,8 @@ class KubeDoubleTest(unittest.TestCase):
     def test_job_active_deadline_terminates_pods_gracefully(self):
         # PID 1 (sleep) has no SIGTERM handler: the kubelet's SIGTERM is dropped, SIGKILL follows the
         # grace period (2 s); the Failed condition waits for the pod to be gone (FailureTarget first).
-        self.req("POST", JOBS, job("dl", "exec sleep 30", activeDeadlineSeconds=1))
+        self.req("POST", JOBS, job("dl", "exec sleep 30", activeDeadlineSeconds=3))
+        self.d.wait_for(f"{PODS}?labelSelector=job-name%3Ddl", lambda l: l["items"] and "running" in state(l["items"][0]))
         j = self.d.wait_for(f"{JOBS}/dl", lambda j: cond(j, "FailureTarget"), timeout=10)
         self.assertEqual(cond(j, "FailureTarget")["reason"], "DeadlineExceeded")
         self.assertFalse(cond(j, "Failed"))
@@ -1089,8 +1091,8 @@ class SidecarAndClockTest(unittest.TestCase):
     def test_timestamps_follow_the_cluster_clock(self):
         d = self.d
         code, cm = d.request("POST", CM, {"metadata": {"name": "clock"}})
-        p, _ = KubeDoubleTest.run_pod(self, pod("clock-pod", "true", metadata={
-            "labels": {"x": "y"}, "annotations": {"linkerd.io/inject": "disabled"}}), d=d)
+        p, _ = d.run_pod(pod("clock-pod", "true", metadata={
+            "labels": {"x": "y"}, "annotations": {"linkerd.io/inject": "disabled"}}))
         now = datetime.datetime.now(datetime.timezone.utc)
         for t in (cm["metadata"]["creationTimestamp"], p["status"]["startTime"],
                   state(p)["terminated"]["finishedAt"], events_of(d, "clock-pod")[0]["lastTimestamp"]):
