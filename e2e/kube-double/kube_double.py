@@ -2779,11 +2779,12 @@ def shared_libraries(binary):
 
 class Images:
     """The images this node can run: `--binary-map` images (the imagepush image's layout, with a
-    mapped binary), `--host-image` images (the host's system directories) and the injected
+    mapped binary; by the reference's last component or a `--binary-image` glob), `--host-image` images (the host's system directories) and the injected
     sidecar's image. Anything else cannot be pulled."""
 
-    def __init__(self, binary_map, host_patterns, sidecar_image):
+    def __init__(self, binary_map, binary_images, host_patterns, sidecar_image):
         self.binary_map = binary_map
+        self.binary_images = binary_images  # [(glob on the reference, NAME)]
         self.host_patterns = host_patterns
         self.sidecar_image = sidecar_image
         self.libs = {name: shared_libraries(path) for name, path in binary_map.items()}
@@ -2796,6 +2797,9 @@ class Images:
         base = parsed[0].rsplit("/", 1)[-1]
         if base in self.binary_map:
             return self._binary_image(ref, base)
+        name = next((n for p, n in self.binary_images if fnmatch.fnmatchcase(ref, p) and n in self.binary_map), None)
+        if name is not None:
+            return self._binary_image(ref, name)
         if self.sidecar_image and ref == self.sidecar_image:
             return self._host_image(ref, user="1337:1337",
                                     entrypoint=["/bin/sh", "-c", "exec sleep infinity", "pilot-agent"])
@@ -4847,7 +4851,9 @@ class Context:
         self.controllers = ControllerManager(self.store, self.registry, self.events, args.backoff_seconds,
                                              args.pod_gc_quarantine, args.strict_pvc)
         self.runtime = Runtime(self.state_dir)
-        images = Images(binary_map, args.host_image or [], args.sidecar_image if args.inject_sidecar else None)
+        binary_images = [tuple(m.rsplit("=", 1)) for m in args.binary_image or []]
+        images = Images(binary_map, binary_images, args.host_image or [],
+                        args.sidecar_image if args.inject_sidecar else None)
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.state_dir, images, self.runtime, pod_env,
                                args.strict_pvc)
         self.version = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "kube-double",
@@ -4954,6 +4960,8 @@ def main(argv=None):
     ap.add_argument("--binary-map", action="append", metavar="NAME=PATH",
                     help="an image whose last path component is NAME holds PATH as /usr/local/bin/NAME (with its "
                          "shared libraries, like the distroless imagepush image), entrypoint NAME")
+    ap.add_argument("--binary-image", action="append", metavar="PATTERN=NAME",
+                    help="images matching this glob are the --binary-map image of NAME, whatever their name")
     ap.add_argument("--host-image", action="append", metavar="PATTERN",
                     help="images matching this glob run with the host's system directories as their files")
     ap.add_argument("--fault-file", help="JSON list of fault rules, re-read when it changes")

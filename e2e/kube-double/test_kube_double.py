@@ -35,7 +35,7 @@ class Double:
             [sys.executable, DOUBLE, "--port", "0", "--state-dir", self.dir, "--fault-file", self.fault_file,
              "--backoff-seconds", "0.3", "--bookmark-interval", "0.5", "--gc-delay", "0.5",
              "--host-image", "example.test/*", "--binary-map", f"lister={shutil.which('ls')}",
-             "--binary-map", f"catter={shutil.which('cat')}", *extra],
+             "--binary-map", f"catter={shutil.which('cat')}", "--binary-image", "other.test/*/tool-*=catter", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("READY "):
@@ -624,6 +624,9 @@ class KubeDoubleTest(unittest.TestCase):
                                   container={"command": ["catter", "/etc/passwd"]}))
         self.assertEqual(out, "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:"
                               "/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+        p, out = self.run_pod(pod("fs-bin-glob", "", image="other.test/x/tool-cat:2",
+                                  container={"command": ["catter", "/etc/group"]}))
+        self.assertEqual((p["status"]["phase"], out.splitlines()[-1]), ("Succeeded", "nonroot:x:65532:"))
         p, out = self.run_pod(pod("fs-bin-sh", "true", image="tools.test/catter:1"))
         term = state(p)["terminated"]
         self.assertEqual((p["status"]["phase"], term["exitCode"], term["reason"]), ("Failed", 128, "StartError"))
