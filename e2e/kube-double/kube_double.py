@@ -5,14 +5,20 @@
         [--binary-map imagepush=/abs/path/to/imagepush] [--fault-file FILE]
 
 Serves a generic in-memory object store over the Kubernetes REST conventions (get, list, watch,
-create, update, patch, delete, status subresource, discovery) on plain HTTP, and runs the Pods of
-Jobs as local processes. Python 3.11 standard library only. See README.md beside this file.
+create, update, patch, delete, status subresource, discovery) on plain HTTP, with the controllers
+a Job needs (scheduler, Job controller, garbage collector) and a kubelet that runs every container
+of a pod as the PID 1 of its own namespaces, in a root file system of the image's files and the
+pod's volumes. Python 3.11 standard library only; needs root on Linux. See README.md beside this
+file. `kube_double.py --container-init SPEC --sync-fd N` is the container init it runs itself as.
 """
 
 import argparse
 import base64
 import collections
 import datetime
+import fnmatch
+import hashlib
+import heapq
 import http.server
 import json
 import os
@@ -21,6 +27,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import string
 import subprocess
 import sys
@@ -55,12 +62,34 @@ def dc(obj):
     return json.loads(json.dumps(obj))
 
 
+CLOCK_SKEW = 0.0  # --clock-skew: seconds the cluster's clock is ahead of (or, negative, behind) this machine
+
+
+def cluster_now():
+    """The cluster's clock: every timestamp the API server, the controllers and the kubelet write."""
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=CLOCK_SKEW)
+
+
 def now_str():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return cluster_now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def now_micro():
+def wall_micro():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(s):
+    if not s:
+        return None
+    try:
+        return datetime.datetime.strptime(s.split(".")[0].rstrip("Z"), "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
+
+def time_str(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rand_suffix(n=5):
@@ -100,15 +129,6 @@ def conflict(info, name):
     return ApiError(409, f'Operation cannot be fulfilled on {info.qualified()} "{name}": the object has been '
                          f'modified; please apply your changes to the latest version and try again',
                     "Conflict", {"name": name, "group": info.group, "kind": info.resource})
-
-
-def invalid(info, name, causes):
-    """422 Invalid with field causes: causes = [(field, message)]."""
-    msg = "; ".join(f"{f}: {m}" for f, m in causes)
-    return ApiError(422, f'{info.kind}{"." + info.group if info.group else ""} "{name}" is invalid: {msg}',
-                    "Invalid", {"name": name, "group": info.group, "kind": info.kind,
-                                "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f}
-                                           for f, m in causes]})
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,104 +681,523 @@ def _remove_path(obj, path):
 
 
 # --------------------------------------------------------------------------------------------
-# Validation and defaults (a small subset of the apiserver's)
+# Validation (a subset of the apiserver's, with its field paths and messages) and defaults
 # --------------------------------------------------------------------------------------------
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+ENV_VAR_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_INT32 = 2147483647
 
 
-def _qualified_key_error(k):
-    if not isinstance(k, str) or not k:
-        return "name part must be non-empty"
-    prefix, _, name = k.rpartition("/")
-    if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
-        return "prefix part must be a lowercase RFC 1123 subdomain"
-    if len(name) > 63 or not QUALIFIED_NAME.match(name):
-        return ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
-                "with an alphanumeric character, at most 63 characters")
-    return None
+def regex_error(msg, fmt, *examples):
+    """apimachinery's RegexError: the message, examples and the regex."""
+    if examples:
+        msg += " (e.g. " + " or ".join(f"'{e}', " for e in examples)
+        return msg + f"regex used for validation is '{fmt}')"
+    return msg + f" (regex used for validation is '{fmt}')"
 
 
-def validate(info, obj):
+def _checked(v, max_len, pattern, msg, fmt, *examples):
+    """apimachinery's checks of one kind: at most max_len characters, and the regex."""
+    out = [f"must be no more than {max_len} characters"] if len(v) > max_len else []
+    if not pattern.match(v):
+        out.append(regex_error(msg, fmt, *examples))
+    return out
+
+
+def is_dns1123_label(v):
+    return _checked(v, 63, DNS_LABEL, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+                    "or '-', and must start and end with an alphanumeric character", "[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+                    "my-name", "123-abc")
+
+
+def is_dns1123_subdomain(v):
+    return _checked(v, 253, DNS_SUBDOMAIN, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                    "characters, '-' or '.', and must start and end with an alphanumeric character",
+                    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", "example.com")
+
+
+QUALIFIED_NAME_ERR = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                      "alphanumeric character")
+QUALIFIED_NAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+
+
+def is_qualified_name(v):
+    out = []
+    parts = v.split("/")
+    if len(parts) == 1:
+        name = parts[0]
+    elif len(parts) == 2:
+        prefix, name = parts
+        if not prefix:
+            out.append("prefix part must be non-empty")
+        else:
+            out += ["prefix part " + m for m in is_dns1123_subdomain(prefix)]
+    else:
+        return ["a qualified name " + regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+    if not name:
+        return out + ["name part must be non-empty"]
+    return out + ["name part " + m for m in _checked(name, 63, QUALIFIED_NAME, QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT,
+                                                      "MyName", "my.name", "123-abc")]
+
+
+def is_label_value(v):
+    return _checked(v, 63, LABEL_VALUE, "a valid label must be an empty string or consist of alphanumeric characters, "
+                    "'-', '_' or '.', and must start and end with an alphanumeric character",
+                    "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", "MyValue", "my_value", "12345")
+
+
+def _chdir_prefix(v):
+    if v == ".":
+        return ["must not be '.'"]
+    if v == "..":
+        return ["must not be '..'"]
+    if v.startswith(".."):
+        return ["must not start with '..'"]
+    return []
+
+
+def is_env_var_name(v):
+    out = []
+    if not ENV_VAR_NAME.match(v):
+        out.append(regex_error("a valid environment variable name must consist of alphabetic characters, digits, "
+                               "'_', '-', or '.', and must not start with a digit", "[-._a-zA-Z][-._a-zA-Z0-9]*",
+                               "my.env-name", "MY_ENV.NAME", "MyEnvName1"))
+    return out + _chdir_prefix(v)
+
+
+def is_config_map_key(v):
+    return _checked(v, 253, CONFIG_KEY, "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                    "[-._a-zA-Z0-9]+", "key.name", "KEY_NAME", "key-name") + _chdir_prefix(v)
+
+
+def goq(v):
+    """A value as field.Error prints it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if v is None:
+        return "null"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return json.dumps(v)
+
+
+class FieldErrors(list):
+    """field.ErrorList: (path, cause reason, message body) triples."""
+
+    def _add(self, path, reason, body, detail=""):
+        self.append((path, reason, body + (f": {detail}" if detail else "")))
+
+    def invalid(self, path, value, detail):
+        self._add(path, "FieldValueInvalid", f"Invalid value: {goq(value)}", detail)
+
+    def required(self, path, detail=""):
+        self._add(path, "FieldValueRequired", "Required value", detail)
+
+    def not_found(self, path, value):
+        self._add(path, "FieldValueNotFound", f"Not found: {goq(value)}")
+
+    def duplicate(self, path, value):
+        self._add(path, "FieldValueDuplicate", f"Duplicate value: {goq(value)}")
+
+    def forbidden(self, path, detail):
+        self._add(path, "FieldValueForbidden", "Forbidden", detail)
+
+    def not_supported(self, path, value, supported):
+        self._add(path, "FieldValueNotSupported", f"Unsupported value: {goq(value)}",
+                  "supported values: " + ", ".join(goq(s) for s in supported))
+
+    def too_long(self, path, detail):
+        self._add(path, "FieldValueTooLong", "Too long", detail)
+
+    def each(self, path, value, msgs):
+        for m in msgs:
+            self.invalid(path, value, m)
+
+
+def invalid(info, name, errs):
+    """422 Invalid, worded as the apiserver words it (one error, or several in brackets)."""
+    msgs = [f"{path}: {body}" for path, _, body in errs]
+    text = msgs[0] if len(msgs) == 1 else "[" + ", ".join(msgs) + "]"
+    return ApiError(422, f'{info.kind}{"." + info.group if info.group else ""} "{name}" is invalid: {text}',
+                    "Invalid", {"name": name, "group": info.group, "kind": info.kind,
+                                "causes": [{"reason": r, "message": b, "field": p} for p, r, b in errs]})
+
+
+def _int_in(errs, path, value, lo, hi):
+    if value is not None and (not isinstance(value, int) or value < lo or value > hi):
+        errs.invalid(path, value, f"must be between {lo} and {hi}, inclusive")
+
+
+def validate_metadata(info, obj, errs):
     meta = obj.get("metadata") or {}
     name = meta.get("name") or ""
-    causes = []
-    if info.gr in (("", "namespaces"), ("", "services"), ("batch", "jobs")) and len(name) > 63:
-        causes.append(("metadata.name", f'Invalid value: "{name}": must be no more than 63 characters'))
-    elif info.gr in (("", "namespaces"), ("", "services")) and not DNS_LABEL.match(name):
-        causes.append(("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower '
-                       f"case alphanumeric characters or '-', and must start and end with an alphanumeric character"))
-    if not causes and info.resource not in ("events",):
-        if len(name) > 253 or not DNS_SUBDOMAIN.match(name):
-            causes.append(("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-                           f"lower case alphanumeric characters, '-' or '.', and must start and end with an "
-                           f"alphanumeric character"))
+    if info.gr in (("", "namespaces"), ("", "services")):
+        errs.each("metadata.name", name, is_dns1123_label(name))
+    elif info.resource != "events":
+        errs.each("metadata.name", name, is_dns1123_subdomain(name))
+    if info.gr == JOBS and len(name) > 63 and not [e for e in errs if e[0] == "metadata.name"]:
+        errs.invalid("metadata.name", name, "must be no more than 63 characters")
     for k, v in (meta.get("labels") or {}).items():
         if not isinstance(v, str):
             raise ApiError(400, f"metadata.labels[{k}]: label values must be strings")
-        err = _qualified_key_error(k)
-        if err:
-            causes.append((f"metadata.labels", f'Invalid value: "{k}": {err}'))
-        if len(v) > 63 or not LABEL_VALUE.match(v):
-            causes.append((f"metadata.labels", f'Invalid value: "{v}": a valid label must be an empty string or '
-                           f"consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                           f"alphanumeric character, at most 63 characters"))
+        errs.each("metadata.labels", k, is_qualified_name(k))
+        errs.each("metadata.labels", v, is_label_value(v))
     for k, v in (meta.get("annotations") or {}).items():
         if not isinstance(v, str):
             raise ApiError(400, f"metadata.annotations[{k}]: annotation values must be strings")
-        err = _qualified_key_error(k)
-        if err:
-            causes.append(("metadata.annotations", f'Invalid value: "{k}": {err}'))
-    if len(json.dumps(meta.get("annotations") or {})) > 256 * 1024:
-        causes.append(("metadata.annotations", "Too long: must have at most 262144 bytes"))
-    if info.gr == ("batch", "jobs"):
-        tmpl = ((obj.get("spec") or {}).get("template")) or {}
-        causes += _validate_pod_spec(tmpl.get("spec"), "spec.template.spec", job=True,
-                                     pfp=(obj.get("spec") or {}).get("podFailurePolicy"))
-    elif info.gr == ("", "pods"):
-        causes += _validate_pod_spec(obj.get("spec"), "spec", job=False, pfp=None)
-    if causes:
-        raise invalid(info, name, causes)
+        errs.each("metadata.annotations", k, is_qualified_name(k.lower()))
+    if sum(len(k) + len(v) for k, v in (meta.get("annotations") or {}).items()) > 256 * 1024:
+        errs.too_long("metadata.annotations", "must have at most 262144 bytes")
 
 
-def _validate_pod_spec(spec, path, job, pfp):
-    causes = []
+def validate(info, obj):
+    errs = FieldErrors()
+    validate_metadata(info, obj, errs)
+    if info.gr == JOBS:
+        validate_job_spec(obj.get("spec") or {}, errs)
+    elif info.gr == PODS:
+        validate_pod_spec(obj.get("spec"), "spec", errs)
+    elif info.resource == "events":
+        validate_event(info, obj, errs)
+    if errs:
+        raise invalid(info, (obj.get("metadata") or {}).get("name") or "", errs)
+
+
+def validate_job_spec(spec, errs):
+    for f in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished"):
+        v = spec.get(f)
+        if isinstance(v, int) and v < 0:
+            errs.invalid(f"spec.{f}", v, "must be greater than or equal to 0")
+    tmpl = spec.get("template") or {}
+    validate_pod_spec(tmpl.get("spec"), "spec.template.spec", errs)
+    pspec = tmpl.get("spec") or {}
+    rp = pspec.get("restartPolicy")
+    if rp not in ("OnFailure", "Never"):
+        errs.not_supported("spec.template.spec.restartPolicy", rp, ["OnFailure", "Never"])
+    pfp = spec.get("podFailurePolicy")
+    if pfp:
+        if rp != "Never":
+            errs.invalid("spec.template.spec.restartPolicy", rp, 'only "Never" is supported when podFailurePolicy is '
+                                                                 'specified')
+        for i, rule in enumerate(pfp.get("rules") or []):
+            rpath = f"spec.podFailurePolicy.rules[{i}]"
+            if rule.get("action") not in ("FailJob", "FailIndex", "Ignore", "Count"):
+                errs.not_supported(f"{rpath}.action", rule.get("action"), ["Count", "FailIndex", "FailJob", "Ignore"])
+            oc = rule.get("onExitCodes")
+            if oc and rule.get("onPodConditions"):
+                errs.invalid(rpath, "specifying both OnExitCodes and OnPodConditions is not supported", "")
+            if oc:
+                op = oc.get("operator")
+                if op not in ("In", "NotIn"):
+                    errs.not_supported(f"{rpath}.onExitCodes.operator", op, ["In", "NotIn"])
+                vals = oc.get("values") or []
+                if not vals:
+                    errs.required(f"{rpath}.onExitCodes.values", "at least one value is required")
+                for j, v in enumerate(vals):
+                    if op == "In" and v == 0:
+                        errs.invalid(f"{rpath}.onExitCodes.values[{j}]", v, "must not be 0 for the In operator")
+                    if vals.index(v) != j:
+                        errs.duplicate(f"{rpath}.onExitCodes.values[{j}]", v)
+    prp = spec.get("podReplacementPolicy")
+    if pfp and prp is not None and prp != "Failed":
+        errs.not_supported("spec.podReplacementPolicy", prp, ["Failed"])
+    elif prp is not None and prp not in ("Failed", "TerminatingOrFailed"):
+        errs.not_supported("spec.podReplacementPolicy", prp, ["Failed", "TerminatingOrFailed"])
+
+
+VOLUME_SOURCES = ["emptyDir", "hostPath", "gitRepo", "gcePersistentDisk", "awsElasticBlockStore", "secret", "nfs",
+                  "iscsi", "glusterfs", "flocker", "persistentVolumeClaim", "rbd", "cinder", "cephfs", "quobyte",
+                  "downwardAPI", "fc", "flexVolume", "configMap", "azureFile", "vsphereVolume",
+                  "photonPersistentDisk", "portworxVolume", "azureDisk", "storageos", "projected", "scaleIO", "csi",
+                  "ephemeral", "image"]
+HOST_PATH_TYPES = ["", "BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket"]
+FILE_MODE_ERR = "must be a number between 0 and 0777 (octal), both inclusive"
+
+
+def _local_path(errs, path, p, non_reserved=False):
+    """validateLocalDescendingPath / validateLocalNonReservedPath."""
+    if p.startswith("/"):
+        errs.invalid(path, p, "must be a relative path")
+    backstep = ".." in p.split("/")
+    if backstep:
+        errs.invalid(path, p, "must not contain '..'")
+    if non_reserved and not backstep and p.startswith(".."):
+        errs.invalid(path, p, "must not start with '..'")
+
+
+def _mode(errs, path, v):
+    if v is not None and (not isinstance(v, int) or v < 0 or v > 0o777):
+        errs.invalid(path, v, FILE_MODE_ERR)
+
+
+def _key_to_paths(errs, path, items):
+    for i, it in enumerate(items or []):
+        p = f"{path}.items[{i}]"
+        if not it.get("key"):
+            errs.required(f"{p}.key")
+        if not it.get("path"):
+            errs.required(f"{p}.path")
+        _local_path(errs, f"{p}.path", it.get("path") or "", non_reserved=True)
+        _mode(errs, f"{p}.mode", it.get("mode"))
+
+
+def _volume_source(errs, path, vol):
+    kinds = [k for k in VOLUME_SOURCES if vol.get(k) is not None]
+    if not kinds:
+        errs.required(path, "must specify a volume type")
+        return
+    for k in kinds[1:]:
+        errs.forbidden(f"{path}.{k}", "may not specify more than 1 volume type")
+    kind, src = kinds[0], vol[kinds[0]] or {}
+    p = f"{path}.{kind}"
+    if kind == "hostPath":
+        if not src.get("path"):
+            errs.required(f"{p}.path")
+        else:
+            if ".." in src["path"].split("/"):
+                errs.invalid(f"{p}.path", src["path"], "must not contain '..'")
+            if src.get("type") is not None and src["type"] not in HOST_PATH_TYPES:
+                errs.not_supported(f"{p}.type", src["type"], HOST_PATH_TYPES)
+    elif kind == "secret":
+        if not src.get("secretName"):
+            errs.required(f"{p}.secretName")
+        _mode(errs, f"{p}.defaultMode", src.get("defaultMode"))
+        _key_to_paths(errs, p, src.get("items"))
+    elif kind == "configMap":
+        if not src.get("name"):
+            errs.required(f"{p}.name")
+        _mode(errs, f"{p}.defaultMode", src.get("defaultMode"))
+        _key_to_paths(errs, p, src.get("items"))
+    elif kind == "persistentVolumeClaim":
+        if not src.get("claimName"):
+            errs.required(f"{p}.claimName")
+    elif kind == "projected":
+        _mode(errs, f"{p}.defaultMode", src.get("defaultMode"))
+        for i, s in enumerate(src.get("sources") or []):
+            sp = f"{p}.sources[{i}]"
+            for sk in ("secret", "configMap"):
+                if s.get(sk) is not None:
+                    if not (s[sk] or {}).get("name"):
+                        errs.required(f"{sp}.{sk}.name")
+                    _key_to_paths(errs, f"{sp}.{sk}", (s[sk] or {}).get("items"))
+    elif kind == "downwardAPI":
+        _mode(errs, f"{p}.defaultMode", src.get("defaultMode"))
+        for i, it in enumerate(src.get("items") or []):
+            if not it.get("path"):
+                errs.required(f"{p}.items[{i}].path")
+            _local_path(errs, f"{p}.items[{i}].path", it.get("path") or "", non_reserved=True)
+            _mode(errs, f"{p}.items[{i}].mode", it.get("mode"))
+
+
+def _security_context(errs, path, sc, pod_level):
+    if not isinstance(sc, dict):
+        return
+    for f in ("runAsUser", "runAsGroup") + (("fsGroup",) if pod_level else ()):
+        _int_in(errs, f"{path}.{f}", sc.get(f), 0, MAX_INT32)
+    if pod_level:
+        for i, g in enumerate(sc.get("supplementalGroups") or []):
+            _int_in(errs, f"{path}.supplementalGroups[{i}]", g, 0, MAX_INT32)
+    else:
+        if sc.get("privileged") and sc.get("allowPrivilegeEscalation") is False:
+            errs.invalid(path, sc, "cannot set `allowPrivilegeEscalation` to false and `privileged` to true")
+        if "SYS_ADMIN" in ((sc.get("capabilities") or {}).get("add") or []) and sc.get("allowPrivilegeEscalation") is False:
+            errs.invalid(path, sc, "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN")
+
+
+def _container(errs, path, c, vols):
+    name = c.get("name") or ""
+    if not name:
+        errs.required(f"{path}.name")
+    else:
+        errs.each(f"{path}.name", name, is_dns1123_label(name))
+    if not c.get("image"):
+        errs.required(f"{path}.image")
+    tmp = c.get("terminationMessagePolicy")
+    if tmp in (None, ""):
+        errs.required(f"{path}.terminationMessagePolicy", "must be 'File' or 'FallbackToLogsOnError'")
+    elif tmp not in ("File", "FallbackToLogsOnError"):
+        errs.not_supported(f"{path}.terminationMessagePolicy", tmp, ["File", "FallbackToLogsOnError"])
+    for i, port in enumerate(c.get("ports") or []):
+        _int_in(errs, f"{path}.ports[{i}].containerPort", port.get("containerPort"), 1, 65535)
+        if port.get("hostPort"):
+            _int_in(errs, f"{path}.ports[{i}].hostPort", port.get("hostPort"), 1, 65535)
+    for i, e in enumerate(c.get("env") or []):
+        ep = f"{path}.env[{i}]"
+        if not e.get("name"):
+            errs.required(f"{ep}.name")
+        else:
+            errs.each(f"{ep}.name", e["name"], is_env_var_name(e["name"]))
+        vf = e.get("valueFrom")
+        if vf is not None:
+            if e.get("value"):
+                errs.invalid(f"{ep}.valueFrom", "", "may not be specified when `value` is not empty")
+            refs = [k for k in ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef") if vf.get(k) is not None]
+            if len(refs) > 1:
+                errs.invalid(f"{ep}.valueFrom", "", "may not have more than one field specified at a time")
+            for k in ("configMapKeyRef", "secretKeyRef"):
+                ref = vf.get(k)
+                if ref is not None:
+                    if not ref.get("key"):
+                        errs.required(f"{ep}.valueFrom.{k}.key")
+                    else:
+                        errs.each(f"{ep}.valueFrom.{k}.key", ref["key"], is_config_map_key(ref["key"]))
+    for i, ef in enumerate(c.get("envFrom") or []):
+        if ef.get("prefix"):
+            errs.each(f"{path}.envFrom[{i}].prefix", ef["prefix"], is_env_var_name(ef["prefix"]))
+    seen = set()
+    for i, vm in enumerate(c.get("volumeMounts") or []):
+        mp = f"{path}.volumeMounts[{i}]"
+        if not vm.get("name"):
+            errs.required(f"{mp}.name")
+        if vm.get("name") not in vols:
+            errs.not_found(f"{mp}.name", vm.get("name") or "")
+        if not vm.get("mountPath"):
+            errs.required(f"{mp}.mountPath")
+        if vm.get("mountPath") in seen:
+            errs.invalid(f"{mp}.mountPath", vm.get("mountPath"), "must be unique")
+        seen.add(vm.get("mountPath"))
+        if vm.get("subPath"):
+            _local_path(errs, f"{mp}.subPath", vm["subPath"])
+    ipp = c.get("imagePullPolicy")
+    if ipp not in (None, "Always", "IfNotPresent", "Never"):
+        errs.not_supported(f"{path}.imagePullPolicy", ipp, ["Always", "IfNotPresent", "Never"])
+    _security_context(errs, f"{path}.securityContext", c.get("securityContext"), False)
+
+
+def validate_pod_spec(spec, path, errs):
     if not isinstance(spec, dict):
-        return [(path, "Required value")]
-    containers = spec.get("containers")
+        errs.required(path)
+        return
+    vols, names = set(), set()
+    for i, v in enumerate(spec.get("volumes") or []):
+        vp = f"{path}.volumes[{i}]"
+        before = len(errs)
+        _volume_source(errs, vp, v)
+        name = v.get("name") or ""
+        if not name:
+            errs.required(f"{vp}.name")
+        else:
+            errs.each(f"{vp}.name", name, is_dns1123_label(name))
+        if name in names:
+            errs.duplicate(f"{vp}.name", name)
+        names.add(name)
+        if len(errs) == before:
+            vols.add(name)
+    containers = spec.get("containers") or []
     if not containers:
-        causes.append((f"{path}.containers", "Required value"))
-    vols = {v.get("name") for v in spec.get("volumes") or []}
-    for i, c in enumerate(containers or []):
-        if not c.get("name"):
-            causes.append((f"{path}.containers[{i}].name", "Required value"))
-        elif not DNS_LABEL.match(c["name"]):
-            causes.append((f"{path}.containers[{i}].name", f'Invalid value: "{c["name"]}": a lowercase RFC 1123 label'))
-        if not c.get("image"):
-            causes.append((f"{path}.containers[{i}].image", "Required value"))
-        for j, vm in enumerate(c.get("volumeMounts") or []):
-            if vm.get("name") not in vols:
-                causes.append((f"{path}.containers[{i}].volumeMounts[{j}].name", f'Not found: "{vm.get("name")}"'))
-            if not str(vm.get("mountPath") or "").startswith("/"):
-                causes.append((f"{path}.containers[{i}].volumeMounts[{j}].mountPath", "Required value (absolute path)"))
-    if job:
-        rp = spec.get("restartPolicy")
-        if rp not in ("Never", "OnFailure"):
-            causes.append((f"{path}.restartPolicy", f'Unsupported value: "{rp}": supported values: "OnFailure", "Never"'))
-        if pfp and rp != "Never":
-            causes.append(("spec.podFailurePolicy", 'Invalid value: only "Never" is supported as restartPolicy'))
-    return causes
+        errs.required(f"{path}.containers")
+    all_names = set()
+    for kind in ("containers", "initContainers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            _container(errs, f"{path}.{kind}[{i}]", c, vols)
+            if c.get("name") in all_names:
+                errs.duplicate(f"{path}.{kind}[{i}].name", c.get("name"))
+            all_names.add(c.get("name"))
+    rp = spec.get("restartPolicy")
+    if rp not in ("Always", "OnFailure", "Never"):
+        errs.not_supported(f"{path}.restartPolicy", rp, ["Always", "OnFailure", "Never"])
+    for k, v in (spec.get("nodeSelector") or {}).items():
+        errs.each(f"{path}.nodeSelector", k, is_qualified_name(k))
+        errs.each(f"{path}.nodeSelector", v, is_label_value(v if isinstance(v, str) else str(v)))
+    _security_context(errs, f"{path}.securityContext", spec.get("securityContext"), True)
+    sa = spec.get("serviceAccountName")
+    if sa:
+        errs.each(f"{path}.serviceAccountName", sa, is_dns1123_subdomain(sa))
+    nn = spec.get("nodeName")
+    if nn:
+        errs.each(f"{path}.nodeName", nn, is_dns1123_subdomain(nn))
+    ads = spec.get("activeDeadlineSeconds")
+    if ads is not None and (not isinstance(ads, int) or ads < 1 or ads > MAX_INT32):
+        errs.invalid(f"{path}.activeDeadlineSeconds", ads, f"must be between 1 and {MAX_INT32}, inclusive")
+    if spec.get("hostname"):
+        errs.each(f"{path}.hostname", spec["hostname"], is_dns1123_label(spec["hostname"]))
+    tgp = spec.get("terminationGracePeriodSeconds")
+    if isinstance(tgp, int) and tgp < 0:
+        errs.invalid(f"{path}.terminationGracePeriodSeconds", tgp, "must be greater than or equal to 0")
+
+
+def validate_event(info, obj, errs):
+    """ValidateEventCreate: the legacy checks for core/v1, the strict ones for events.k8s.io/v1.
+    Field paths are the internal type's (so an events.k8s.io `note` is reported as `message`)."""
+    new_api = info.group == "events.k8s.io"
+    ns = (obj.get("metadata") or {}).get("namespace") or ""
+    if new_api:
+        involved = obj.get("regarding") or {}
+        message, source = obj.get("note") or "", obj.get("deprecatedSource") or {}
+        reporting = obj.get("reportingController") or ""
+        first, last, count = obj.get("deprecatedFirstTimestamp"), obj.get("deprecatedLastTimestamp"), obj.get("deprecatedCount")
+    else:
+        involved = obj.get("involvedObject") or {}
+        message, source = obj.get("message") or "", obj.get("source") or {}
+        reporting = obj.get("reportingComponent") or ""
+        first, last, count = obj.get("firstTimestamp"), obj.get("lastTimestamp"), obj.get("count")
+    inv_ns = involved.get("namespace") or ""
+    if not obj.get("eventTime"):
+        if (not inv_ns and ns not in ("", "default")) or (inv_ns and ns != inv_ns):
+            errs.invalid("involvedObject.namespace", inv_ns, "does not match event.namespace")
+    else:
+        if not inv_ns and ns not in ("default", "kube-system"):
+            errs.invalid("involvedObject.namespace", inv_ns, "does not match event.namespace")
+        if not reporting:
+            errs.required("reportingController")
+        errs.each("reportingController", reporting, is_qualified_name(reporting))
+        for f, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128)):
+            v = obj.get(f) or ""
+            if not v:
+                errs.required(f)
+            if len(v.encode()) > limit:
+                errs.invalid(f, "", f"can have at most {limit} characters")
+        if len(message.encode()) > 1024:
+            errs.invalid("message", "", "can have at most 1024 characters")
+    errs.each("namespace", ns, is_dns1123_subdomain(ns))
+    if not new_api:
+        return
+    series = obj.get("series")
+    if series is not None:
+        if (series.get("count") or 0) < 2:
+            errs.invalid("series.count", "", "should be at least 2")
+        if not series.get("lastObservedTime"):
+            errs.required("series.lastObservedTime")
+    if not obj.get("eventTime"):
+        errs.required("eventTime")
+    if obj.get("type") not in ("Normal", "Warning"):
+        errs.invalid("type", "", f"has invalid value: {obj.get('type') or ''}")
+    if first:
+        errs.invalid("firstTimestamp", "", "needs to be unset")
+    if last:
+        errs.invalid("lastTimestamp", "", "needs to be unset")
+    if count:
+        errs.invalid("count", "", "needs to be unset")
+    if source.get("component") or source.get("host"):
+        errs.invalid("source", "", "needs to be unset")
 
 
 def default_container(c):
     c.setdefault("terminationMessagePath", "/dev/termination-log")
     c.setdefault("terminationMessagePolicy", "File")
     img = c.get("image") or ""
-    c.setdefault("imagePullPolicy", "Always" if (img.endswith(":latest") or ":" not in img.split("/")[-1]) and "@" not in img else "IfNotPresent")
+    last = img.split("/")[-1]
+    c.setdefault("imagePullPolicy", "Always" if "@" not in img and (":" not in last or last.endswith(":latest"))
+                 else "IfNotPresent")
     c.setdefault("resources", {})
+
+
+def default_volumes(spec):
+    """SetDefaults_*VolumeSource: defaultMode 0644 for secret, configMap, projected, downwardAPI."""
+    for v in spec.get("volumes") or []:
+        for kind in ("secret", "configMap", "projected", "downwardAPI"):
+            if isinstance(v.get(kind), dict):
+                v[kind].setdefault("defaultMode", 0o644)
+        if isinstance(v.get("hostPath"), dict):
+            v["hostPath"].setdefault("type", "")
 
 
 def default_pod_spec(spec):
@@ -768,16 +1207,34 @@ def default_pod_spec(spec):
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+    spec.setdefault("enableServiceLinks", True)
+    default_volumes(spec)
     for c in spec.get("containers") or []:
         default_container(c)
     for c in spec.get("initContainers") or []:
         default_container(c)
 
 
+def pod_qos(spec):
+    """GetPodQOS: Guaranteed, Burstable or BestEffort."""
+    requests, limits, guaranteed = set(), set(), True
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        res = c.get("resources") or {}
+        req, lim = dict(res.get("limits") or {}), res.get("limits") or {}
+        req.update(res.get("requests") or {})
+        requests |= {k for k in req if k in ("cpu", "memory")}
+        limits |= {k for k in lim if k in ("cpu", "memory")}
+        if not all(k in lim and str(lim[k]) == str(req.get(k)) for k in ("cpu", "memory")):
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed and limits == {"cpu", "memory"} else "Burstable"
+
+
 def apply_create_defaults(info, obj):
-    if info.gr == ("", "secrets"):
+    if info.gr == SECRETS:
         obj.setdefault("type", "Opaque")
-    elif info.gr == ("batch", "jobs"):
+    elif info.gr == JOBS:
         spec = obj.setdefault("spec", {})
         uid = obj["metadata"]["uid"]
         name = obj["metadata"]["name"]
@@ -786,7 +1243,7 @@ def apply_create_defaults(info, obj):
         spec.setdefault("backoffLimit", 6)
         spec.setdefault("completionMode", "NonIndexed")
         spec.setdefault("suspend", False)
-        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+        spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed")
         if not spec.get("manualSelector"):
             spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         tmpl = spec.setdefault("template", {})
@@ -795,8 +1252,253 @@ def apply_create_defaults(info, obj):
         labels.update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
                        "controller-uid": uid, "job-name": name})
         default_pod_spec(tmpl.setdefault("spec", {}))
-    elif info.gr == ("", "pods"):
-        default_pod_spec(obj.setdefault("spec", {}))
+    elif info.gr == PODS:
+        spec = obj.setdefault("spec", {})
+        default_pod_spec(spec)
+        obj["status"] = {"phase": "Pending", "qosClass": pod_qos(spec)}
+
+
+# --------------------------------------------------------------------------------------------
+# Admission: an injected sidecar (a mutating webhook such as Istio's) and Pod Security admission
+# --------------------------------------------------------------------------------------------
+
+class SidecarInjector:
+    """Adds a long-running container in front of the pod's own, as Istio's injector does, unless
+    the pod opts out by label or annotation."""
+
+    def __init__(self, name, image, opt_outs):
+        self.name = name
+        self.image = image
+        self.opt_outs = opt_outs  # [(key, value)]
+
+    def mutate(self, pod, ns):
+        if not self.name or ns in ("kube-system", "kube-public"):
+            return
+        meta = pod.setdefault("metadata", {})
+        spec = pod.setdefault("spec", {})
+        marks = dict(meta.get("labels") or {})
+        marks.update(meta.get("annotations") or {})
+        if spec.get("hostNetwork") or any(marks.get(k) == v for k, v in self.opt_outs):
+            return
+        if any(c.get("name") == self.name for c in spec.get("containers") or []):
+            return
+        sidecar = {"name": self.name, "image": self.image, "args": ["proxy", "sidecar"],
+                   "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+                   "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                   "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                       "privileged": False, "readOnlyRootFilesystem": True, "runAsGroup": 1337,
+                                       "runAsNonRoot": True, "runAsUser": 1337}}
+        default_container(sidecar)
+        spec["containers"] = [sidecar] + list(spec.get("containers") or [])
+        ann = meta.setdefault("annotations", {})
+        ann["sidecar.istio.io/status"] = json.dumps({"containers": [self.name], "volumes": [],
+                                                      "imagePullSecrets": None}, separators=(",", ":"))
+
+
+PSA_LEVELS = ("privileged", "baseline", "restricted")
+BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                 "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies",
+                "net.ipv4.ping_group_range", "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes"}
+RESTRICTED_VOLUME_TYPES = ["hostPath", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "nfs", "iscsi",
+                           "glusterfs", "rbd", "flexVolume", "cinder", "cephfs", "flocker", "fc", "azureFile",
+                           "vsphereVolume", "quobyte", "azureDisk", "photonPersistentDisk", "portworxVolume",
+                           "scaleIO", "storageos"]
+ALLOWED_RESTRICTED_VOLUMES = ("configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                              "projected", "secret")
+
+
+def _plural(one, many, n):
+    return one if n == 1 else many
+
+
+def _jq(items):
+    return ", ".join(f'"{i}"' for i in items)
+
+
+def _containers_of(spec):
+    return (spec.get("initContainers") or []) + (spec.get("containers") or []) + (spec.get("ephemeralContainers") or [])
+
+
+def _sc(c):
+    return c.get("securityContext") or {}
+
+
+def _bad_containers(spec, pred):
+    return [c.get("name") for c in _containers_of(spec) if pred(c)]
+
+
+def _who(names):
+    return f'{_plural("container", "containers", len(names))} {_jq(names)}'
+
+
+def psa_check_pod(level, meta, spec):
+    """The pod-security-admission checks of `level` (latest), in the order the evaluator runs them:
+    the non-overlapping baseline checks, then the overlapping baseline ones (baseline only) or the
+    restricted ones. Returns [(reason, detail)]."""
+    out = []
+    psc = spec.get("securityContext") or {}
+    # baseline, not overlapping with restricted checks (in the order of their source files)
+    bad = {c.get("name"): ((c.get("securityContext") or {}).get("appArmorProfile") or {}).get("type")
+           for c in _containers_of(spec)}
+    bad = sorted(n for n, t in bad.items() if t == "Unconfined")
+    if (psc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        bad = ["pod"] + bad
+    if bad:
+        out.append(("forbidden AppArmor profile", f"{_plural('profile', 'profiles', len(bad))} {_jq(bad)}"))
+    hostns = sorted(k for k in ("hostIPC", "hostNetwork", "hostPID") if spec.get(k))
+    if hostns:
+        out.append(("host namespaces", ", ".join(f"{k}=true" for k in hostns)))
+    ports, names = set(), []
+    for c in _containers_of(spec):
+        hp = [p.get("hostPort") for p in c.get("ports") or [] if p.get("hostPort")]
+        if hp:
+            names.append(c.get("name"))
+            ports |= {str(p) for p in hp}
+    if names:
+        out.append(("hostPort", f'{_who(names)} {_plural("uses", "use", len(names))} '
+                                f'{_plural("hostPort", "hostPorts", len(ports))} {", ".join(sorted(ports))}'))
+    names = _bad_containers(spec, lambda c: _sc(c).get("privileged"))
+    if names:
+        out.append(("privileged", f"{_who(names)} must not set securityContext.privileged=true"))
+    names = _bad_containers(spec, lambda c: _sc(c).get("procMount") not in (None, "Default"))
+    if names:
+        out.append(("procMount", f"{_who(names)} must not set securityContext.procMount to \"Unmasked\""))
+    sysctls = sorted(s.get("name") for s in psc.get("sysctls") or [] if s.get("name") not in SAFE_SYSCTLS)
+    if sysctls:
+        out.append(("forbidden sysctls", ", ".join(sysctls)))
+    if level == "baseline":
+        caps, names = set(), []
+        for c in _containers_of(spec):
+            add = [a for a in ((_sc(c).get("capabilities") or {}).get("add") or []) if a not in BASELINE_CAPS]
+            if add:
+                names.append(c.get("name"))
+                caps |= set(add)
+        if names:
+            out.append(("non-default capabilities",
+                        f"{_who(names)} must not include {_jq(sorted(caps))} in securityContext.capabilities.add"))
+        vols = [v.get("name") for v in spec.get("volumes") or [] if v.get("hostPath") is not None]
+        if vols:
+            out.append(("hostPath volumes", f"{_plural('volume', 'volumes', len(vols))} {_jq(vols)}"))
+        setters, values = [], set()
+        if (psc.get("seccompProfile") or {}).get("type") == "Unconfined":
+            setters.append("pod")
+            values.add("Unconfined")
+        names = _bad_containers(spec, lambda c: (_sc(c).get("seccompProfile") or {}).get("type") == "Unconfined")
+        if names:
+            setters.append(_who(names))
+            values.add("Unconfined")
+        if setters:
+            out.append(("seccompProfile", f"{' and '.join(setters)} must not set securityContext.seccompProfile.type to "
+                                          f"{_jq(sorted(values))}"))
+        return out
+    # restricted
+    names = _bad_containers(spec, lambda c: _sc(c).get("allowPrivilegeEscalation") is not False)
+    if names:
+        out.append(("allowPrivilegeEscalation != false",
+                    f"{_who(names)} must set securityContext.allowPrivilegeEscalation=false"))
+    missing_drop, adding, forbidden = [], [], set()
+    for c in _containers_of(spec):
+        caps = _sc(c).get("capabilities")
+        if caps is None or "ALL" not in (caps.get("drop") or []):
+            missing_drop.append(c.get("name"))
+        extra = [a for a in ((caps or {}).get("add") or []) if a != "NET_BIND_SERVICE"]
+        if extra:
+            adding.append(c.get("name"))
+            forbidden |= set(extra)
+    details = []
+    if missing_drop:
+        details.append(f'{_who(missing_drop)} must set securityContext.capabilities.drop=["ALL"]')
+    if adding:
+        details.append(f"{_who(adding)} must not include {_jq(sorted(forbidden))} in securityContext.capabilities.add")
+    if details:
+        out.append(("unrestricted capabilities", "; ".join(details)))
+    bad_vols, bad_types = [], set()
+    for v in spec.get("volumes") or []:
+        if any(v.get(k) is not None for k in ALLOWED_RESTRICTED_VOLUMES):
+            continue
+        bad_vols.append(v.get("name"))
+        bad_types.add(next((k for k in RESTRICTED_VOLUME_TYPES if v.get(k) is not None), "unknown"))
+    if bad_vols:
+        out.append(("restricted volume types",
+                    f"{_plural('volume', 'volumes', len(bad_vols))} {_jq(bad_vols)} "
+                    f"{_plural('uses', 'use', len(bad_vols))} "
+                    f"{_plural('restricted volume type', 'restricted volume types', len(bad_types))} "
+                    f"{_jq(sorted(bad_types))}"))
+    setters, implicit = [], []
+    pod_nonroot = psc.get("runAsNonRoot")
+    if pod_nonroot is False:
+        setters.append("pod")
+    explicit = []
+    for c in _containers_of(spec):
+        v = _sc(c).get("runAsNonRoot")
+        if v is not None:
+            if v is False:
+                explicit.append(c.get("name"))
+        elif pod_nonroot is not True:
+            implicit.append(c.get("name"))
+    if explicit:
+        setters.append(_who(explicit))
+    if setters:
+        out.append(("runAsNonRoot != true", f"{' and '.join(setters)} must not set securityContext.runAsNonRoot=false"))
+    elif implicit:
+        out.append(("runAsNonRoot != true", f"pod or {_who(implicit)} must set securityContext.runAsNonRoot=true"))
+    setters = ["pod"] if psc.get("runAsUser") == 0 else []
+    names = _bad_containers(spec, lambda c: _sc(c).get("runAsUser") == 0)
+    if names:
+        setters.append(_who(names))
+    if setters:
+        out.append(("runAsUser=0", f"{' and '.join(setters)} must not set runAsUser=0"))
+    setters, values, implicit = [], set(), []
+    pod_type = (psc.get("seccompProfile") or {}).get("type")
+    pod_ok = pod_type in ("RuntimeDefault", "Localhost")
+    if psc.get("seccompProfile") is not None and not pod_ok:
+        setters.append("pod")
+        values.add(pod_type or "")
+    explicit = []
+    for c in _containers_of(spec):
+        sp = _sc(c).get("seccompProfile")
+        if sp is not None:
+            if sp.get("type") not in ("RuntimeDefault", "Localhost"):
+                explicit.append(c.get("name"))
+                values.add(sp.get("type") or "")
+        elif not pod_ok:
+            implicit.append(c.get("name"))
+    if explicit:
+        setters.append(_who(explicit))
+    if setters:
+        out.append(("seccompProfile", f"{' and '.join(setters)} must not set securityContext.seccompProfile.type to "
+                                      f"{_jq(sorted(values))}"))
+    elif implicit:
+        out.append(("seccompProfile", f'pod or {_who(implicit)} must set securityContext.seccompProfile.type to '
+                                      f'"RuntimeDefault" or "Localhost"'))
+    return out
+
+
+def psa_policy(ns_obj, mode):
+    """(level, version label) of a namespace's pod-security.kubernetes.io/<mode> labels; an
+    invalid level evaluates as restricted:latest, as the admission plugin does."""
+    labels = ((ns_obj or {}).get("metadata") or {}).get("labels") or {}
+    level = labels.get(f"pod-security.kubernetes.io/{mode}")
+    if level is None:
+        return None
+    version = labels.get(f"pod-security.kubernetes.io/{mode}-version") or "latest"
+    if level not in PSA_LEVELS:
+        return "restricted", "latest"
+    return level, version
+
+
+def psa_violations(ns_obj, mode, pod_meta, pod_spec):
+    policy = psa_policy(ns_obj, mode)
+    if policy is None or policy[0] == "privileged":
+        return None
+    results = psa_check_pod(policy[0], pod_meta or {}, pod_spec or {})
+    if not results:
+        return None
+    detail = ", ".join(f"{r} ({d})" if d else r for r, d in results)
+    return f'{policy[0]}:{policy[1]}', detail
 
 
 def normalize_write(info, obj):
@@ -811,14 +1513,6 @@ def normalize_write(info, obj):
 
 def _strip_for_generation(obj):
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
-
-
-def _without_rv(obj):
-    o = dict(obj)
-    m = dict(o.get("metadata") or {})
-    m.pop("resourceVersion", None)
-    o["metadata"] = m
-    return o
 
 
 # --------------------------------------------------------------------------------------------
@@ -843,8 +1537,8 @@ class Store:
         self.compacted_rv = 0
         self.watchers = set()
         self.listeners = []  # called under the lock with each event; must not block
-        self.gc_queue = queue.Queue()
         self.by_uid = {}  # uid -> (info, ns, name)
+        self.sidecar = None  # SidecarInjector (a mutating admission webhook), when configured
 
     # -- internals --
     def _next_rv(self):
@@ -887,7 +1581,7 @@ class Store:
             return uid in self.by_uid
 
     # -- create --
-    def create(self, info, ns, obj, dry_run=False, managed=None, manager=None):
+    def create(self, info, ns, obj, dry_run=False, managed=None, manager=None, warnings=None):
         if not isinstance(obj, dict):
             raise ApiError(400, "the request body must be a JSON object")
         obj = dc(obj)
@@ -913,11 +1607,17 @@ class Store:
             raise ApiError(400, f"the apiVersion of the object ({api_version}) does not match the group {info.group!r}")
         if not api_version:
             obj["apiVersion"] = info.api_version()
+        if info.gr == PODS:  # defaulting, then the mutating webhooks, before the name is generated
+            default_pod_spec(obj.setdefault("spec", {}))
+            if self.sidecar is not None:
+                self.sidecar.mutate(obj, ns)
         with self.lock:
             if not meta.get("name"):
                 gn = meta.get("generateName")
                 if not gn:
-                    raise invalid(info, "", [("metadata.name", "Required value: name or generateName is required")])
+                    errs = FieldErrors()
+                    errs.required("metadata.name", "name or generateName is required")
+                    raise invalid(info, "", errs)
                 for _ in range(100):
                     cand = gn[:58] + rand_suffix()
                     if (ns, cand) not in self.objs[info.gr]:
@@ -941,6 +1641,7 @@ class Store:
             normalize_write(info, obj)
             apply_create_defaults(info, obj)
             validate(info, obj)
+            self._pod_security(info, ns, obj, warnings)
             if managed is None and manager:
                 mf = update_ownership([], None, obj, manager, None, obj["apiVersion"])
                 if mf:
@@ -952,6 +1653,33 @@ class Store:
             self.by_uid[meta["uid"]] = (info, ns, name)
             self._emit(info, ns, "ADDED", obj, None)
             return obj
+
+    def _pod_security(self, info, ns, obj, warnings):
+        """Pod Security admission: pods violating the namespace's enforce level are refused; pods
+        violating its warn level, and workloads whose pod template violates either, get warnings."""
+        ns_obj = self.objs[NAMESPACES].get(("", ns))
+        if ns_obj is None:
+            return
+        name = obj["metadata"]["name"]
+        if info.gr == PODS:
+            meta, spec = obj.get("metadata"), obj.get("spec")
+            v = psa_violations(ns_obj, "enforce", meta, spec)
+            if v is not None:
+                raise ApiError(403, f'pods "{name}" is forbidden: violates PodSecurity "{v[0]}": {v[1]}', "Forbidden",
+                               {"name": name, "kind": "pods"})
+            modes = ("warn",)
+        elif info.gr == JOBS:
+            tmpl = (obj.get("spec") or {}).get("template") or {}
+            meta, spec = tmpl.get("metadata"), tmpl.get("spec")
+            modes = ("enforce", "warn")
+        else:
+            return
+        seen = set()
+        for mode in modes:
+            v = psa_violations(ns_obj, mode, meta, spec)
+            if v is not None and v not in seen and warnings is not None:
+                seen.add(v)
+                warnings.append(f'would violate PodSecurity "{v[0]}": {v[1]}')
 
     # -- the common write path for update / patch / internal updates --
     def _commit(self, info, ns, name, old, new, managed=None, check=True, dry_run=False, manager=None, sub=None):
@@ -988,16 +1716,33 @@ class Store:
         new["apiVersion"] = old.get("apiVersion", info.api_version())
         normalize_write(info, new)
         if check:
-            if info.gr == ("batch", "jobs"):
+            errs = FieldErrors()
+            if info.gr == JOBS:
                 ospec, nspec = old.get("spec") or {}, new.get("spec") or {}
                 if ospec.get("template") != nspec.get("template") and not ospec.get("suspend"):
-                    raise invalid(info, name, [("spec.template", "Invalid value: field is immutable")])
+                    errs.invalid("spec.template", nspec.get("template"), "field is immutable")
                 if ospec.get("selector") != nspec.get("selector"):
-                    raise invalid(info, name, [("spec.selector", "Invalid value: field is immutable")])
+                    errs.invalid("spec.selector", nspec.get("selector"), "field is immutable")
+            if info.gr == PODS:
+                ospec, nspec = dc(old.get("spec") or {}), dc(new.get("spec") or {})
+                for sp in (ospec, nspec):
+                    for f in ("activeDeadlineSeconds", "tolerations"):
+                        sp.pop(f, None)
+                    for c in (sp.get("containers") or []) + (sp.get("initContainers") or []):
+                        c.pop("image", None)
+                if ospec != nspec:
+                    errs.forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,"
+                                           "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
+                                           "`spec.tolerations` (only additions to existing tolerations),"
+                                           "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+                                           "previously negative)")
             if om.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or []) - set(om.get("finalizers") or [])
                 if added:
-                    raise invalid(info, name, [("metadata.finalizers", "Forbidden: no new finalizers can be added if the object is being deleted")])
+                    errs.forbidden("metadata.finalizers", "no new finalizers can be added if the object is being "
+                                                          "deleted, found new finalizers " + goq(sorted(added)))
+            if errs:
+                raise invalid(info, name, errs)
             validate(info, new)
         if _strip_for_generation(new) != _strip_for_generation(old):
             meta["generation"] = int(om.get("generation") or 0) + 1
@@ -1011,8 +1756,8 @@ class Store:
             return old  # no-op write: no new resourceVersion, no event
         if dry_run:
             return new
-        if om.get("deletionTimestamp") and not meta.get("finalizers"):
-            return self._remove(info, ns, name, new)
+        if om.get("deletionTimestamp") and not meta.get("finalizers") and not om.get("deletionGracePeriodSeconds"):
+            return self._remove(info, ns, name, new)  # shouldDeleteDuringUpdate
         meta["resourceVersion"] = self._next_rv()
         self.objs[info.gr][(ns, name)] = new
         self._emit(info, ns, "MODIFIED", new, old)
@@ -1024,9 +1769,6 @@ class Store:
         del self.objs[info.gr][(ns, name)]
         self.by_uid.pop(obj["metadata"]["uid"], None)
         self._emit(info, ns, "DELETED", obj, None)
-        self.gc_queue.put(obj["metadata"]["uid"])
-        if info.gr == ("", "namespaces"):
-            self.gc_queue.put(("namespace", name))
         return obj
 
     def _get_or_404(self, info, ns, name):
@@ -1197,30 +1939,58 @@ class Store:
 
     # -- delete --
     def delete(self, info, ns, name, opts=None, dry_run=False):
+        """DELETE with DeleteOptions: preconditions, the propagation policy (the `orphan` and
+        `foregroundDeletion` finalizers the garbage collector acts on) and, for pods, graceful
+        deletion (deletionTimestamp in the future; the kubelet removes the object when its
+        containers are gone)."""
         opts = opts or {}
         with self.lock:
             old = self._get_or_404(info, ns, name)
+            om = old["metadata"]
             pre = opts.get("preconditions") or {}
-            if pre.get("uid") and pre["uid"] != old["metadata"]["uid"]:
+            if pre.get("uid") and pre["uid"] != om["uid"]:
                 raise ApiError(409, f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
-                                    f"{old['metadata']['uid']}", "Conflict")
-            if pre.get("resourceVersion") and pre["resourceVersion"] != old["metadata"]["resourceVersion"]:
+                                    f"{om['uid']}", "Conflict")
+            if pre.get("resourceVersion") and pre["resourceVersion"] != om["resourceVersion"]:
                 raise ApiError(409, f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
-                                    f"ResourceVersion in object meta: {old['metadata']['resourceVersion']}", "Conflict")
+                                    f"ResourceVersion in object meta: {om['resourceVersion']}", "Conflict")
+            policy = propagation_policy(info, opts)
+            grace = 0
+            if info.gr == PODS:  # podStrategy.CheckGracefulDelete
+                g = opts.get("gracePeriodSeconds")
+                grace = int(g) if g is not None else int((old.get("spec") or {}).get("terminationGracePeriodSeconds") or 0)
+                if not (old.get("spec") or {}).get("nodeName") or pod_terminal(old):
+                    grace = 0
             if dry_run:
                 return old
-            if old["metadata"].get("finalizers"):
-                if old["metadata"].get("deletionTimestamp"):
-                    return old
-                new = dc(old)
-                new["metadata"]["deletionTimestamp"] = now_str()
-                new["metadata"]["deletionGracePeriodSeconds"] = 0
-                new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
-                new["metadata"]["resourceVersion"] = self._next_rv()
-                self.objs[info.gr][(ns or "", name)] = new
-                self._emit(info, ns or "", "MODIFIED", new, old)
-                return new
+            fins = [f for f in om.get("finalizers") or [] if f not in ("orphan", "foregroundDeletion")]
+            if policy == "Orphan":
+                fins.append("orphan")
+            elif policy == "Foreground":
+                fins.append("foregroundDeletion")
+            if om.get("deletionTimestamp"):
+                current = om.get("deletionGracePeriodSeconds")
+                if current is not None and grace < current:  # a shorter grace period replaces the longer one
+                    if grace == 0 and not om.get("finalizers"):
+                        return self._remove(info, ns or "", name, old)
+                    return self._mark_deleting(info, ns or "", name, old, grace, om.get("finalizers") or [])
+                return old
+            if grace > 0 or fins:
+                return self._mark_deleting(info, ns or "", name, old, grace, fins)
             return self._remove(info, ns or "", name, old)
+
+    def _mark_deleting(self, info, ns, name, old, grace, fins):
+        new = dc(old)
+        m = new["metadata"]
+        m["deletionTimestamp"] = time_str(cluster_now() + datetime.timedelta(seconds=grace))
+        m["deletionGracePeriodSeconds"] = grace
+        if fins:
+            m["finalizers"] = fins
+        m["generation"] = int(old["metadata"].get("generation") or 0) + 1
+        m["resourceVersion"] = self._next_rv()
+        self.objs[info.gr][(ns, name)] = new
+        self._emit(info, ns, "MODIFIED", new, old)
+        return new
 
     # -- internal writes (the node simulator, the garbage collector) --
     def internal_update(self, gr, ns, name, fn, uid=None, manager="kube-controller-manager", sub="status"):
@@ -1235,47 +2005,36 @@ class Store:
                 return old
             return self._commit(info, ns or "", name, old, new, check=False, manager=manager, sub=sub)
 
-    def internal_delete(self, gr, ns, name, uid=None):
+    def internal_delete(self, gr, ns, name, uid=None, opts=None):
         with self.lock:
             old = self.objs[gr].get((ns or "", name))
             if old is None or (uid and old["metadata"]["uid"] != uid):
                 return None
             info = self.registry.lookup(*gr) or ResourceInfo(gr[0], ["v1"], gr[1], guess_kind(gr[1]))
             try:
-                return self.delete(info, ns or "", name)
+                return self.delete(info, ns or "", name, opts)
             except ApiError:
                 return None
 
-    def gc_loop(self):
-        """Background cascading deletion: dependents of a removed owner (by ownerReferences uid)
-        are deleted once none of their owners exists any more."""
-        while True:
-            item = self.gc_queue.get()
-            try:
-                if isinstance(item, tuple) and item[0] == "namespace":
-                    with self.lock:
-                        victims = [(gr, ons, oname) for gr, objs in self.objs.items()
-                                   for (ons, oname) in objs if ons == item[1]]
-                    for gr, ons, oname in victims:
-                        self.internal_delete(gr, ons, oname)
-                    continue
-                uid = item
-                with self.lock:
-                    victims = []
-                    for gr, objs in self.objs.items():
-                        for (ons, oname), o in objs.items():
-                            refs = o["metadata"].get("ownerReferences") or []
-                            uids = [r.get("uid") for r in refs]
-                            if uid in uids and not any(u in self.by_uid for u in uids if u != uid):
-                                victims.append((gr, ons, oname, o["metadata"]["uid"]))
-                for gr, ons, oname, ouid in victims:
-                    self.internal_delete(gr, ons, oname, uid=ouid)
-            except Exception:
-                log("gc failed: " + traceback.format_exc())
+
+def propagation_policy(info, opts):
+    """The DeleteOptions' propagation policy, else the resource's default (registry strategies'
+    DefaultGarbageCollectionPolicy: batch/v1 Jobs orphan their pods, everything else cascades in
+    the background)."""
+    policy = opts.get("propagationPolicy")
+    if policy is None and opts.get("orphanDependents") is not None:
+        policy = "Orphan" if opts["orphanDependents"] else "Background"
+    if policy is None:
+        policy = "Orphan" if info.gr == JOBS else "Background"
+    if policy not in ("Orphan", "Background", "Foreground"):
+        errs = FieldErrors()
+        errs.not_supported("propagationPolicy", policy, ["Foreground", "Background", "Orphan"])
+        raise ApiError(422, f"DeleteOptions.meta.k8s.io \"\" is invalid: {errs[0][0]}: {errs[0][2]}", "Invalid")
+    return policy
 
 
 # --------------------------------------------------------------------------------------------
-# Node simulator: a Job controller, a scheduler and a kubelet that runs containers as processes
+# Controllers: garbage collector, scheduler, Job controller, TTL, pod GC, small helpers
 # --------------------------------------------------------------------------------------------
 
 PODS = ("", "pods")
@@ -1283,97 +2042,254 @@ JOBS = ("batch", "jobs")
 SECRETS = ("", "secrets")
 CONFIGMAPS = ("", "configmaps")
 PVCS = ("", "persistentvolumeclaims")
+NODES = ("", "nodes")
+NAMESPACES = ("", "namespaces")
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 EVENTS = ("", "events")
+JOB_TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 
 
-class PodWait(Exception):
-    """The container cannot start yet (missing Secret, ...)."""
-
-    def __init__(self, reason, message, event_reason):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.event_reason = event_reason
+def owner_uids(obj):
+    return [r.get("uid") for r in (obj.get("metadata") or {}).get("ownerReferences") or []]
 
 
-class Proc:
-    def __init__(self, popen, ns, name, uid, job, argv):
-        self.popen = popen
-        self.ns = ns
-        self.name = name
-        self.uid = uid
-        self.job = job
-        self.argv = argv
-        self.started = now_str()
-        self.killed_by = None
+def controller_uid(obj):
+    for r in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if r.get("controller"):
+            return r.get("uid")
+    return None
 
 
-SETPRIV = shutil.which("setpriv")
-
-# A helper process that outlives a SIGKILLed double for just long enough to kill every pod's
-# process group: it reads "+PGID"/"-PGID" lines and, at EOF (the double is gone), kills what is left.
-REAPER_SRC = r"""
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line[:1] == "+":
-        groups.add(int(line[1:]))
-    elif line[:1] == "-":
-        groups.discard(int(line[1:]))
-for g in groups:
-    try:
-        os.killpg(g, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+def phase_of(pod):
+    return (pod.get("status") or {}).get("phase") or "Pending"
 
 
-class Reaper:
-    def __init__(self):
-        self.lock = threading.Lock()
+def pod_terminal(pod):
+    return phase_of(pod) in ("Succeeded", "Failed")
+
+
+def condition_true(obj, typ):
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == typ and c.get("status") == "True":
+            return c
+    return None
+
+
+class EventWriter:
+    """core/v1 Events as the controllers and the kubelet write them (one per occurrence)."""
+
+    def __init__(self, store, registry, node):
+        self.store, self.registry, self.node = store, registry, node
+
+    def emit(self, obj, typ, reason, message, component, field_path=None, host=None):
+        meta = obj["metadata"]
+        t = now_str()
+        involved = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
+                    "namespace": meta.get("namespace"), "uid": meta["uid"],
+                    "resourceVersion": meta.get("resourceVersion")}
+        if field_path:
+            involved["fieldPath"] = field_path
+        source = {"component": component}
+        if component == "kubelet":
+            source["host"] = host or self.node
+        ev = {"apiVersion": "v1", "kind": "Event",
+              "metadata": {"name": f"{meta['name']}.{random.getrandbits(64):016x}",
+                           "namespace": meta.get("namespace") or "default"},
+              "involvedObject": involved, "reason": reason, "message": message[:1024], "type": typ,
+              "source": source, "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+              "reportingComponent": component, "reportingInstance": source.get("host", "")}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", REAPER_SRC], stdin=subprocess.PIPE,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True, text=True)
-        except OSError:
-            self.proc = None
-
-    def tell(self, line):
-        if self.proc is None:
-            return
-        with self.lock:
-            try:
-                self.proc.stdin.write(line + "\n")
-                self.proc.stdin.flush()
-            except (OSError, ValueError):
-                pass
+            self.store.create(self.registry.lookup(*EVENTS), ev["metadata"]["namespace"], ev)
+        except ApiError as e:
+            log(f"event not written: {e.message}")
 
 
-class NodeSim:
-    def __init__(self, store, registry, state_dir, binary_map, pod_env, backoff, nodes, strict_pvc):
+class GarbageCollector:
+    """The garbage collector, after a delay: dependents of a removed owner are deleted in the
+    background (or have their dangling ownerReference removed while another owner lives), an
+    owner deleted with propagationPolicy Orphan loses its `orphan` finalizer after its dependents
+    lost their ownerReferences to it, and one deleted with Foreground loses its
+    `foregroundDeletion` finalizer once its blocking dependents are gone. A deleted Namespace
+    takes everything in it."""
+
+    def __init__(self, store, delay):
         self.store = store
-        self.registry = registry
-        self.state_dir = state_dir
-        self.binary_map = binary_map
-        self.pod_env = pod_env
-        self.backoff = backoff
-        self.nodes = nodes
-        self.strict_pvc = strict_pvc
-        self.q = queue.Queue()
-        self.lock = threading.Lock()
-        self.procs = {}  # pod uid -> Proc
-        self.started = set()  # pod uids given a runner
-        self.jobstate = {}  # job uid -> dict
-        self.stopping = False
-        self.reaper = Reaper()
+        self.delay = delay
+        self.cv = threading.Condition()
+        self.heap = []
+        self.seq = 0
         store.listeners.append(self._on_event)
 
-    # -- events from the store (called under the store lock: only enqueue) --
-    def _on_event(self, entry):
-        if entry["gr"] in (PODS, JOBS, PVCS, CRDS):
-            self.q.put(entry)
+    def _on_event(self, e):  # under the store lock: only enqueue
+        meta = e["obj"]["metadata"]
+        if e["type"] == "DELETED":
+            self.schedule(("dependents", meta["uid"]))
+            if e["gr"] == NAMESPACES:
+                self.schedule(("namespace", meta["name"]))
+        elif meta.get("deletionTimestamp") and not (e["old"] or {}).get("metadata", {}).get("deletionTimestamp"):
+            fins = meta.get("finalizers") or []
+            key = (e["gr"], e["ns"], meta["name"], meta["uid"])
+            if "orphan" in fins:
+                self.schedule(("orphan",) + key)
+            if "foregroundDeletion" in fins:
+                self.schedule(("foreground",) + key)
+
+    def schedule(self, item, delay=None):
+        with self.cv:
+            self.seq += 1
+            heapq.heappush(self.heap, (time.monotonic() + (self.delay if delay is None else delay), self.seq, item))
+            self.cv.notify()
+
+    def loop(self):
+        while True:
+            with self.cv:
+                while not self.heap or self.heap[0][0] > time.monotonic():
+                    self.cv.wait(None if not self.heap else max(0.0, self.heap[0][0] - time.monotonic()))
+                _, _, item = heapq.heappop(self.heap)
+            try:
+                getattr(self, "_" + item[0])(*item[1:])
+            except Exception:
+                log("gc failed: " + traceback.format_exc())
+
+    def _dependents_of(self, uid):
+        with self.store.lock:
+            return [(gr, ons, oname, o) for gr, objs in self.store.objs.items()
+                    for (ons, oname), o in objs.items() if uid in owner_uids(o)]
+
+    def _dependents(self, uid):
+        for gr, ns, name, o in self._dependents_of(uid):
+            others = [u for u in owner_uids(o) if u != uid and self.store.exists_uid(u)]
+            if others:  # a solid owner remains: only drop the dangling reference
+                self._drop_ref(gr, ns, name, o["metadata"]["uid"], uid)
+            elif not o["metadata"].get("deletionTimestamp"):
+                fins = o["metadata"].get("finalizers") or []
+                policy = "Orphan" if "orphan" in fins else "Foreground" if "foregroundDeletion" in fins else "Background"
+                self.store.internal_delete(gr, ns, name, uid=o["metadata"]["uid"], opts={"propagationPolicy": policy})
+
+    def _drop_ref(self, gr, ns, name, uid, owner):
+        def fn(x):
+            x["metadata"]["ownerReferences"] = [r for r in x["metadata"].get("ownerReferences") or []
+                                                if r.get("uid") != owner]
+            if not x["metadata"]["ownerReferences"]:
+                del x["metadata"]["ownerReferences"]
+            return x
+        self.store.internal_update(gr, ns, name, fn, uid=uid, manager="kube-controller-manager", sub=None)
+
+    def _remove_finalizer(self, gr, ns, name, uid, fin):
+        def fn(x):
+            x["metadata"]["finalizers"] = [f for f in x["metadata"].get("finalizers") or [] if f != fin]
+            if not x["metadata"]["finalizers"]:
+                del x["metadata"]["finalizers"]
+            return x
+        self.store.internal_update(gr, ns, name, fn, uid=uid, manager="kube-controller-manager", sub=None)
+
+    def _orphan(self, gr, ns, name, uid):
+        for dgr, dns, dname, o in self._dependents_of(uid):
+            self._drop_ref(dgr, dns, dname, o["metadata"]["uid"], uid)
+        self._remove_finalizer(gr, ns, name, uid, "orphan")
+
+    def _foreground(self, gr, ns, name, uid):
+        if self.store.get(gr, ns, name) is None:
+            return
+        blocking = False
+        for dgr, dns, dname, o in self._dependents_of(uid):
+            ref = next(r for r in o["metadata"].get("ownerReferences") or [] if r.get("uid") == uid)
+            blocking = blocking or bool(ref.get("blockOwnerDeletion"))
+            if not o["metadata"].get("deletionTimestamp"):
+                self.store.internal_delete(dgr, dns, dname, uid=o["metadata"]["uid"],
+                                           opts={"propagationPolicy": "Background"})
+        if blocking:
+            self.schedule(("foreground", gr, ns, name, uid), delay=0.2)
+        else:
+            self._remove_finalizer(gr, ns, name, uid, "foregroundDeletion")
+
+    def _namespace(self, name):
+        with self.store.lock:
+            victims = [(gr, ons, oname) for gr, objs in self.store.objs.items() for (ons, oname) in objs if ons == name]
+        for gr, ons, oname in victims:
+            self.store.internal_delete(gr, ons, oname, opts={"propagationPolicy": "Background"})
+
+
+def _node_affinity_terms(spec):
+    return ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms")) or []
+
+
+def _match_expr(expr, values_of):
+    key, op, vals = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    v = values_of(key)
+    if op == "In":
+        return v is not None and v in vals
+    if op == "NotIn":
+        return v is None or v not in vals
+    if op == "Exists":
+        return v is not None
+    if op == "DoesNotExist":
+        return v is None
+    if op in ("Gt", "Lt"):
+        try:
+            return v is not None and (int(v) > int(vals[0]) if op == "Gt" else int(v) < int(vals[0]))
+        except (ValueError, IndexError):
+            return False
+    return False
+
+
+def _tolerates(tolerations, taint):
+    for t in tolerations or []:
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists":
+            if not t.get("key") or t.get("key") == taint.get("key"):
+                return True
+        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def unschedulable_reason(pod, node):
+    """The first filter plugin (in the default order) that rejects the node, as its message."""
+    spec = pod.get("spec") or {}
+    nspec = node.get("spec") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    if nspec.get("unschedulable") and not _tolerates(spec.get("tolerations"),
+                                                    {"key": "node.kubernetes.io/unschedulable",
+                                                     "effect": "NoSchedule"}):
+        return "node(s) were unschedulable"
+    for taint in nspec.get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(spec.get("tolerations"), taint):
+            return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"
+    sel = spec.get("nodeSelector") or {}
+    ok = all(labels.get(k) == v for k, v in sel.items())
+    terms = _node_affinity_terms(spec)
+    if ok and terms:
+        name = node["metadata"]["name"]
+        ok = any(all(_match_expr(e, labels.get) for e in t.get("matchExpressions") or [])
+                 and all(_match_expr(e, lambda k: name if k == "metadata.name" else None)
+                         for e in t.get("matchFields") or []) for t in terms)
+    if not ok:
+        return "node(s) didn't match Pod's node affinity/selector"
+    return None
+
+
+class ControllerManager:
+    """One loop for the scheduler, the Job controller, the TTL-after-finished controller, the pod
+    GC (pods bound to a Node that does not exist), the PVC binder, CRD establishment and node
+    status (every Node is served by this process's kubelet)."""
+
+    def __init__(self, store, registry, events, backoff, pod_gc_quarantine, strict_pvc):
+        self.store, self.registry, self.events = store, registry, events
+        self.strict_pvc = strict_pvc
+        self.backoff = backoff
+        self.pod_gc_quarantine = pod_gc_quarantine
+        self.q = queue.Queue()
+        self.jobstate = {}  # job uid -> in-memory backoff records
+        self.unschedulable = {}  # pod uid -> last FailedScheduling message
+        self.orphaned_since = {}  # pod uid -> monotonic time its node was first missing
+        store.listeners.append(self._on_event)
+
+    def _on_event(self, e):
+        if e["gr"] in (PVCS, CRDS, NODES):
+            self.q.put(e)
 
     def loop(self):
         while True:
@@ -1390,684 +2306,939 @@ class NodeSim:
                 try:
                     self._handle(e)
                 except Exception:
-                    log("node sim event failed: " + traceback.format_exc())
-            try:
-                self.reconcile_jobs()
-            except Exception:
-                log("job controller failed: " + traceback.format_exc())
+                    log("controller event failed: " + traceback.format_exc())
+            for step in (self.schedule, self.sync_jobs, self.pod_gc):
+                try:
+                    step()
+                except Exception:
+                    log(f"{step.__name__} failed: " + traceback.format_exc())
 
     def _handle(self, e):
-        obj = e["obj"]
-        meta = obj["metadata"]
-        if e["gr"] == PODS:
-            if e["type"] == "DELETED":
-                self.kill(meta["uid"], "deleted")
-            elif meta["uid"] not in self.started and not ((obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")):
-                self.started.add(meta["uid"])
-                threading.Thread(target=self.run_pod, args=(meta["namespace"], meta["name"], meta["uid"]),
-                                 daemon=True, name=f"pod-{meta['name']}").start()
-        elif e["gr"] == PVCS and e["type"] == "ADDED":
+        obj, meta = e["obj"], e["obj"]["metadata"]
+        if e["gr"] == PVCS and e["type"] == "ADDED":
             def bind(o):
                 spec = o.get("spec") or {}
                 o["status"] = {"phase": "Bound", "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                               "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")}}
-                if not spec.get("volumeName"):
-                    o.setdefault("spec", {})["volumeName"] = "pvc-" + meta["uid"]
+                               "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {})
+                                            .get("storage", "1Gi")}}
                 return o
             self.store.internal_update(PVCS, meta["namespace"], meta["name"], bind, uid=meta["uid"])
+            self.store.internal_update(PVCS, meta["namespace"], meta["name"], lambda o: (
+                o["spec"].setdefault("volumeName", "pvc-" + meta["uid"]), o)[1], uid=meta["uid"], sub=None)
         elif e["gr"] == CRDS and e["type"] in ("ADDED", "MODIFIED"):
             self.registry.register_crd(obj)
             if e["type"] == "ADDED":
                 def establish(o):
                     t = now_str()
-                    names = (o.get("spec") or {}).get("names") or {}
-                    o["status"] = {"acceptedNames": names, "storedVersions": [
-                        v.get("name") for v in (o.get("spec") or {}).get("versions") or [] if v.get("storage")],
-                        "conditions": [
-                            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-                             "message": "no conflicts found", "lastTransitionTime": t},
-                            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                             "message": "the initial names have been accepted", "lastTransitionTime": t}]}
+                    spec = o.get("spec") or {}
+                    o["status"] = {"acceptedNames": spec.get("names") or {}, "storedVersions": [
+                        v.get("name") for v in spec.get("versions") or [] if v.get("storage")], "conditions": [
+                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                         "message": "no conflicts found", "lastTransitionTime": t},
+                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                         "message": "the initial names have been accepted", "lastTransitionTime": t}]}
                     return o
                 self.store.internal_update(CRDS, "", meta["name"], establish, uid=meta["uid"])
+        elif e["gr"] == NODES and e["type"] == "ADDED" and not (obj.get("status") or {}).get("conditions"):
+            self.store.internal_update(NODES, "", meta["name"], lambda o: dict(o, status=node_status(o)),
+                                       uid=meta["uid"], manager="kubelet")
 
-    # -- events (core/v1) as the job controller and kubelet write them --
-    def event(self, obj, typ, reason, message, component):
-        meta = obj["metadata"]
-        t = now_str()
-        ev = {"apiVersion": "v1", "kind": "Event",
-              "metadata": {"name": f"{meta['name']}.{random.getrandbits(64):016x}", "namespace": meta.get("namespace", "default")},
-              "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
-                                 "namespace": meta.get("namespace"), "uid": meta["uid"],
-                                 "resourceVersion": meta.get("resourceVersion")},
-              "reason": reason, "message": message, "type": typ,
-              "source": {"component": component, **({"host": self.nodes[0]} if component == "kubelet" else {})},
-              "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-              "reportingComponent": component, "reportingInstance": self.nodes[0] if component == "kubelet" else ""}
-        try:
-            self.store.create(self.registry.lookup(*EVENTS), ev["metadata"]["namespace"], ev)
-        except ApiError:
-            pass
+    # -- the scheduler --
+    def schedule(self):
+        pods = [p for p in self.store.list(PODS)[0] if not (p.get("spec") or {}).get("nodeName")
+                and not p["metadata"].get("deletionTimestamp") and not pod_terminal(p)
+                and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"]
+        if not pods:
+            return
+        nodes = self.store.list(NODES)[0]
+        for pod in pods:
+            meta = pod["metadata"]
+            reasons = collections.Counter()
+            chosen = None
+            missing = [v["persistentVolumeClaim"].get("claimName") for v in (pod.get("spec") or {}).get("volumes") or []
+                       if self.strict_pvc and v.get("persistentVolumeClaim") is not None
+                       and self.store.get(PVCS, meta["namespace"], v["persistentVolumeClaim"].get("claimName")) is None]
+            for node in [] if missing else nodes:
+                why = unschedulable_reason(pod, node)
+                if why is None:
+                    chosen = node
+                    break
+                reasons[why] += 1
+            if chosen is not None:
+                self._bind(pod, chosen)
+                continue
+            n = len(nodes)
+            detail = ", ".join(f"{c} {r}" for r, c in sorted(reasons.items()))
+            if missing:  # the VolumeBinding plugin's PreFilter
+                detail = f'persistentvolumeclaim "{missing[0]}" not found'
+            msg = (f"0/{n} nodes are available: {detail + '. ' if detail else ''}preemption: 0/{n} nodes are available: "
+                   f"{n} Preemption is not helpful for scheduling." if n else "no nodes available to schedule pods")
+            if self.unschedulable.get(meta["uid"]) == msg:
+                continue
+            self.unschedulable[meta["uid"]] = msg
+
+            def unsched(o, msg=msg):
+                s = o.setdefault("status", {})
+                s.setdefault("phase", "Pending")
+                conds = [c for c in s.get("conditions") or [] if c.get("type") != "PodScheduled"]
+                conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
+                              "lastProbeTime": None, "lastTransitionTime": now_str()})
+                s["conditions"] = conds
+                return o
+            self.store.internal_update(PODS, meta["namespace"], meta["name"], unsched, uid=meta["uid"],
+                                       manager="kube-scheduler")
+            self.events.emit(pod, "Warning", "FailedScheduling", msg, "default-scheduler")
+
+    def _bind(self, pod, node):
+        meta = pod["metadata"]
+        node_name = node["metadata"]["name"]
+        self.unschedulable.pop(meta["uid"], None)
+
+        def bind(o):
+            o["spec"]["nodeName"] = node_name
+            s = o.setdefault("status", {})
+            conds = [c for c in s.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                          "lastTransitionTime": now_str()})
+            s["conditions"] = conds
+            return o
+        if self.store.internal_update(PODS, meta["namespace"], meta["name"], bind, uid=meta["uid"],
+                                      manager="kube-scheduler", sub=None) is not None:
+            self.events.emit(pod, "Normal", "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} "
+                                                         f"to {node_name}", "default-scheduler")
+
+    # -- the pod GC: pods bound to a Node that does not exist --
+    def pod_gc(self):
+        nodes = {n["metadata"]["name"] for n in self.store.list(NODES)[0]}
+        now = time.monotonic()
+        for pod in self.store.list(PODS)[0]:
+            meta, node = pod["metadata"], (pod.get("spec") or {}).get("nodeName")
+            if not node or node in nodes:
+                self.orphaned_since.pop(meta["uid"], None)
+                continue
+            since = self.orphaned_since.setdefault(meta["uid"], now)
+            if now - since < self.pod_gc_quarantine:
+                continue
+
+            def fail(o):
+                s = o.setdefault("status", {})
+                if s.get("phase") not in ("Succeeded", "Failed"):
+                    s["phase"] = "Failed"
+                conds = [c for c in s.get("conditions") or [] if c.get("type") != "DisruptionTarget"]
+                conds.append({"type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
+                              "message": "PodGC: node no longer exists", "lastProbeTime": None,
+                              "lastTransitionTime": now_str()})
+                s["conditions"] = conds
+                return o
+            self.store.internal_update(PODS, meta["namespace"], meta["name"], fail, uid=meta["uid"],
+                                       manager="kube-controller-manager")
+            self.store.internal_delete(PODS, meta["namespace"], meta["name"], uid=meta["uid"],
+                                       opts={"gracePeriodSeconds": 0})
+            self.orphaned_since.pop(meta["uid"], None)
 
     # -- the Job controller --
-    def reconcile_jobs(self):
-        jobs, _ = self.store.list(JOBS)
-        live = set()
-        for job in jobs:
-            live.add(job["metadata"]["uid"])
-            self.reconcile_job(job)
+    def sync_jobs(self):
+        jobs = {j["metadata"]["uid"]: j for j in self.store.list(JOBS)[0]}
+        by_job = collections.defaultdict(list)
+        for p in self.store.list(PODS)[0]:
+            cu = controller_uid(p)
+            if cu in jobs:
+                by_job[cu].append(p)
+            elif JOB_TRACKING_FINALIZER in (p["metadata"].get("finalizers") or []):
+                self._remove_tracking(p)  # an orphan: its Job is gone
+        for uid, job in jobs.items():
+            self.sync_job(job, by_job.get(uid, []))
         for uid in list(self.jobstate):
-            if uid not in live:
+            if uid not in jobs:
                 del self.jobstate[uid]
 
-    def _finished(self, job):
-        for c in (job.get("status") or {}).get("conditions") or []:
-            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
-                return c
-        return None
+    def _remove_tracking(self, pod):
+        def fn(o):
+            fins = [f for f in o["metadata"].get("finalizers") or [] if f != JOB_TRACKING_FINALIZER]
+            if fins:
+                o["metadata"]["finalizers"] = fins
+            else:
+                o["metadata"].pop("finalizers", None)
+            return o
+        m = pod["metadata"]
+        self.store.internal_update(PODS, m["namespace"], m["name"], fn, uid=m["uid"], sub=None)
 
-    def reconcile_job(self, job):
-        meta, spec = job["metadata"], job.get("spec") or {}
-        uid, ns, name = meta["uid"], meta["namespace"], meta["name"]
-        st = self.jobstate.setdefault(uid, {"seen": set(), "failed": int((job.get("status") or {}).get("failed") or 0),
-                                            "last_failure": 0.0, "start": time.monotonic(), "tracked": set(),
-                                            "finished_at": None})
-        fin = self._finished(job)
-        if fin is not None:
-            ttl = spec.get("ttlSecondsAfterFinished")
-            if ttl is not None:
-                if st["finished_at"] is None:
-                    st["finished_at"] = time.monotonic()
-                if time.monotonic() - st["finished_at"] >= ttl:
-                    self.store.internal_delete(JOBS, ns, name, uid=uid)
-            return
-        if meta.get("deletionTimestamp") or spec.get("suspend"):
-            return
-        pods = [p for p in self.store.list(PODS, ns)[0]
-                if any(r.get("uid") == uid and r.get("controller") for r in p["metadata"].get("ownerReferences") or [])]
-        active = [p for p in pods if (p.get("status") or {}).get("phase", "Pending") in ("Pending", "Running")
-                  and not p["metadata"].get("deletionTimestamp")]
-        succeeded = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
-        now = time.monotonic()
-        fail = None  # (reason, message)
-        # pods that vanished while active count as failed
-        present = {p["metadata"]["uid"] for p in pods}
-        for puid in list(st["tracked"]):
-            if puid not in present:
-                st["tracked"].discard(puid)
-                if puid not in st["seen"]:
-                    st["seen"].add(puid)
-                    st["failed"] += 1
-                    st["last_failure"] = now
-        for p in pods:
-            if (p.get("status") or {}).get("phase", "Pending") in ("Pending", "Running"):
-                st["tracked"].add(p["metadata"]["uid"])
-            else:
-                st["tracked"].discard(p["metadata"]["uid"])
-            if (p.get("status") or {}).get("phase") != "Failed" or p["metadata"]["uid"] in st["seen"]:
-                continue
-            st["seen"].add(p["metadata"]["uid"])
-            st["last_failure"] = now
-            action, msg = self.pod_failure_action(spec, p)
-            if action in ("FailJob", "FailIndex"):
-                fail = ("PodFailurePolicy", msg)
-            elif action == "Ignore":
-                pass
-            else:
-                st["failed"] += 1
-        limit = spec.get("backoffLimit", 6)
-        ads = spec.get("activeDeadlineSeconds")
-        status_patch = {}
-        if fail is None and succeeded:
-            cond_reason, cond_msg = "CompletionsReached", "Reached expected number of succeeded pods"
-            self._set_job_status(job, active=0, ready=0, succeeded=len(succeeded), failed=st["failed"],
-                                 complete=True, conditions=[("SuccessCriteriaMet", cond_reason, cond_msg),
-                                                            ("Complete", cond_reason, cond_msg)])
-            self.event(job, "Normal", "Completed", "Job completed", "job-controller")
-            return
-        if fail is None and st["failed"] > limit:
-            fail = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-        if fail is None and ads is not None and now - st["start"] >= float(ads):
-            fail = ("DeadlineExceeded", "Job was active longer than specified deadline")
-        if fail is not None:
-            for p in active:
-                self.store.internal_delete(PODS, ns, p["metadata"]["name"], uid=p["metadata"]["uid"])
-                self.event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}", "job-controller")
-            self._set_job_status(job, active=0, ready=0, succeeded=0, failed=st["failed"] + (len(active) if fail[0] == "DeadlineExceeded" else 0),
-                                 complete=False, conditions=[("FailureTarget", fail[0], fail[1]),
-                                                             ("Failed", fail[0], fail[1])])
-            self.event(job, "Warning", fail[0], fail[1], "job-controller")
-            return
-        if len(active) < int(spec.get("parallelism", 1) or 1) and now - st["last_failure"] >= self.backoff:
-            pod = self.create_pod(job)
-            if pod is not None:
-                active.append(pod)
-                self.event(job, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", "job-controller")
-        ready = sum(1 for p in active if (p.get("status") or {}).get("phase") == "Running")
-        self._set_job_status(job, active=len(active), ready=ready, succeeded=0, failed=st["failed"], complete=None,
-                             conditions=None)
+    def _is_pod_failed(self, pod, job):
+        spec = job.get("spec") or {}
+        if phase_of(pod) == "Failed":
+            return True
+        if spec.get("podFailurePolicy") or spec.get("podReplacementPolicy") == "Failed":
+            return False
+        return bool(pod["metadata"].get("deletionTimestamp")) and phase_of(pod) != "Succeeded"
 
     def pod_failure_action(self, spec, pod):
-        cs = ((pod.get("status") or {}).get("containerStatuses") or [])
-        term = ((cs[0].get("state") or {}).get("terminated") or {}) if cs else {}
-        code = term.get("exitCode")
-        cname = cs[0].get("name") if cs else ""
-        pconds = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+        """matchPodFailurePolicy: (action, message) of the first matching rule, else ("Count", None)."""
+        st = pod.get("status") or {}
+        statuses = (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
+        pconds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+        pm = pod["metadata"]
         for i, rule in enumerate(((spec.get("podFailurePolicy") or {}).get("rules")) or []):
+            action = rule.get("action")
             oc = rule.get("onExitCodes")
             if oc:
-                if code is None or code == 0:
-                    continue
-                if oc.get("containerName") and oc["containerName"] != cname:
-                    continue
-                vals = oc.get("values") or []
-                hit = code in vals if oc.get("operator", "In") == "In" else code not in vals
-                if hit:
-                    return rule.get("action"), (f"Container {cname} for pod {pod['metadata']['namespace']}/"
-                                                f"{pod['metadata']['name']} failed with exit code {code} matching "
-                                                f"{rule.get('action')} rule at index {i}")
+                for cs in statuses:
+                    term = (cs.get("state") or {}).get("terminated")
+                    if not term or term.get("exitCode", 0) == 0:
+                        continue
+                    if oc.get("containerName") and oc["containerName"] != cs.get("name"):
+                        continue
+                    code, vals = term["exitCode"], oc.get("values") or []
+                    if (code in vals) == (oc.get("operator", "In") == "In"):
+                        return action, (f"Container {cs.get('name')} for pod {pm['namespace']}/{pm['name']} failed with "
+                                        f"exit code {code} matching {action} rule at index {i}")
             for pc in rule.get("onPodConditions") or []:
                 if pconds.get(pc.get("type")) == pc.get("status", "True"):
-                    return rule.get("action"), (f"Pod {pod['metadata']['namespace']}/{pod['metadata']['name']} has "
-                                                f"condition {pc.get('type')} matching {rule.get('action')} rule at index {i}")
-        return "Count", ""
+                    return action, (f"Pod {pm['namespace']}/{pm['name']} has condition {pc.get('type')} matching "
+                                    f"{action} rule at index {i}")
+        return "Count", None
 
-    def _set_job_status(self, job, active, ready, succeeded, failed, complete, conditions):
-        def fn(o):
-            s = dict(o.get("status") or {})
-            t = now_str()
-            s.setdefault("startTime", t)
-            s["active"] = active
-            s["ready"] = ready
-            s["terminating"] = 0
-            s["uncountedTerminatedPods"] = {}
-            if succeeded:
-                s["succeeded"] = succeeded
-            if failed:
-                s["failed"] = failed
-            for k in ("active", "succeeded", "failed"):
-                if not s.get(k):
-                    s.pop(k, None)
-            if conditions:
-                conds = list(s.get("conditions") or [])
-                for typ, reason, msg in conditions:
-                    conds.append({"type": typ, "status": "True", "reason": reason, "message": msg,
-                                  "lastProbeTime": t, "lastTransitionTime": t})
-                s["conditions"] = conds
-            if complete:
-                s["completionTime"] = t
-            o["status"] = s
-            return o
-        self.store.internal_update(JOBS, job["metadata"]["namespace"], job["metadata"]["name"], fn,
-                                   uid=job["metadata"]["uid"])
+    def _counts(self, spec, pod):
+        return self.pod_failure_action(spec, pod)[0] not in ("Ignore",)
 
-    def create_pod(self, job):
+    def sync_job(self, job, pods):
+        meta, spec = job["metadata"], job.get("spec") or {}
+        status = dict(job.get("status") or {})
+        uid, ns, name = meta["uid"], meta["namespace"], meta["name"]
+        st = self.jobstate.setdefault(uid, {"failures": 0, "last_failure": 0.0, "api_backoff": 0.0,
+                                            "api_retry_at": 0.0, "finished_at": None})
+        fin = condition_true(job, "Complete") or condition_true(job, "Failed")
+        if fin is not None:
+            for p in pods:
+                if JOB_TRACKING_FINALIZER in (p["metadata"].get("finalizers") or []):
+                    self._remove_tracking(p)
+            self._ttl(job, fin)
+            return
+        if job["metadata"].get("deletionTimestamp") is None and spec.get("suspend"):
+            return
+        active = [p for p in pods if not pod_terminal(p) and not p["metadata"].get("deletionTimestamp")]
+        terminating = [p for p in pods if not pod_terminal(p) and p["metadata"].get("deletionTimestamp")]
+        tracked = [p for p in pods if JOB_TRACKING_FINALIZER in (p["metadata"].get("finalizers") or [])]
+        new_succeeded = [p for p in tracked if phase_of(p) == "Succeeded"]
+        new_failed = [p for p in tracked if self._is_pod_failed(p, job)]
+        succeeded = int(status.get("succeeded") or 0) + len(new_succeeded)
+        failed = int(status.get("failed") or 0) + sum(1 for p in new_failed if self._counts(spec, p))
+        for p in new_failed:
+            if self._counts(spec, p) and p["metadata"]["uid"] not in st.setdefault("seen_failed", set()):
+                st["seen_failed"].add(p["metadata"]["uid"])
+                st["failures"] += 1
+                st["last_failure"] = time.monotonic()
+        if new_succeeded:
+            st["failures"] = 0
+        if status.get("startTime") is None and not spec.get("suspend"):
+            status["startTime"] = now_str()
+        finished = None  # (type, reason, message)
+        conds = status.get("conditions") or []
+        success_met = next((c for c in conds if c.get("type") == "SuccessCriteriaMet" and c.get("status") == "True"), None)
+        target = next((c for c in conds if c.get("type") == "FailureTarget" and c.get("status") == "True"), None)
+        if success_met:
+            finished = ("SuccessCriteriaMet", success_met.get("reason"), success_met.get("message"))
+        elif target:
+            finished = ("FailureTarget", target.get("reason"), target.get("message"))
+        elif spec.get("podFailurePolicy"):
+            for p in pods:
+                if phase_of(p) == "Failed":
+                    action, msg = self.pod_failure_action(spec, p)
+                    if action == "FailJob":
+                        finished = ("FailureTarget", "PodFailurePolicy", msg)
+                        break
+        if finished is None:
+            if failed > int(spec.get("backoffLimit", 6)) or self._past_backoff_on_failure(spec, pods):
+                finished = ("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            elif self._past_deadline(spec, status):
+                finished = ("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline")
+        if finished is not None and finished[0] == "FailureTarget":
+            for p in active:  # the Job controller deletes active pods gracefully
+                m = p["metadata"]
+                if self.store.internal_delete(PODS, m["namespace"], m["name"], uid=m["uid"]) is not None:
+                    self.events.emit(job, "Normal", "SuccessfulDelete", f"Deleted pod: {m['name']}", "job-controller")
+                    terminating.append(p)
+            active = []
+        elif finished is None and not meta.get("deletionTimestamp"):
+            want = max(0, min(int(spec.get("completions", 1) or 1) - succeeded, int(spec.get("parallelism", 1) or 0)))
+            blocking = len(terminating) if spec.get("podReplacementPolicy") == "Failed" else 0
+            if want - blocking - len(active) > 0 and self._may_create(st):
+                pod = self.create_pod(job, st)
+                if pod is not None:
+                    active.append(pod)
+            if succeeded >= int(spec.get("completions", 1) or 1) and not active:
+                finished = ("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods")
+        # count and release the finished pods (or every pod of a finishing or deleted Job)
+        succ_add = fail_add = 0
+        for p in tracked:
+            considered_failed = self._is_pod_failed(p, job)
+            if not (meta.get("deletionTimestamp") or finished or phase_of(p) == "Succeeded" or considered_failed):
+                continue
+            if phase_of(p) == "Succeeded":
+                succ_add += 1
+            elif considered_failed or (finished and finished[0] != "SuccessCriteriaMet"):
+                if self._counts(spec, p):
+                    fail_add += 1
+            self._remove_tracking(p)
+        status["succeeded"] = int(status.get("succeeded") or 0) + succ_add
+        status["failed"] = int(status.get("failed") or 0) + fail_add
+        final = None
+        conds = list(status.get("conditions") or [])
+        t = now_str()
+        if finished is not None:
+            typ, reason, message = finished
+            if typ == "FailureTarget" and not target:
+                conds.append(_job_condition("FailureTarget", reason, message, t))
+            if typ == "SuccessCriteriaMet" and not success_met:
+                conds.append(_job_condition("SuccessCriteriaMet", reason, message, t))
+            if not terminating:  # terminal conditions wait for the pods to terminate (1.31)
+                final = ("Complete" if typ == "SuccessCriteriaMet" else "Failed", reason, message)
+                conds.append(_job_condition(final[0], reason, message, t))
+                if final[0] == "Complete":
+                    status["completionTime"] = t
+        status["conditions"] = conds
+        status["active"] = len(active)
+        status["ready"] = sum(1 for p in active if condition_true(p, "Ready"))
+        status["terminating"] = len(terminating)
+        status["uncountedTerminatedPods"] = {}
+        for k in ("active", "succeeded", "failed", "conditions"):
+            if not status.get(k):
+                status.pop(k, None)
+        if status != (job.get("status") or {}):
+            self.store.internal_update(JOBS, ns, name, lambda o: dict(o, status=status), uid=uid)
+        if final is not None:
+            if final[0] == "Complete":
+                self.events.emit(job, "Normal", "Completed", "Job completed", "job-controller")
+            else:
+                self.events.emit(job, "Warning", final[1], final[2], "job-controller")
+
+    def _past_deadline(self, spec, status):
+        ads = spec.get("activeDeadlineSeconds")
+        start = parse_time(status.get("startTime"))
+        if ads is None or start is None or spec.get("suspend"):
+            return False
+        return (cluster_now() - start).total_seconds() >= float(ads)
+
+    def _past_backoff_on_failure(self, spec, pods):
+        if ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") != "OnFailure":
+            return False
+        restarts = sum(cs.get("restartCount") or 0 for p in pods if phase_of(p) in ("Pending", "Running")
+                       for cs in ((p.get("status") or {}).get("containerStatuses") or [])
+                       + ((p.get("status") or {}).get("initContainerStatuses") or []))
+        limit = int(spec.get("backoffLimit", 6))
+        return restarts > 0 if limit == 0 else restarts >= limit
+
+    def _may_create(self, st):
+        now = time.monotonic()
+        if now < st["api_retry_at"]:
+            return False
+        if st["failures"]:  # the pod failure backoff: base * 2^(failures-1), at most 36 * base
+            delay = min(self.backoff * (2 ** (st["failures"] - 1)), self.backoff * 36)
+            if now - st["last_failure"] < delay:
+                return False
+        return True
+
+    def create_pod(self, job, st):
         meta, spec = job["metadata"], job.get("spec") or {}
         tmpl = spec.get("template") or {}
         tmeta = tmpl.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
-        labels.update({"job-name": meta["name"], "batch.kubernetes.io/job-name": meta["name"],
-                       "controller-uid": meta["uid"], "batch.kubernetes.io/controller-uid": meta["uid"]})
-        pspec = dc(tmpl.get("spec") or {})
-        pspec["nodeName"] = pspec.get("nodeName") or self.pick_node(pspec)
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"generateName": meta["name"] + "-", "namespace": meta["namespace"], "labels": labels,
-                            "annotations": dict(tmeta.get("annotations") or {}),
+                            "finalizers": [JOB_TRACKING_FINALIZER],
                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
                                                  "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
-               "spec": pspec}
-        if not pod["metadata"]["annotations"]:
-            del pod["metadata"]["annotations"]
+               "spec": dc(tmpl.get("spec") or {})}
+        if tmeta.get("annotations"):
+            pod["metadata"]["annotations"] = dict(tmeta["annotations"])
         try:
-            return self.store.create(self.registry.lookup(*PODS), meta["namespace"], pod)
+            created = self.store.create(self.registry.lookup(*PODS), meta["namespace"], pod,
+                                        manager="kube-controller-manager")
         except ApiError as e:
             log(f"job {meta['namespace']}/{meta['name']}: cannot create pod: {e.message}")
-            self.event(job, "Warning", "FailedCreate", f"Error creating: {e.message}", "job-controller")
-            self.jobstate[meta["uid"]]["last_failure"] = time.monotonic() + 5  # don't spin
+            self.events.emit(job, "Warning", "FailedCreate", f"Error creating: {e.message}", "job-controller")
+            st["api_backoff"] = min(60.0, st["api_backoff"] * 2) if st["api_backoff"] else 1.0
+            st["api_retry_at"] = time.monotonic() + st["api_backoff"]
             return None
+        st["api_backoff"] = 0.0
+        self.events.emit(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}",
+                         "job-controller")
+        return created
 
-    def pick_node(self, pspec):
-        sel = pspec.get("nodeSelector") or {}
-        if sel:
-            for n in self.nodes:
-                node = self.store.get(("", "nodes"), "", n)
-                labels = ((node or {}).get("metadata") or {}).get("labels") or {}
-                if all(labels.get(k) == v for k, v in sel.items()):
-                    return n
-        return self.nodes[0]
-
-    # -- the kubelet --
-    def set_pod_status(self, ns, name, uid, fn):
-        def wrap(o):
-            o["status"] = fn(dict(o.get("status") or {}))
-            return o
-        return self.store.internal_update(PODS, ns, name, wrap, uid=uid, manager="kubelet")
-
-    def run_pod(self, ns, name, uid):
-        try:
-            self._run_pod(ns, name, uid)
-        except Exception:
-            log(f"pod {ns}/{name} runner failed: " + traceback.format_exc())
-
-    def _container_status(self, c, state, ready=False, started=False, cid=None):
-        s = {"name": c.get("name", ""), "image": c.get("image", ""), "imageID": "", "ready": ready,
-             "restartCount": 0, "started": started, "state": state, "lastState": {}}
-        if cid:
-            s["containerID"] = cid
-        return s
-
-    def _run_pod(self, ns, name, uid):
-        pod = self.store.get(PODS, ns, name)
-        if pod is None or pod["metadata"]["uid"] != uid:
+    def _ttl(self, job, fin):
+        """The TTL-after-finished controller: deletes a finished Job (in the foreground)."""
+        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
+        if ttl is None or job["metadata"].get("deletionTimestamp"):
             return
-        c = ((pod.get("spec") or {}).get("containers") or [{}])[0]
-        t0 = now_str()
-        if not (pod.get("spec") or {}).get("nodeName"):
-            def schedule(o):
-                o["spec"]["nodeName"] = self.pick_node(o["spec"])
-                return o
-            self.store.internal_update(PODS, ns, name, schedule, uid=uid)
+        finished = parse_time((job.get("status") or {}).get("completionTime") or fin.get("lastTransitionTime"))
+        if finished is not None and (cluster_now() - finished).total_seconds() >= ttl:
+            m = job["metadata"]
+            self.store.internal_delete(JOBS, m["namespace"], m["name"], uid=m["uid"],
+                                       opts={"propagationPolicy": "Foreground"})
 
-        def pending(s):
-            s.update({"phase": "Pending", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-                      "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": t0, "qosClass": "BestEffort",
-                      "conditions": [
-                          {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": t0, "lastProbeTime": None},
-                          {"type": "Initialized", "status": "True", "lastTransitionTime": t0, "lastProbeTime": None},
-                          {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": t0, "lastProbeTime": None,
-                           "message": f"containers with unready status: [{c.get('name')}]"},
-                          {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": t0, "lastProbeTime": None,
-                           "message": f"containers with unready status: [{c.get('name')}]"},
-                          {"type": "PodScheduled", "status": "True", "lastTransitionTime": t0, "lastProbeTime": None}],
-                      "containerStatuses": [self._container_status(c, {"waiting": {"reason": "ContainerCreating"}})]})
-            return s
-        self.set_pod_status(ns, name, uid, pending)
-        pod = self.store.get(PODS, ns, name)
-        if pod is not None:
-            self.event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {pod['spec'].get('nodeName')}",
-                       "default-scheduler")
-        reported = None
-        while True:
-            pod = self.store.get(PODS, ns, name)
-            if pod is None or pod["metadata"]["uid"] != uid or pod["metadata"].get("deletionTimestamp") or self.stopping:
-                return
+
+def _job_condition(typ, reason, message, t):
+    return {"type": typ, "status": "True", "reason": reason, "message": message, "lastProbeTime": t,
+            "lastTransitionTime": t}
+
+
+def node_status(node):
+    name = node["metadata"]["name"]
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    t = now_str()
+    return {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status", "lastHeartbeatTime": t,
+                            "lastTransitionTime": t}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {"architecture": arch, "operatingSystem": "linux", "kubeletVersion": "v1.31.0",
+                         "containerRuntimeVersion": "containerd://1.7.20", "osImage": "kube-double",
+                         "kernelVersion": os.uname().release, "kubeProxyVersion": "", "machineID": "",
+                         "systemUUID": "", "bootID": ""}}
+
+
+# --------------------------------------------------------------------------------------------
+# Images: what a container's root file system holds
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DISTROLESS_PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\n"
+                     "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+                     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+DISTROLESS_GROUP = "root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n"
+DISTROLESS_NSSWITCH = ("passwd:         files\ngroup:          files\nshadow:         files\ngshadow:        files\n\n"
+                       "hosts:          files dns\nnetworks:       files\n\nprotocols:      db files\n"
+                       "services:       db files\nethers:         db files\nrpc:            db files\n")
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_ALNUM = r"[a-z0-9]+"
+_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|[-]+){_ALNUM})*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+IMAGE_REF = re.compile(rf"^(?:({_DOMAIN})/)?({_COMPONENT}(?:/{_COMPONENT})*)(?::([\w][\w.-]{{0,127}}))?"
+                       rf"(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}}))?$")
+
+
+def parse_image(ref):
+    """A docker reference as (normalized name, tag, digest), or None when it does not parse."""
+    m = IMAGE_REF.match(ref or "")
+    if not m:
+        return None
+    domain, path, tag, digest = m.groups()
+    first = ref.split("/")[0]
+    if domain is not None and not ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        path, domain = f"{domain}/{path}", None  # the first component was a path, not a host
+        if not re.match(rf"^{_COMPONENT}(?:/{_COMPONENT})*$", path):
+            return None
+    domain = domain or "docker.io"
+    if domain == "docker.io" and "/" not in path:
+        path = "library/" + path
+    if len(f"{domain}/{path}") > 255:
+        return None
+    return f"{domain}/{path}", tag, digest
+
+
+def normalized_image(ref):
+    name, tag, digest = parse_image(ref)
+    return name + (f":{tag}" if tag else "" if digest else ":latest") + (f"@{digest}" if digest else "")
+
+
+class Image:
+    def __init__(self, ref, entries, user, workdir, env, entrypoint, cmd, passwd, group, size):
+        self.ref, self.entries, self.user, self.workdir = ref, entries, user, workdir
+        self.env, self.entrypoint, self.cmd = env, entrypoint, cmd
+        self.passwd, self.group, self.size = passwd, group, size
+
+    def user_entry(self, key):
+        """(name, uid, gid, home) from the image's /etc/passwd, by name or uid."""
+        for line in self.passwd.splitlines():
+            f = line.split(":")
+            if len(f) >= 7 and (f[0] == str(key) or f[2] == str(key)):
+                return f[0], int(f[2]), int(f[3]), f[5]
+        return None
+
+    def groups_of(self, username):
+        out = []
+        for line in self.group.splitlines():
+            f = line.split(":")
+            if len(f) >= 4 and username in f[3].split(","):
+                out.append(int(f[2]))
+        return out
+
+
+def shared_libraries(binary):
+    """The files the dynamic loader needs for `binary` (ldd), as absolute paths."""
+    try:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"=>\s*(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(0x", line)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+class Images:
+    """The images this node can run: `--binary-map` images (the imagepush image's layout, with a
+    mapped binary; by the reference's last component or a `--binary-image` glob), `--host-image` images (the host's system directories) and the injected
+    sidecar's image. Anything else cannot be pulled."""
+
+    def __init__(self, binary_map, binary_images, host_patterns, sidecar_image):
+        self.binary_map = binary_map
+        self.binary_images = binary_images  # [(glob on the reference, NAME)]
+        self.host_patterns = host_patterns
+        self.sidecar_image = sidecar_image
+        self.libs = {name: shared_libraries(path) for name, path in binary_map.items()}
+        self.pulled = set()
+
+    def resolve(self, ref):
+        parsed = parse_image(ref)
+        if parsed is None:
+            return None
+        base = parsed[0].rsplit("/", 1)[-1]
+        if base in self.binary_map:
+            return self._binary_image(ref, base)
+        name = next((n for p, n in self.binary_images if fnmatch.fnmatchcase(ref, p) and n in self.binary_map), None)
+        if name is not None:
+            return self._binary_image(ref, name)
+        if self.sidecar_image and ref == self.sidecar_image:
+            return self._host_image(ref, user="1337:1337",
+                                    entrypoint=["/bin/sh", "-c", "exec sleep infinity", "pilot-agent"])
+        if any(fnmatch.fnmatchcase(ref, p) for p in self.host_patterns):
+            return self._host_image(ref, user="", entrypoint=None)
+        return False
+
+    def _binary_image(self, ref, name):
+        binary = self.binary_map[name]
+        entries = [{"kind": "dir", "path": p, "mode": m, "uid": u, "gid": u}
+                   for p, m, u in (("/etc", 0o755, 0), ("/etc/ssl", 0o755, 0), ("/etc/ssl/certs", 0o755, 0),
+                                   ("/home", 0o755, 0), ("/home/nonroot", 0o700, 65532), ("/root", 0o700, 0),
+                                   ("/tmp", 0o1777, 0), ("/usr", 0o755, 0), ("/usr/local", 0o755, 0),
+                                   ("/usr/local/bin", 0o755, 0), ("/var", 0o755, 0))]
+        entries += [{"kind": "file", "path": "/etc/passwd", "content": DISTROLESS_PASSWD},
+                    {"kind": "file", "path": "/etc/group", "content": DISTROLESS_GROUP},
+                    {"kind": "file", "path": "/etc/nsswitch.conf", "content": DISTROLESS_NSSWITCH},
+                    {"kind": "file", "path": "/etc/os-release",
+                     "content": 'PRETTY_NAME="Distroless"\nNAME="Debian GNU/Linux"\nID="debian"\nVERSION_ID="12"\n'},
+                    {"kind": "bind", "path": f"/usr/local/bin/{name}", "source": binary}]
+        entries += [{"kind": "bind", "path": lib, "source": lib} for lib in self.libs.get(name) or []]
+        if os.path.exists(CA_BUNDLE):
+            entries.append({"kind": "bind", "path": CA_BUNDLE, "source": CA_BUNDLE})
+        size = sum(os.path.getsize(e["source"]) for e in entries if e["kind"] == "bind" and os.path.exists(e["source"]))
+        return Image(ref, entries, "65532:65532", "/home/nonroot", {"PATH": DEFAULT_PATH, "SSL_CERT_FILE": CA_BUNDLE},
+                     [name], ["--help"], DISTROLESS_PASSWD, DISTROLESS_GROUP, size)
+
+    def _host_image(self, ref, user, entrypoint):
+        entries = []
+        for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc"):
+            host = "/" + d
+            if os.path.islink(host):
+                entries.append({"kind": "symlink", "path": host, "target": os.readlink(host)})
+            elif os.path.isdir(host):
+                entries.append({"kind": "overlay", "path": host, "lower": host})
+        entries += [{"kind": "dir", "path": p, "mode": m}
+                    for p, m in (("/root", 0o700), ("/home", 0o755), ("/tmp", 0o1777), ("/run", 0o755),
+                                 ("/var", 0o755), ("/var/tmp", 0o1777), ("/mnt", 0o755), ("/opt", 0o755),
+                                 ("/srv", 0o755))]
+
+        def read(p):
             try:
-                prep = self.prepare(pod)
-                break
-            except PodWait as w:
-                if reported != (w.reason, w.message):
-                    reported = (w.reason, w.message)
-                    waiting = {"reason": w.reason, "message": w.message} if w.reason != "ContainerCreating" else {"reason": w.reason}
+                with open(p) as f:
+                    return f.read()
+            except OSError:
+                return ""
+        return Image(ref, entries, user, "/", {"PATH": DEFAULT_PATH}, entrypoint, None, read("/etc/passwd"),
+                     read("/etc/group"), 0)
 
-                    def wait_status(s, waiting=waiting):
-                        s["containerStatuses"] = [self._container_status(c, {"waiting": waiting})]
-                        return s
-                    self.set_pod_status(ns, name, uid, wait_status)
-                    self.event(pod, "Warning", w.event_reason, w.message if w.event_reason == "FailedMount" else f"Error: {w.message}", "kubelet")
-                time.sleep(0.5)
-        argv, env, cwd, term_file, log_file, policy = prep
-        job = next((r.get("name") for r in pod["metadata"].get("ownerReferences") or [] if r.get("kind") == "Job"), None)
-        started = now_str()
-        logf = open(log_file, "ab")
-        exe = argv[0] if argv else ""
-        if exe and "/" not in exe:
-            exe = shutil.which(exe, path=env.get("PATH")) or ""
-        if not exe or not os.access(exe, os.X_OK) or os.path.isdir(exe):
-            logf.close()
-            msg = (f'failed to create containerd task: failed to create shim task: OCI runtime create failed: '
-                   f'exec: "{argv[0] if argv else ""}": executable file not found in $PATH')
-            self.set_pod_status(ns, name, uid, lambda s: self._final(s, c, 128, "StartError", msg, started, now_str(), None))
-            self.event(pod, "Warning", "Failed", f"Error: {msg}", "kubelet")
-            return
-        launch = argv
-        if SETPRIV:
-            launch = [SETPRIV, "--pdeathsig", "KILL", "--"] + argv
+
+# --------------------------------------------------------------------------------------------
+# Volumes, as the kubelet's volume plugins lay them out
+# --------------------------------------------------------------------------------------------
+
+class PodWait(Exception):
+    """The container cannot start yet: (waiting reason, message, event reason)."""
+
+    def __init__(self, reason, message, event_reason):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.event_reason = event_reason
+
+
+def set_volume_ownership(root, fs_group, read_only):
+    """SetVolumeOwnership: everything in the volume group-owned by fsGroup (symlinks included), files
+    gain group read (and write unless the volume is read-only), directories also group execute and
+    setgid."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for n in filenames + dirnames:
+            _change_permission(os.path.join(dirpath, n), fs_group, read_only)
+    _change_permission(root, fs_group, read_only)
+
+
+def _change_permission(path, fs_group, read_only):
+    os.lchown(path, -1, fs_group)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return
+    mask = 0o440 if read_only else 0o660
+    if stat.S_ISDIR(st.st_mode):
+        mask |= stat.S_ISGID | 0o110
+    os.chmod(path, stat.S_IMODE(st.st_mode) | mask)
+
+
+def atomic_write(target, payload, fs_group):
+    """The atomic writer's first write into a fresh volume directory: the files in a timestamped
+    directory, `..data` pointing at it, and a `name -> ..data/name` link per top-level entry.
+    Ownership is changed (setPerms) before the links exist, as the volume plugins do."""
+    ts = cluster_now().strftime("..%Y_%m_%d_%H_%M_%S.") + str(random.randrange(10 ** 9, 10 ** 10))
+    tsdir = os.path.join(target, ts)
+    os.mkdir(tsdir, 0o700)
+    os.chmod(tsdir, 0o755)
+    for rel, (data, mode) in payload.items():
+        full = os.path.join(tsdir, rel)
+        os.makedirs(os.path.dirname(full), 0o755, exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+        os.chmod(full, mode)
+    if fs_group is not None:
+        set_volume_ownership(target, fs_group, True)
+    os.symlink(ts, os.path.join(target, "..data_tmp"))
+    os.rename(os.path.join(target, "..data_tmp"), os.path.join(target, "..data"))
+    for top in sorted({rel.split("/")[0] for rel in payload}):
+        os.symlink(os.path.join("..data", top), os.path.join(target, top))
+
+
+def _b64(v):
+    try:
+        return base64.b64decode(v)
+    except (ValueError, TypeError):
+        return b""
+
+
+MISSING_KEY = {"secret": "references non-existent secret key: ",
+               "configmap": "configmap references non-existent config key: "}
+
+
+def key_payload(data, items, default_mode, optional, missing_msg):
+    """MakePayload: every key, or the `items` (path, mode), with defaultMode for the rest."""
+    if not items:
+        return {k: (v, default_mode) for k, v in data.items()}
+    out = {}
+    for it in items:
+        if it.get("key") not in data:
+            if optional:
+                continue
+            raise PodWait("ContainerCreating", missing_msg + str(it.get("key")), "FailedMount")
+        out[it.get("path") or it["key"]] = (data[it["key"]], it["mode"] if it.get("mode") is not None else default_mode)
+    return out
+
+
+class PodVolumes:
+    """The pod's volumes on this node, under pods/{ns}/{pod}/volumes/{name}."""
+
+    def __init__(self, kubelet, pod, poddir):
+        self.kubelet, self.pod, self.poddir = kubelet, pod, poddir
+        self.dirs = {}  # name -> (host path, plugin read-only)
+
+    def setup(self):
+        spec = self.pod.get("spec") or {}
+        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        for vol in spec.get("volumes") or []:
+            if vol.get("name") not in self.dirs:
+                self.dirs[vol["name"]] = self._setup_one(vol, fs_group)
+
+    def _fail(self, vname, msg):
+        return PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : {msg}', "FailedMount")
+
+    def _fresh(self, vname, mode):
+        d = os.path.join(self.poddir, "volumes", vname)
+        if os.path.lexists(d):
+            shutil.rmtree(d)
+        os.makedirs(d)
+        os.chown(d, 0, 0)
+        os.chmod(d, mode)
+        return d
+
+    def _source_data(self, kind, name, optional, vname):
+        """The decoded data of the Secret or ConfigMap (`kind`) a volume projects ({} when it is
+        optional and missing)."""
+        obj = self.kubelet.store.get(SECRETS if kind == "secret" else CONFIGMAPS, self.pod["metadata"]["namespace"],
+                                     name)
+        if obj is None:
+            if optional:
+                return {}
+            raise self._fail(vname, f'{kind} "{name}" not found')
+        if kind == "secret":
+            return {k: _b64(v) for k, v in (obj.get("data") or {}).items()}
+        data = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+        data.update({k: _b64(v) for k, v in (obj.get("binaryData") or {}).items()})
+        return data
+
+    def _payload(self, kind, src, name_field, mode, vname):
+        data = self._source_data(kind, src.get(name_field), src.get("optional"), vname)
+        return key_payload(data, src.get("items"), mode, src.get("optional"), MISSING_KEY[kind])
+
+    def _setup_one(self, vol, fs_group):
+        vname = vol.get("name")
+        ns = self.pod["metadata"]["namespace"]
         try:
+            if "persistentVolumeClaim" in vol:
+                src = vol["persistentVolumeClaim"]
+                claim = src.get("claimName")
+                if self.kubelet.strict_pvc and self.kubelet.store.get(PVCS, ns, claim) is None:
+                    raise PodWait("ContainerCreating", f"Unable to attach or mount volumes: unmounted volumes=[{vname}], "
+                                  f"unattached volumes=[], failed to process volumes=[{vname}]: error processing PVC "
+                                  f"{ns}/{claim}: failed to fetch PVC from API server: persistentvolumeclaims "
+                                  f'"{claim}" not found', "FailedMount")
+                d = os.path.join(self.kubelet.state_dir, "pvcs", ns, claim)
+                os.makedirs(d, exist_ok=True)
+                return d, bool(src.get("readOnly"))
+            if "hostPath" in vol:
+                return self._host_path(vol["hostPath"], vname), False
+            if "secret" in vol or "configMap" in vol:
+                kind, src = ("secret", vol["secret"]) if "secret" in vol else ("configmap", vol["configMap"])
+                payload = self._payload(kind, src, "secretName" if kind == "secret" else "name",
+                                        src.get("defaultMode", 0o644), vname)
+                d = self._fresh(vname, 0o1777 if kind == "secret" else 0o777)  # a tmpfs root / an emptyDir
+                atomic_write(d, payload, fs_group)
+                return d, True
+            if "projected" in vol:
+                src = vol["projected"]
+                mode = src.get("defaultMode", 0o644)
+                payload, errors = {}, []
+                for s in src.get("sources") or []:
+                    try:
+                        if "secret" in s:
+                            payload.update(self._payload("secret", s["secret"], "name", mode, vname))
+                        elif "configMap" in s:
+                            payload.update(self._payload("configmap", s["configMap"], "name", mode, vname))
+                        elif "downwardAPI" in s:
+                            payload.update(self._downward(s["downwardAPI"].get("items"), mode))
+                        elif "serviceAccountToken" in s:
+                            payload[s["serviceAccountToken"].get("path") or "token"] = (
+                                b"kube-double-has-no-service-account-tokens", mode)
+                    except PodWait as w:
+                        errors.append(w.message.split(" : ", 1)[-1])
+                if errors:
+                    raise self._fail(vname, errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]")
+                d = self._fresh(vname, 0o1777)
+                atomic_write(d, payload, fs_group)
+                return d, True
+            if "downwardAPI" in vol:
+                src = vol["downwardAPI"]
+                d = self._fresh(vname, 0o1777)
+                atomic_write(d, self._downward(src.get("items"), src.get("defaultMode", 0o644)), fs_group)
+                return d, True
+            # emptyDir and anything else: an empty, world-writable directory
+            d = self._fresh(vname, 0o777)
+            if fs_group is not None:
+                set_volume_ownership(d, fs_group, False)
+            return d, False
+        except PodWait as w:
+            if w.message.startswith("MountVolume.") or w.event_reason != "FailedMount":
+                raise
+            raise self._fail(vname, w.message)
+        except OSError as e:
+            raise self._fail(vname, str(e))
+
+    def _downward(self, items, mode):
+        out = {}
+        for it in items or []:
+            fp = (it.get("fieldRef") or {}).get("fieldPath")
+            if fp in ("metadata.labels", "metadata.annotations"):
+                vals = (self.pod["metadata"].get(fp.split(".")[1]) or {})
+                text = "\n".join(f'{k}="{v}"' for k, v in sorted(vals.items()))
+            else:
+                text = self.kubelet.field_ref(self.pod, fp) or ""
+            out[it.get("path")] = (text.encode(), it["mode"] if it.get("mode") is not None else mode)
+        return out
+
+    def _host_path(self, hp, vname):
+        path, typ = hp.get("path"), hp.get("type") or ""
+        checks = {"Directory": (os.path.isdir, "is not a directory"), "File": (os.path.isfile, "is not a file"),
+                  "Socket": (lambda p: stat.S_ISSOCK(os.stat(p).st_mode) if os.path.exists(p) else False,
+                             "is not a socket file"),
+                  "CharDevice": (lambda p: stat.S_ISCHR(os.stat(p).st_mode) if os.path.exists(p) else False,
+                                 "is not a character device"),
+                  "BlockDevice": (lambda p: stat.S_ISBLK(os.stat(p).st_mode) if os.path.exists(p) else False,
+                                  "is not a block device")}
+        if typ == "DirectoryOrCreate":
+            os.makedirs(path, 0o755, exist_ok=True)
+        elif typ == "FileOrCreate" and not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+        elif typ in checks and not checks[typ][0](path):
+            raise self._fail(vname, f"hostPath type check failed: {path} {checks[typ][1]}")
+        return path
+
+    def mount_source(self, vm, cname):
+        """The host path for a volumeMount (subPath resolved and created inside the volume)."""
+        d, plugin_ro = self.dirs[vm["name"]]
+        sub = vm.get("subPath")
+        if sub:
+            base = os.path.realpath(d)
+            full = os.path.join(d, sub)
+            if not os.path.lexists(full):
+                os.makedirs(full, stat.S_IMODE(os.stat(d).st_mode), exist_ok=True)
+            real = os.path.realpath(full)
+            if real != base and not real.startswith(base + "/"):
+                raise PodWait("CreateContainerConfigError", f'failed to prepare subPath for volumeMount "{vm["name"]}" '
+                              f'of container "{cname}"', "Failed")
+            d = real
+        return d, bool(vm.get("readOnly")) or plugin_ro
+
+
+# --------------------------------------------------------------------------------------------
+# The container runtime: one process tree per container, PID 1 of its own PID namespace
+# --------------------------------------------------------------------------------------------
+
+# A helper that outlives a SIGKILLed double for just long enough to kill what it started: it reads
+# "+p PID" (a container's PID 1) and "+g PGID" (its shim's group) lines and, at EOF, kills them.
+REAPER_SRC = r"""
+import os, signal, sys
+live = set()
+for line in sys.stdin:
+    parts = line.split()
+    if len(parts) == 2 and parts[0] in ("+p", "+g"):
+        live.add((parts[0], int(parts[1])))
+    elif len(parts) == 2 and parts[0] in ("-p", "-g"):
+        live.discard(("+" + parts[0][1:], int(parts[1])))
+for kind, n in live:
+    try:
+        (os.kill if kind == "+p" else os.killpg)(n, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Reaper:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen([sys.executable, "-c", REAPER_SRC], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, text=True)
+
+    def tell(self, line):
+        with self.lock:
+            try:
+                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass
+
+
+class ContainerProcess:
+    def __init__(self, shim, pid, cid, argv):
+        self.shim, self.pid, self.cid, self.argv = shim, pid, cid, argv
+        self.started = now_str()
+        self.exit_code = None
+
+    def signal(self, sig):
+        """Signals PID 1 of the container's PID namespace (the kernel drops what it does not handle,
+        except SIGKILL)."""
+        try:
+            os.kill(self.pid, sig)
+            return True
+        except OSError:
+            return False
+
+
+class Runtime:
+    def __init__(self, state_dir):
+        # Only the container init section of this file, compiled on its own (with its line numbers):
+        # the whole file would cost a third of a second per container in imports and compiling.
+        self.init_argv = [sys.executable, "-I", "-S", "-c", (
+            "import sys\n"
+            f"f = {os.path.abspath(__file__)!r}\n"
+            "s = open(f).read()\n"
+            "a, b = s.index('\\n# >>> container init'), s.index('\\n# <<< container init')\n"
+            "g = {'__name__': 'container_init'}\n"
+            "exec(compile('\\n' * s.count('\\n', 0, a) + s[a:b], f, 'exec'), g)\n"
+            "g['container_init_main'](sys.argv[2], int(sys.argv[4]))\n")]
+        self.reaper = Reaper()
+        self.lock = threading.Lock()
+        self.live = set()
+        self.stopping = False
+
+    def start(self, spec, spec_path, log_path):
+        """Starts a container; returns a ContainerProcess, or raises ContainerError with runc's
+        message when it could not be started."""
+        with open(spec_path, "w") as f:
+            json.dump(spec, f, indent=1)
+        r, w = os.pipe()
+        with open(log_path, "ab") as logf:
             with self.lock:
                 if self.stopping:
-                    return
-                p = subprocess.Popen(launch, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                     env=env, cwd=cwd, process_group=0)
-                proc = Proc(p, ns, name, uid, job, argv)
-                self.procs[uid] = proc
-                self.reaper.tell(f"+{p.pid}")
-        except OSError as e:
-            logf.close()
-            finished = now_str()
-            msg = f'failed to create containerd task: exec: "{argv[0] if argv else ""}": {e.strerror or e}'
-            self.set_pod_status(ns, name, uid, lambda s: self._final(s, c, 128, "StartError", msg, started, finished, None))
-            self.event(pod, "Warning", "Failed", f"Error: {msg}", "kubelet")
-            return
-        logf.close()
-        log(f"pod {ns}/{name} started pid {p.pid}: {argv}")
-        cid = f"sim://{p.pid}"
-        if self.store.get(PODS, ns, name) is None:
-            self.kill(uid, "deleted")
+                    os.close(r)
+                    os.close(w)
+                    raise ContainerError("the node is shutting down")
+                shim = subprocess.Popen(self.init_argv + ["--container-init", spec_path, "--sync-fd", str(w)],
+                                        stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                        pass_fds=(w,), start_new_session=True)
+                self.reaper.tell(f"+g {shim.pid}")
+        os.close(w)
+        with os.fdopen(r, "rb") as rf:
+            lines = rf.read().decode("utf-8", "replace").splitlines()
+        pid = next((int(x.split()[1]) for x in lines if x.startswith("pid ")), None)
+        error = next((x[6:] for x in lines if x.startswith("error ")), None)
+        if pid is not None:
+            with self.lock:
+                self.live.add(pid)
+            self.reaper.tell(f"+p {pid}")
+        if error is not None or pid is None:
+            shim.wait()
+            self.forget(shim, pid)
+            raise ContainerError(error or "the container init exited without a word")
+        return ContainerProcess(shim, pid, uuid.uuid4().hex + uuid.uuid4().hex, spec["process"]["argv"])
 
-        def running(s):
-            s["phase"] = "Running"
-            for cond in s.get("conditions") or []:
-                if cond["type"] in ("Ready", "ContainersReady", "PodReadyToStartContainers"):
-                    cond.update({"status": "True", "lastTransitionTime": started})
-                    cond.pop("reason", None)
-                    cond.pop("message", None)
-            s["containerStatuses"] = [self._container_status(c, {"running": {"startedAt": started}}, ready=True,
-                                                             started=True, cid=cid)]
-            return s
-        self.set_pod_status(ns, name, uid, running)
-        self.event(pod, "Normal", "Started", f"Started container {c.get('name')}", "kubelet")
-        rc = p.wait()
-        finished = now_str()
-        # like a container runtime: when the main process exits, everything else in the container goes too
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except OSError:
-            pass
+    def wait(self, proc):
+        rc = proc.shim.wait()
+        self.forget(proc.shim, proc.pid)
+        proc.exit_code = rc if rc >= 0 else 128 - rc
+        return proc.exit_code
+
+    def forget(self, shim, pid):
         with self.lock:
-            self.procs.pop(uid, None)
-            self.reaper.tell(f"-{p.pid}")
-        code = rc if rc >= 0 else 128 - rc
-        log(f"pod {ns}/{name} pid {p.pid} exited {code} ({proc.killed_by or 'normally'})")
-        if proc.killed_by == "deleted":
-            return
-        msg = ""
-        try:
-            with open(term_file, "rb") as f:
-                msg = f.read(4096).decode("utf-8", "replace")
-        except OSError:
-            pass
-        if not msg and code != 0 and policy == "FallbackToLogsOnError":
-            try:
-                with open(log_file, "rb") as f:
-                    data = f.read()
-                msg = b"\n".join(data.splitlines()[-80:])[-2048:].decode("utf-8", "replace")
-            except OSError:
-                pass
-        reason = "Completed" if code == 0 else "Error"
-        self.set_pod_status(ns, name, uid, lambda s: self._final(s, c, code, reason, msg, started, finished, cid))
-
-    def _final(self, s, c, code, reason, msg, started, finished, cid):
-        s["phase"] = "Succeeded" if code == 0 else "Failed"
-        term = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}
-        if msg:
-            term["message"] = msg
-        if cid:
-            term["containerID"] = cid
-        for cond in s.get("conditions") or []:
-            if cond["type"] in ("Ready", "ContainersReady"):
-                cond.update({"status": "False", "reason": "PodCompleted", "lastTransitionTime": finished})
-                cond.pop("message", None)
-            if cond["type"] == "PodReadyToStartContainers":
-                cond.update({"status": "False", "lastTransitionTime": finished})
-        s["containerStatuses"] = [self._container_status(c, {"terminated": term}, cid=cid)]
-        return s
-
-    def kill(self, uid, why, sig=signal.SIGKILL):
-        with self.lock:
-            proc = self.procs.get(uid)
-        if proc is None:
-            return False
-        proc.killed_by = proc.killed_by or why
-        try:
-            os.killpg(proc.popen.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                proc.popen.send_signal(sig)
-            except OSError:
-                pass
-        return True
+            self.live.discard(pid)
+        if pid is not None:
+            self.reaper.tell(f"-p {pid}")
+        self.reaper.tell(f"-g {shim.pid}")
 
     def kill_all(self):
         with self.lock:
             self.stopping = True
-            procs = list(self.procs.values())
-        for p in procs:
+            pids = list(self.live)
+        for pid in pids:
             try:
-                os.killpg(p.popen.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
 
-    # -- container preparation: volumes, env, argv --
-    def _secret(self, ns, name):
-        return self.store.get(SECRETS, ns, name)
 
-    def _files_from(self, data, binary, items, kind, name, optional):
-        """Map of relative path -> bytes for a secret/configMap volume."""
-        files = {}
-        for k, v in (data or {}).items():
-            files[k] = base64.b64decode(v) if binary else str(v).encode()
-        if items:
-            out = {}
-            for it in items:
-                if it.get("key") not in files:
-                    if optional:
-                        continue
-                    raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{name}" : '
-                                  f'configmap or secret references non-existent key {it.get("key")}', "FailedMount")
-                out[it.get("path") or it["key"]] = files[it["key"]]
-            return out
-        return files
+def check_namespaces():
+    """Fails loudly when this machine cannot give containers their own namespaces."""
+    probe = subprocess.run([sys.executable, "-c", (
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"if libc.unshare({CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC}) != 0:\n"
+        "    sys.exit('unshare: ' + os.strerror(ctypes.get_errno()))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if os.getpid() == 1 else 3)\n"
+        "sys.exit(os.waitpid(pid, 0)[1] >> 8)\n")], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise SystemExit(f"kube-double: containers need mount and PID namespaces (run as root on Linux): "
+                         f"{(probe.stderr or '').strip() or probe.returncode}")
 
-    def _volume_dir(self, pod, vol, poddir):
-        ns = pod["metadata"]["namespace"]
-        vname = vol.get("name")
-        vdir = os.path.join(poddir, "volumes", vname)
 
-        def write_files(files):
-            if os.path.isdir(vdir):
-                shutil.rmtree(vdir)
-            os.makedirs(vdir)
-            for rel, content in files.items():
-                path = os.path.join(vdir, rel)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(content)
-            return vdir
+# --------------------------------------------------------------------------------------------
+# The kubelet: one worker per pod bound to a Node, running every container of the pod
+# --------------------------------------------------------------------------------------------
 
-        if "persistentVolumeClaim" in vol:
-            claim = vol["persistentVolumeClaim"].get("claimName")
-            if self.strict_pvc and self.store.get(PVCS, ns, claim) is None:
-                raise PodWait("ContainerCreating", f'persistentvolumeclaim "{claim}" not found', "FailedMount")
-            d = os.path.join(self.state_dir, "pvcs", ns, claim)
-            os.makedirs(d, exist_ok=True)
-            return d
-        if "hostPath" in vol:
-            hp = vol["hostPath"]
-            path, typ = hp.get("path"), hp.get("type") or ""
-            if typ == "DirectoryOrCreate":
-                os.makedirs(path, exist_ok=True)
-            elif typ == "Directory" and not os.path.isdir(path):
-                raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : hostPath type check '
-                              f'failed: {path} is not a directory', "FailedMount")
-            elif typ == "File" and not os.path.isfile(path):
-                raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : hostPath type check '
-                              f'failed: {path} is not a file', "FailedMount")
-            return path
-        if "secret" in vol:
-            sv = vol["secret"]
-            sec = self._secret(ns, sv.get("secretName"))
-            if sec is None:
-                if sv.get("optional"):
-                    return write_files({})
-                raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : secret '
-                              f'"{sv.get("secretName")}" not found', "FailedMount")
-            return write_files(self._files_from(sec.get("data"), True, sv.get("items"), "secret", vname, sv.get("optional")))
-        if "configMap" in vol:
-            cv = vol["configMap"]
-            cm = self.store.get(CONFIGMAPS, ns, cv.get("name"))
-            if cm is None:
-                if cv.get("optional"):
-                    return write_files({})
-                raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : configmap '
-                              f'"{cv.get("name")}" not found', "FailedMount")
-            files = self._files_from(cm.get("data"), False, None, "configmap", vname, True)
-            files.update(self._files_from(cm.get("binaryData"), True, None, "configmap", vname, True))
-            if cv.get("items"):
-                files = {it.get("path") or it["key"]: files[it["key"]] for it in cv["items"] if it.get("key") in files}
-            return write_files(files)
-        if "projected" in vol:
-            files = {}
-            for src in (vol["projected"].get("sources") or []):
-                if "secret" in src:
-                    sec = self._secret(ns, src["secret"].get("name"))
-                    if sec is None:
-                        if src["secret"].get("optional"):
-                            continue
-                        raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : secret '
-                                      f'"{src["secret"].get("name")}" not found', "FailedMount")
-                    files.update(self._files_from(sec.get("data"), True, src["secret"].get("items"), "secret", vname,
-                                                  src["secret"].get("optional")))
-                elif "configMap" in src:
-                    cm = self.store.get(CONFIGMAPS, ns, src["configMap"].get("name"))
-                    if cm is None:
-                        if src["configMap"].get("optional"):
-                            continue
-                        raise PodWait("ContainerCreating", f'MountVolume.SetUp failed for volume "{vname}" : configmap '
-                                      f'"{src["configMap"].get("name")}" not found', "FailedMount")
-                    files.update(self._files_from(cm.get("data"), False, src["configMap"].get("items"), "configmap",
-                                                  vname, src["configMap"].get("optional")))
-            return write_files(files)
-        # emptyDir, downwardAPI, anything else: an empty directory
-        os.makedirs(vdir, exist_ok=True)
-        return vdir
-
-    def _env_value(self, pod, e):
-        ns = pod["metadata"]["namespace"]
-        if "value" in e:
-            return e["value"]
-        vf = e.get("valueFrom") or {}
-        if "secretKeyRef" in vf:
-            ref = vf["secretKeyRef"]
-            sec = self._secret(ns, ref.get("name"))
-            if sec is None:
-                if ref.get("optional"):
-                    return None
-                raise PodWait("CreateContainerConfigError", f'secret "{ref.get("name")}" not found', "Failed")
-            data = sec.get("data") or {}
-            if ref.get("key") not in data:
-                if ref.get("optional"):
-                    return None
-                raise PodWait("CreateContainerConfigError",
-                              f'couldn\'t find key {ref.get("key")} in Secret {ns}/{ref.get("name")}', "Failed")
-            return base64.b64decode(data[ref["key"]]).decode("utf-8", "replace")
-        if "configMapKeyRef" in vf:
-            ref = vf["configMapKeyRef"]
-            cm = self.store.get(CONFIGMAPS, ns, ref.get("name"))
-            if cm is None or ref.get("key") not in (cm.get("data") or {}):
-                if ref.get("optional"):
-                    return None
-                if cm is None:
-                    raise PodWait("CreateContainerConfigError", f'configmap "{ref.get("name")}" not found', "Failed")
-                raise PodWait("CreateContainerConfigError",
-                              f'couldn\'t find key {ref.get("key")} in ConfigMap {ns}/{ref.get("name")}', "Failed")
-            return cm["data"][ref["key"]]
-        if "fieldRef" in vf:
-            fp = vf["fieldRef"].get("fieldPath", "")
-            m = re.match(r"^metadata\.(labels|annotations)\['(.*)'\]$", fp)
-            if m:
-                return ((pod["metadata"].get(m.group(1)) or {}).get(m.group(2))) or ""
-            simple = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": ns,
-                      "metadata.uid": pod["metadata"]["uid"], "spec.nodeName": (pod.get("spec") or {}).get("nodeName") or self.nodes[0],
-                      "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName") or "default",
-                      "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
-                      "status.hostIPs": "127.0.0.1"}
-            return simple.get(fp, "")
-        return None  # resourceFieldRef and others: not emulated
-
-    def prepare(self, pod):
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        spec = pod.get("spec") or {}
-        c = (spec.get("containers") or [{}])[0]
-        poddir = os.path.join(self.state_dir, "pods", ns, name)
-        os.makedirs(poddir, exist_ok=True)
-        mounts = {}
-        volumes = {v.get("name"): v for v in spec.get("volumes") or []}
-        for vm in c.get("volumeMounts") or []:
-            vol = volumes.get(vm.get("name"))
-            if vol is None:
-                raise PodWait("CreateContainerConfigError", f'volume "{vm.get("name")}" not found', "Failed")
-            local = self._volume_dir(pod, vol, poddir)
-            if vm.get("subPath"):
-                local = os.path.join(local, vm["subPath"])
-                if not os.path.exists(local):
-                    os.makedirs(local, exist_ok=True)
-            mounts[vm["mountPath"].rstrip("/") or "/"] = local
-        term_path = c.get("terminationMessagePath") or "/dev/termination-log"
-        term_file = os.path.join(poddir, "termination-log")
-        with open(term_file, "wb"):
-            pass
-        mounts[term_path] = term_file
-        # env, in order, with $(VAR) expansion against the variables defined before
-        env = {}
-        for ef in c.get("envFrom") or []:
-            prefix = ef.get("prefix") or ""
-            if "secretRef" in ef:
-                sec = self._secret(ns, ef["secretRef"].get("name"))
-                if sec is None:
-                    if ef["secretRef"].get("optional"):
-                        continue
-                    raise PodWait("CreateContainerConfigError", f'secret "{ef["secretRef"].get("name")}" not found', "Failed")
-                for k, v in (sec.get("data") or {}).items():
-                    env[prefix + k] = base64.b64decode(v).decode("utf-8", "replace")
-            if "configMapRef" in ef:
-                cm = self.store.get(CONFIGMAPS, ns, ef["configMapRef"].get("name"))
-                if cm is None:
-                    if ef["configMapRef"].get("optional"):
-                        continue
-                    raise PodWait("CreateContainerConfigError", f'configmap "{ef["configMapRef"].get("name")}" not found', "Failed")
-                for k, v in (cm.get("data") or {}).items():
-                    env[prefix + k] = v
-        for e in c.get("env") or []:
-            v = self._env_value(pod, e)
-            if v is None:
-                continue
-            env[e["name"]] = expand_vars(v, env) if "value" in e else v
-        argv = [expand_vars(a, env) for a in (c.get("command") or []) + (c.get("args") or [])]
-        if not c.get("command"):
-            image = c.get("image") or ""
-            repo = image.split("@")[0]
-            last = repo.split("/")[-1].split(":")[0]
-            if last in self.binary_map:
-                argv = [self.binary_map[last]] + argv
-            elif not argv:
-                raise PodWait("CreateContainerConfigError",
-                              f"the simulator does not know the entrypoint of image {image!r}: set command, "
-                              f"or pass --binary-map {last}=/path", "Failed")
-        # rewrite mount paths inside argv and env values
-        argv = [rewrite_paths(a, mounts) for a in argv]
-        env = {k: rewrite_paths(v, mounts) for k, v in env.items()}
-        if argv:
-            a0 = argv[0]
-            if a0 in self.binary_map:
-                argv[0] = self.binary_map[a0]
-            elif os.path.basename(a0) in self.binary_map:
-                argv[0] = self.binary_map[os.path.basename(a0)]
-        home = os.path.join(poddir, "home")
-        os.makedirs(home, exist_ok=True)
-        penv = {"PATH": os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-                "HOME": home, "HOSTNAME": name}
-        penv.update(self.pod_env)
-        penv.update(env)
-        cwd = poddir
-        wd = c.get("workingDir")
-        if wd:
-            mapped = rewrite_paths(wd, mounts)
-            if os.path.isdir(mapped):
-                cwd = mapped
-        log_file = os.path.join(poddir, "container.log")
-        return argv, penv, cwd, term_file, log_file, c.get("terminationMessagePolicy") or "File"
-
-    def processes(self):
-        with self.lock:
-            return [{"namespace": p.ns, "pod": p.name, "uid": p.uid, "job": p.job, "pid": p.popen.pid,
-                     "argv": p.argv, "startedAt": p.started} for p in self.procs.values()]
-
-    def find_pod_uid(self, ns, name):
-        with self.lock:
-            for uid, p in self.procs.items():
-                if p.ns == ns and p.name == name:
-                    return uid
-        return None
+MAX_TERMINATION_MESSAGE = 4096  # kubelet: MaxContainerTerminationMessageLength (the file's tail)
+MAX_POD_TERMINATION_MESSAGES = 12 * 1024  # MaxPodTerminationMessageLogLength, split over containers
+MAX_LOG_MESSAGE_BYTES, MAX_LOG_MESSAGE_LINES = 2048, 80  # FallbackToLogsOnError
+MIN_GRACE_SECONDS = 2  # kubelet: minimumGracePeriodInSeconds
+IMAGE_BACKOFF, MAX_BACKOFF = 10.0, 300.0  # image pull and crash-loop back-off
 
 
 def expand_vars(s, env):
@@ -2081,15 +3252,994 @@ def expand_vars(s, env):
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", rep, s)
 
 
-def rewrite_paths(s, mounts):
-    """Replace container paths (mount paths, the termination message path) with local paths
-    wherever they appear as a path: at the start, after '=' or ':' or whitespace or a quote,
-    followed by the end, '/', whitespace, a quote or shell punctuation. Longest first."""
-    if not isinstance(s, str) or not mounts:
+def tail_bytes(path, n):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - n))
+            return f.read()
+    except OSError:
+        return b""
+
+
+def mount_depth(path):
+    return len([p for p in os.path.normpath(path).split("/") if p])
+
+
+def get_phase(spec, statuses, init_statuses, terminal):
+    """kubelet's getPhase (regular init containers only)."""
+    by_name = {s["name"]: s for s in statuses}
+    init_by_name = {s["name"]: s for s in init_statuses}
+    pending_init = failed_init = 0
+    for c in spec.get("initContainers") or []:
+        st = (init_by_name.get(c["name"]) or {}).get("state") or {}
+        if "terminated" in st:
+            if st["terminated"].get("exitCode"):
+                failed_init += 1
+        else:
+            pending_init += 1
+    unknown = running = waiting = stopped = succeeded = 0
+    for c in spec.get("containers") or []:
+        cs = by_name.get(c["name"])
+        st = (cs or {}).get("state") or {}
+        if cs is None or not st:
+            unknown += 1
+        elif "running" in st:
+            running += 1
+        elif "terminated" in st:
+            stopped += 1
+            if st["terminated"].get("exitCode") == 0:
+                succeeded += 1
+        elif (cs.get("lastState") or {}).get("terminated"):
+            stopped += 1
+        else:
+            waiting += 1
+    rp = spec.get("restartPolicy")
+    if failed_init and rp == "Never":
+        return "Failed"
+    if (pending_init and not (running or stopped)) or waiting:
+        return "Pending"
+    if running and not unknown:
+        return "Running"
+    if not running and stopped and not unknown:
+        if terminal:
+            return "Succeeded" if stopped == succeeded else "Failed"
+        if rp == "Always":
+            return "Running"
+        if stopped == succeeded:
+            return "Succeeded"
+        return "Failed" if rp == "Never" else "Running"
+    return "Pending"
+
+
+class ContainerRecord:
+    """The kubelet's view of one container of a pod."""
+
+    def __init__(self, spec, init, pod_has_inits):
+        self.spec, self.name, self.init = spec, spec["name"], init
+        self.state = {"waiting": {"reason": "PodInitializing" if pod_has_inits and not init else "ContainerCreating"}}
+        self.last_state = {}
+        self.restart_count = 0
+        self.proc = None
+        self.cid = None
+        self.image = spec.get("image") or ""
+        self.image_id = ""
+        self.backoff = 0.0
+        self.backoff_until = 0.0
+        self.reported = None
+        self.log_offset = 0
+        self.prev_log_offset = 0
+        self.term_path = None
+
+    def api_status(self):
+        s = {"name": self.name, "state": self.state, "lastState": self.last_state,
+             "ready": "running" in self.state and not self.init, "restartCount": self.restart_count,
+             "image": self.image, "imageID": self.image_id, "started": "running" in self.state}
+        if self.cid:
+            s["containerID"] = "containerd://" + self.cid
         return s
-    keys = sorted(mounts, key=len, reverse=True)
-    pat = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(k) for k in keys) + r")(?=$|[/\s'\";:,)|&<>])")
-    return pat.sub(lambda m: mounts[m.group(1)], s)
+
+
+class PodWorker:
+    def __init__(self, kubelet, pod):
+        self.k = kubelet
+        meta = pod["metadata"]
+        self.ns, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        spec = pod.get("spec") or {}
+        self.node = spec.get("nodeName")
+        self.poddir = os.path.join(kubelet.state_dir, "pods", self.ns, self.name)
+        self.cv = threading.Condition()
+        has_inits = bool(spec.get("initContainers"))
+        self.inits = [ContainerRecord(c, True, has_inits) for c in spec.get("initContainers") or []]
+        self.containers = [ContainerRecord(c, False, has_inits) for c in spec.get("containers") or []]
+        self.volumes = None
+        self.sandbox = False
+        self.terminal = False
+        self.start_time = now_str()
+        self.mount_reported = None
+        self.threads = []
+
+    def records(self):
+        return self.inits + self.containers
+
+    def notify(self):
+        with self.cv:
+            self.cv.notify_all()
+
+    def event(self, pod, typ, reason, message, rec=None):
+        fp = None
+        if rec is not None:
+            fp = f"spec.{'initContainers' if rec.init else 'containers'}{{{rec.name}}}"
+        self.k.events.emit(pod, typ, reason, message, "kubelet", field_path=fp, host=self.node)
+
+    def run(self):
+        try:
+            self._run()
+        except Exception:
+            log(f"pod {self.ns}/{self.name}: kubelet worker failed: " + traceback.format_exc())
+        finally:
+            self.k.done(self.uid)
+
+    def _run(self):
+        os.makedirs(self.poddir, exist_ok=True)
+        while True:
+            pod = self.k.store.get(PODS, self.ns, self.name)
+            if pod is None or pod["metadata"]["uid"] != self.uid:
+                self.stop_all(MIN_GRACE_SECONDS)
+                return
+            if self.k.runtime.stopping:
+                return
+            if pod["metadata"].get("deletionTimestamp"):
+                self.terminate(pod)
+                return
+            if not self.terminal:
+                self.sync(pod)
+            self.publish(pod)
+            with self.cv:
+                self.cv.wait(0.5)
+
+    # -- one pass of the pod worker --
+    def sync(self, pod):
+        if self.volumes is None:
+            vols = PodVolumes(self.k, pod, self.poddir)
+            try:
+                vols.setup()
+            except PodWait as w:
+                if self.mount_reported != w.message:
+                    self.mount_reported = w.message
+                    self.event(pod, "Warning", w.event_reason, w.message)
+                return
+            self.volumes = vols
+            self.write_sandbox_files(pod)
+            self.sandbox = True
+        rp = (pod.get("spec") or {}).get("restartPolicy", "Always")
+        for rec in self.inits:  # init containers, in order, each to success
+            if self._exit_code(rec) == 0:
+                continue
+            if self._may_start(pod, rec, "Never" if rp == "Never" else "OnFailure"):
+                self.try_start(pod, rec)
+            return
+        for rec in self.containers:
+            if self._may_start(pod, rec, rp):
+                self.try_start(pod, rec)
+
+    @staticmethod
+    def _exit_code(rec):
+        return (rec.state.get("terminated") or {}).get("exitCode")
+
+    def _may_start(self, pod, rec, rp):
+        """Whether to start the container now: not yet started, or (after it ended) a restart
+        that the restart policy asks for and the back-off allows."""
+        st = rec.state
+        if "running" in st:
+            return False
+        if "terminated" not in st and st.get("waiting", {}).get("reason") != "CrashLoopBackOff":
+            return True
+        code = (st.get("terminated") or rec.last_state.get("terminated") or {}).get("exitCode")
+        if rp == "Never" or (rp == "OnFailure" and code == 0):
+            return False
+        return self._restart_due(pod, rec)
+
+    def _restart_due(self, pod, rec):
+        """Restart now, or wait in CrashLoopBackOff (10 s doubling to 5 min)."""
+        now = time.monotonic()
+        if rec.backoff_until == 0.0:
+            rec.backoff = min(IMAGE_BACKOFF * 2 ** (rec.restart_count - 1), MAX_BACKOFF) if rec.restart_count else 0.0
+            rec.backoff_until = now + rec.backoff
+        if now < rec.backoff_until:
+            term = rec.state.get("terminated") or (rec.last_state or {}).get("terminated")
+            if "terminated" in rec.state:
+                rec.last_state = {"terminated": rec.state["terminated"]}
+            msg = (f"back-off {int(rec.backoff)}s restarting failed container={rec.name} "
+                   f"pod={self.name}_{self.ns}({self.uid})")
+            rec.state = {"waiting": {"reason": "CrashLoopBackOff", "message": msg}}
+            if term is not None and rec.reported != ("CrashLoopBackOff", rec.backoff_until):
+                rec.reported = ("CrashLoopBackOff", rec.backoff_until)
+                self.event(pod, "Warning", "BackOff", f"Back-off restarting failed container {rec.name} in pod "
+                                                      f"{self.name}_{self.ns}({self.uid})", rec)
+            return False
+        if "terminated" in rec.state:
+            rec.last_state = {"terminated": rec.state["terminated"]}
+        rec.restart_count += 1
+        rec.backoff_until = 0.0
+        return True
+
+    def _wait(self, pod, rec, reason, message, events):
+        changed = rec.reported != (reason, message)
+        rec.state = {"waiting": {"reason": reason, "message": message}}
+        if changed:
+            rec.reported = (reason, message)
+            for typ, ev_reason, ev_msg in events:
+                self.event(pod, typ, ev_reason, ev_msg, rec)
+
+    def try_start(self, pod, rec):
+        c = rec.spec
+        ref = c.get("image") or ""
+        img = self.k.images.resolve(ref)
+        if img is None:
+            msg = f'Failed to apply default image tag "{ref}": couldn\'t parse image name "{ref}": invalid reference format'
+            self._wait(pod, rec, "InvalidImageName", msg, [("Warning", "InspectFailed", msg),
+                                                          ("Warning", "Failed", "Error: InvalidImageName")])
+            return
+        rec.image = normalized_image(ref)
+        policy = c.get("imagePullPolicy") or "IfNotPresent"
+        key = (self.node, rec.image)
+        now = time.monotonic()
+        if img is False:
+            if policy == "Never":
+                msg = f'Container image "{ref}" is not present with pull policy of Never'
+                self._wait(pod, rec, "ErrImageNeverPull", msg, [("Warning", "ErrImageNeverPull", msg),
+                                                               ("Warning", "Failed", "Error: ErrImageNeverPull")])
+                return
+            if now < rec.backoff_until:
+                msg = f'Back-off pulling image "{ref}"'
+                self._wait(pod, rec, "ImagePullBackOff", msg, [("Normal", "BackOff", msg),
+                                                              ("Warning", "Failed", "Error: ImagePullBackOff")])
+                return
+            err = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{rec.image}": failed to '
+                   f'resolve reference "{rec.image}": {rec.image}: not found')
+            rec.reported = None
+            self._wait(pod, rec, "ErrImagePull", err, [("Normal", "Pulling", f'Pulling image "{ref}"'),
+                                                      ("Warning", "Failed", f'Failed to pull image "{ref}": {err}'),
+                                                      ("Warning", "Failed", "Error: ErrImagePull")])
+            rec.backoff = min(rec.backoff * 2, MAX_BACKOFF) if rec.backoff else IMAGE_BACKOFF
+            rec.backoff_until = now + rec.backoff
+            return
+        rec.image_id = rec.image.split("@")[0].rsplit(":", 1)[0] + "@sha256:" + hashlib.sha256(
+            json.dumps(img.entries, sort_keys=True).encode()).hexdigest()
+        if rec.reported is None and (policy == "Always" or key not in self.k.images.pulled):
+            self.event(pod, "Normal", "Pulling", f'Pulling image "{ref}"', rec)
+            self.event(pod, "Normal", "Pulled", f'Successfully pulled image "{ref}" in 12ms (12ms including waiting). '
+                                                f'Image size: {img.size} bytes.', rec)
+            self.k.images.pulled.add(key)
+        elif rec.reported is None:
+            self.event(pod, "Normal", "Pulled", f'Container image "{ref}" already present on machine', rec)
+        try:
+            spec = self.container_spec(pod, rec, img)
+        except PodWait as w:
+            self._wait(pod, rec, w.reason, w.message, [("Warning", "Failed", f"Error: {w.message}")])
+            return
+        cdir = os.path.join(self.poddir, "containers", rec.name)
+        log_path = os.path.join(cdir, "container.log")
+        rec.prev_log_offset = rec.log_offset
+        rec.log_offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        started = now_str()
+        try:
+            proc = self.k.runtime.start(spec, os.path.join(cdir, "spec.json"), log_path)
+        except ContainerError as e:
+            msg = (f"failed to create containerd task: failed to create shim task: OCI runtime create failed: runc "
+                   f"create failed: unable to start container process: {e}: unknown")
+            rec.cid = uuid.uuid4().hex + uuid.uuid4().hex
+            rec.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": msg,
+                                        "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now_str(),
+                                        "containerID": "containerd://" + rec.cid}}
+            rec.reported = None
+            self.event(pod, "Normal", "Created", f"Created container {rec.name}", rec)
+            self.event(pod, "Warning", "Failed", f"Error: {msg}", rec)
+            return
+        rec.proc, rec.cid, rec.reported = proc, proc.cid, None
+        rec.state = {"running": {"startedAt": started}}
+        log(f"pod {self.ns}/{self.name} container {rec.name} started, PID 1 is host pid {proc.pid}: {proc.argv}")
+        self.event(pod, "Normal", "Created", f"Created container {rec.name}", rec)
+        self.event(pod, "Normal", "Started", f"Started container {rec.name}", rec)
+        t = threading.Thread(target=self._watch, args=(pod, rec, proc, started), daemon=True,
+                             name=f"ctr-{self.name}-{rec.name}")
+        t.start()
+        self.threads.append(t)
+
+    def _watch(self, pod, rec, proc, started):
+        code = self.k.runtime.wait(proc)
+        finished = now_str()
+        policy = rec.spec.get("terminationMessagePolicy") or "File"
+        msg = tail_bytes(rec.term_path, MAX_TERMINATION_MESSAGE) if rec.term_path else b""
+        if not msg and code != 0 and policy == "FallbackToLogsOnError":
+            log_path = os.path.join(self.poddir, "containers", rec.name, "container.log")
+            try:
+                with open(log_path, "rb") as f:
+                    f.seek(rec.log_offset)
+                    data = f.read()
+            except OSError:
+                data = b""
+            msg = b"".join(data.splitlines(keepends=True)[-MAX_LOG_MESSAGE_LINES:])[-MAX_LOG_MESSAGE_BYTES:]
+        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+                "finishedAt": finished, "containerID": "containerd://" + proc.cid}
+        if msg:
+            term["message"] = msg.decode("utf-8", "replace")
+        log(f"pod {self.ns}/{self.name} container {rec.name} exited {code}")
+        with self.cv:
+            rec.proc = None
+            rec.state = {"terminated": term}
+            self.cv.notify_all()
+
+    # -- the container's configuration --
+    def container_spec(self, pod, rec, img):
+        c = rec.spec
+        pspec = pod.get("spec") or {}
+        psc, csc = pspec.get("securityContext") or {}, c.get("securityContext") or {}
+        eff = {k: csc[k] if csc.get(k) is not None else psc.get(k) for k in ("runAsUser", "runAsGroup", "runAsNonRoot")}
+        user, _, group = (img.user or "").partition(":")
+        image_uid = int(user) if user.isdigit() else 0 if user == "" else None
+        pod_desc = f"{self.name}_{self.ns}({self.uid})"
+        if eff["runAsNonRoot"]:
+            if eff["runAsUser"] is not None:
+                if eff["runAsUser"] == 0:
+                    raise PodWait("CreateContainerConfigError", f"container's runAsUser breaks non-root policy (pod: "
+                                  f'"{pod_desc}", container: {rec.name})', "Failed")
+            elif image_uid == 0:
+                raise PodWait("CreateContainerConfigError", f'container has runAsNonRoot and image will run as root '
+                              f'(pod: "{pod_desc}", container: {rec.name})', "Failed")
+            elif image_uid is None:
+                raise PodWait("CreateContainerConfigError", f"container has runAsNonRoot and image has non-numeric user "
+                              f'({user}), cannot verify user is non-root (pod: "{pod_desc}", container: {rec.name})',
+                              "Failed")
+        if eff["runAsUser"] is not None:
+            uid = eff["runAsUser"]
+            entry = img.user_entry(uid)
+            gid = entry[2] if entry else 0
+        elif image_uid is not None:
+            uid, entry = image_uid, img.user_entry(image_uid)
+            gid = int(group) if group.isdigit() else entry[2] if entry else 0
+        else:
+            entry = img.user_entry(user)
+            if entry is None:
+                raise PodWait("CreateContainerError", f"failed to create containerd container: unable to find user "
+                              f"{user}: no matching entries in passwd file", "Failed")
+            uid, gid = entry[1], int(group) if group.isdigit() else entry[2]
+        if eff["runAsGroup"] is not None:
+            gid = eff["runAsGroup"]
+        groups = [gid] + (img.groups_of(entry[0]) if entry else [])
+        if psc.get("fsGroup") is not None:
+            groups.append(psc["fsGroup"])
+        groups += list(psc.get("supplementalGroups") or [])
+        groups = list(dict.fromkeys(groups))
+        env = self.k.container_env(pod, c)
+        penv = dict(img.env)
+        penv["HOSTNAME"] = self.hostname(pod)
+        penv.update(self.k.pod_env)
+        penv.update(env)
+        penv.setdefault("HOME", entry[3] if entry else "/")
+        if c.get("command"):
+            argv = [expand_vars(a, env) for a in c["command"] + (c.get("args") or [])]
+        else:
+            argv = list(img.entrypoint or []) + [expand_vars(a, env) for a in (c.get("args") or img.cmd or [])]
+        if not argv:
+            raise PodWait("CreateContainerError", "failed to generate container spec: no command specified", "Failed")
+        caps = set(DEFAULT_CAPS)
+        capspec = csc.get("capabilities") or {}
+        norm = lambda names: {n.upper().removeprefix("CAP_") for n in names or []}  # noqa: E731
+        add, drop = norm(capspec.get("add")), norm(capspec.get("drop"))
+        if csc.get("privileged") or "ALL" in add:
+            caps = set(CAPS)
+        if "ALL" in drop:
+            caps = set()
+        caps = (caps | (add - {"ALL"})) - (drop - {"ALL"})
+        ro_root = bool(csc.get("readOnlyRootFilesystem"))
+        cdir = os.path.join(self.poddir, "containers", rec.name)
+        for d in ("rootfs", "scratch"):
+            os.makedirs(os.path.join(cdir, d), exist_ok=True)
+        mounts = []
+        for vm in c.get("volumeMounts") or []:
+            src, ro = self.volumes.mount_source(vm, rec.name)
+            target = vm["mountPath"] if vm["mountPath"].startswith("/") else "/" + vm["mountPath"]
+            mounts.append({"source": src, "target": os.path.normpath(target), "readOnly": ro})
+        taken = {m["target"] for m in mounts}
+        if "/etc/hosts" not in taken:
+            mounts.append({"source": os.path.join(self.poddir, "etc-hosts"), "target": "/etc/hosts", "readOnly": False})
+        tmp = c.get("terminationMessagePath")
+        rec.term_path = None
+        if tmp:
+            rec.term_path = os.path.join(cdir, "termination-log")
+            with open(rec.term_path, "wb"):
+                pass
+            os.chmod(rec.term_path, 0o666)
+            mounts.append({"source": rec.term_path, "target": tmp, "readOnly": False})
+        for f in ("hostname", "resolv.conf"):
+            if f"/etc/{f}" not in taken:
+                mounts.append({"source": os.path.join(self.poddir, f), "target": f"/etc/{f}", "readOnly": ro_root})
+        mounts.sort(key=lambda m: mount_depth(m["target"]))
+        return {"rootfs": os.path.join(cdir, "rootfs"), "scratch": os.path.join(cdir, "scratch"),
+                "hostname": self.hostname(pod), "image": {"entries": img.entries}, "mounts": mounts,
+                "readOnlyRoot": ro_root,
+                "process": {"argv": argv, "env": penv, "cwd": c.get("workingDir") or img.workdir or "/", "uid": uid,
+                            "gid": gid, "groups": groups,
+                            "noNewPrivs": csc.get("allowPrivilegeEscalation") is False and not csc.get("privileged"),
+                            "capabilities": sorted(CAPS[n] for n in caps if n in CAPS)}}
+
+    def hostname(self, pod):
+        h = ((pod.get("spec") or {}).get("hostname") or self.name)[:63].rstrip("-.")
+        return h
+
+    def write_sandbox_files(self, pod):
+        """The sandbox's /etc/hostname and /etc/resolv.conf (containerd) and the kubelet's /etc/hosts."""
+        h = self.hostname(pod)
+        with open(os.path.join(self.poddir, "etc-hosts"), "w") as f:
+            f.write("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost "
+                    "ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\n"
+                    f"fe00::2\tip6-allrouters\n127.0.0.1\t{h}\n")
+        with open(os.path.join(self.poddir, "hostname"), "w") as f:
+            f.write(h + "\n")
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read()
+        except OSError:
+            resolv = ""
+        with open(os.path.join(self.poddir, "resolv.conf"), "w") as f:
+            f.write(resolv)
+        for n in ("etc-hosts", "hostname", "resolv.conf"):
+            os.chmod(os.path.join(self.poddir, n), 0o644)
+
+    # -- termination --
+    def stop_all(self, grace, pod=None):
+        """killContainer for every running container, in parallel: SIGTERM to PID 1, SIGKILL after
+        the grace period."""
+        running = [r for r in self.records() if r.proc is not None]
+        for r in running:
+            if pod is not None:
+                self.event(pod, "Normal", "Killing", f"Stopping container {r.name}", r)
+            r.proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        with self.cv:
+            while any(r.proc is not None for r in running) and time.monotonic() < deadline:
+                self.cv.wait(max(0.01, min(0.2, deadline - time.monotonic())))
+        for r in running:
+            p = r.proc
+            if p is not None:
+                p.signal(signal.SIGKILL)
+        for t in self.threads:
+            t.join(10)
+
+    def terminate(self, pod):
+        meta = pod["metadata"]
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        self.stop_all(max(int(grace), MIN_GRACE_SECONDS), pod)
+        self.terminal = True
+        for r in self.records():  # TerminatePod: a container that never ran is reported failed
+            if "terminated" not in r.state:
+                r.state = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                          "message": "The container could not be located when the pod was terminated"}}
+        pod = self.k.store.get(PODS, self.ns, self.name)
+        if pod is None or pod["metadata"]["uid"] != self.uid:
+            return
+        self.publish(pod)
+        self.k.store.internal_delete(PODS, self.ns, self.name, uid=self.uid, opts={"gracePeriodSeconds": 0})
+
+    # -- status --
+    def publish(self, pod):
+        spec = pod.get("spec") or {}
+        old = pod.get("status") or {}
+        statuses = sorted((r.api_status() for r in self.containers), key=lambda s: s["name"])
+        init_statuses = [r.api_status() for r in self.inits]
+        budget = MAX_POD_TERMINATION_MESSAGES // max(1, len(self.records()))
+        for s in statuses + init_statuses:
+            term = s["state"].get("terminated")
+            if term and len((term.get("message") or "").encode()) > budget:
+                term["message"] = term["message"].encode()[:budget].decode("utf-8", "replace")
+        phase = get_phase(spec, statuses, init_statuses, self.terminal)
+        if old.get("phase") in ("Succeeded", "Failed"):
+            phase = old["phase"]
+        done = phase in ("Succeeded", "Failed")
+        unready = [r.name for r in self.containers if not r.api_status()["ready"]]
+        inits_left = [r.name for r in self.inits if (r.state.get("terminated") or {}).get("exitCode", 1) != 0]
+        want = [("PodReadyToStartContainers", self.sandbox and not self.terminal and not done, None, None)]
+        if inits_left and not done:
+            want.append(("Initialized", False, "ContainersNotInitialized",
+                         f"containers with incomplete status: [{' '.join(inits_left)}]"))
+        else:
+            want.append(("Initialized", True, "PodCompleted" if done and self.inits else None, None))
+        for typ in ("Ready", "ContainersReady"):
+            if done:
+                want.append((typ, False, "PodCompleted", None))
+            elif unready:
+                want.append((typ, False, "ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]"))
+            else:
+                want.append((typ, True, None, None))
+        olds = {c.get("type"): c for c in old.get("conditions") or []}
+        kubelet_owned = {"PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"}
+        conds = [c for c in old.get("conditions") or [] if c.get("type") not in kubelet_owned]
+        for typ, ok, reason, message in want:
+            c = {"type": typ, "status": "True" if ok else "False", "lastProbeTime": None}
+            prev = olds.get(typ)
+            c["lastTransitionTime"] = prev.get("lastTransitionTime") if prev and prev.get("status") == c["status"] \
+                else now_str()
+            if reason:
+                c["reason"] = reason
+            if message:
+                c["message"] = message
+            conds.append(c)
+        conds.append(olds.get("PodScheduled") or {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                                   "lastTransitionTime": self.start_time})
+        new = dict(old)
+        new.update({"phase": phase, "conditions": conds, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                    "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": old.get("startTime") or
+                    self.start_time, "qosClass": old.get("qosClass") or pod_qos(spec), "containerStatuses": statuses})
+        if init_statuses:
+            new["initContainerStatuses"] = init_statuses
+        if new != old:
+            self.k.store.internal_update(PODS, self.ns, self.name, lambda o: dict(o, status=new), uid=self.uid,
+                                         manager="kubelet")
+
+
+class Kubelet:
+    """Runs the pods bound to any existing Node (every Node is served from this machine)."""
+
+    def __init__(self, store, registry, events, state_dir, images, runtime, pod_env, strict_pvc):
+        self.store, self.registry, self.events = store, registry, events
+        self.state_dir, self.images, self.runtime = state_dir, images, runtime
+        self.pod_env, self.strict_pvc = pod_env, strict_pvc
+        self.lock = threading.Lock()
+        self.workers = {}  # pod uid -> PodWorker
+        self.started = set()
+        store.listeners.append(self._on_event)
+
+    def _on_event(self, e):  # under the store lock
+        if e["gr"] == PODS:
+            pod = e["obj"]
+            with self.lock:
+                w = self.workers.get(pod["metadata"]["uid"])
+            if w is not None:
+                w.notify()
+            elif e["type"] != "DELETED":
+                self.maybe_start(pod)
+        elif e["gr"] == NODES and e["type"] == "ADDED":
+            for pod in self.store.list(PODS)[0]:
+                if (pod.get("spec") or {}).get("nodeName") == e["obj"]["metadata"]["name"]:
+                    self.maybe_start(pod)
+
+    def maybe_start(self, pod):
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        node = spec.get("nodeName")
+        if not node or self.store.get(NODES, "", node) is None or pod_terminal(pod):
+            return
+        with self.lock:
+            if meta["uid"] in self.started:
+                return
+            self.started.add(meta["uid"])
+            w = PodWorker(self, pod)
+            self.workers[meta["uid"]] = w
+        threading.Thread(target=w.run, daemon=True, name=f"pod-{meta['name']}").start()
+
+    def done(self, uid):
+        with self.lock:
+            self.workers.pop(uid, None)
+
+    def find(self, ns, name):
+        with self.lock:
+            return next((w for w in self.workers.values() if w.ns == ns and w.name == name), None)
+
+    def processes(self):
+        with self.lock:
+            workers = list(self.workers.values())
+        out = []
+        for w in workers:
+            pod = self.store.get(PODS, w.ns, w.name)
+            job = next((r.get("name") for r in ((pod or {}).get("metadata") or {}).get("ownerReferences") or []
+                        if r.get("kind") == "Job"), None)
+            for r in w.records():
+                p = r.proc
+                if p is not None:
+                    out.append({"namespace": w.ns, "pod": w.name, "uid": w.uid, "job": job, "container": r.name,
+                                "pid": p.pid, "containerID": "containerd://" + p.cid, "argv": p.argv,
+                                "startedAt": p.started})
+        return out
+
+    def signal(self, ns, name, sig, container=None):
+        w = self.find(ns, name)
+        if w is None:
+            return False
+        hit = False
+        for r in w.records():
+            p = r.proc
+            if p is not None and (container is None or r.name == container):
+                hit = p.signal(sig) or hit
+        return hit
+
+    def log_range(self, ns, name, container, previous):
+        """Byte range of a container's log file for the current (or previous) instance."""
+        w = self.find(ns, name)
+        rec = next((r for r in w.records() if r.name == container), None) if w else None
+        if previous:
+            return (rec.prev_log_offset, rec.log_offset) if rec and rec.restart_count else (None, None)
+        return (rec.log_offset if rec else 0), None
+
+    def field_ref(self, pod, fp):
+        m = re.match(r"^metadata\.(labels|annotations)\['(.*)'\]$", fp or "")
+        if m:
+            return ((pod["metadata"].get(m.group(1)) or {}).get(m.group(2))) or ""
+        spec = pod.get("spec") or {}
+        simple = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": pod["metadata"]["namespace"],
+                  "metadata.uid": pod["metadata"]["uid"], "spec.nodeName": spec.get("nodeName") or "",
+                  "spec.serviceAccountName": spec.get("serviceAccountName") or "default",
+                  "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+                  "status.hostIPs": "127.0.0.1"}
+        return simple.get(fp, "")
+
+    def container_env(self, pod, c):
+        """makeEnvironmentVariables: envFrom, then env (with $(VAR) expansion against earlier ones)."""
+        ns = pod["metadata"]["namespace"]
+        env = {}
+        for ef in c.get("envFrom") or []:
+            prefix = ef.get("prefix") or ""
+            if "secretRef" in ef:
+                sec = self.store.get(SECRETS, ns, ef["secretRef"].get("name"))
+                if sec is None:
+                    if ef["secretRef"].get("optional"):
+                        continue
+                    raise PodWait("CreateContainerConfigError", f'secret "{ef["secretRef"].get("name")}" not found',
+                                  "Failed")
+                for k, v in (sec.get("data") or {}).items():
+                    env[prefix + k] = _b64(v).decode("utf-8", "replace")
+            if "configMapRef" in ef:
+                cm = self.store.get(CONFIGMAPS, ns, ef["configMapRef"].get("name"))
+                if cm is None:
+                    if ef["configMapRef"].get("optional"):
+                        continue
+                    raise PodWait("CreateContainerConfigError",
+                                  f'configmap "{ef["configMapRef"].get("name")}" not found', "Failed")
+                env.update({prefix + k: v for k, v in (cm.get("data") or {}).items()})
+        for e in c.get("env") or []:
+            v = self._env_value(pod, e)
+            if v is not None:
+                env[e["name"]] = expand_vars(v, env) if "value" in e else v
+        return env
+
+    def _env_value(self, pod, e):
+        ns = pod["metadata"]["namespace"]
+        if "value" in e:
+            return e["value"]
+        vf = e.get("valueFrom") or {}
+        for kind, gr, label in (("secretKeyRef", SECRETS, "Secret"), ("configMapKeyRef", CONFIGMAPS, "ConfigMap")):
+            if kind in vf:
+                ref = vf[kind]
+                obj = self.store.get(gr, ns, ref.get("name"))
+                data = (obj or {}).get("data") or {}
+                if obj is None or ref.get("key") not in data:
+                    if ref.get("optional"):
+                        return None
+                    if obj is None:
+                        raise PodWait("CreateContainerConfigError", f'{label.lower()} "{ref.get("name")}" not found',
+                                      "Failed")
+                    raise PodWait("CreateContainerConfigError",
+                                  f'couldn\'t find key {ref.get("key")} in {label} {ns}/{ref.get("name")}', "Failed")
+                v = data[ref["key"]]
+                return _b64(v).decode("utf-8", "replace") if gr == SECRETS else v
+        if "fieldRef" in vf:
+            return self.field_ref(pod, vf["fieldRef"].get("fieldPath"))
+        return None
+
+
+# >>> container init (the runtime runs this section alone, see Runtime.__init__)
+# --------------------------------------------------------------------------------------------
+# Container init: `kube_double.py --container-init SPEC.json --sync-fd N`
+#
+# What runc does for containerd, in one short-lived Python process. It unshares the mount, PID,
+# UTS and IPC namespaces, forks the container's PID 1 and stays as its parent (the shim: it waits
+# and exits with the container's status). PID 1 builds the root file system on a tmpfs (the
+# image's files, then the runtime's and kubelet's mounts, then the volumes), pivots into it,
+# switches to the container's user and execs the command, so the command itself is PID 1 and the
+# only process. Progress goes to the kubelet through the sync pipe: "pid N" (host PID of PID 1),
+# then either EOF (the exec happened) or "error MESSAGE".
+# --------------------------------------------------------------------------------------------
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x04000000, 0x08000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+SYSCALLS = {"x86_64": {"pivot_root": 155, "capset": 126}, "aarch64": {"pivot_root": 41, "capset": 91}}
+import json, os, signal  # noqa: E401,E402 (this section also runs on its own)
+
+# containerd's default capability set (oci.DefaultSpec / the CRI plugin), by number.
+CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
+        "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10, "NET_BROADCAST": 11,
+        "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15, "SYS_MODULE": 16, "SYS_RAWIO": 17,
+        "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20, "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23,
+        "SYS_RESOURCE": 24, "SYS_TIME": 25, "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29,
+        "AUDIT_CONTROL": 30, "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+        "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40}
+DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+                "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
+# containerd's default masked and read-only /proc and /sys paths.
+MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
+
+
+class ContainerError(Exception):
+    pass
+
+
+class _Sys:
+    """The few system calls Python 3.11's os module lacks, through ctypes."""
+
+    def __init__(self):
+        import ctypes
+        self.ctypes = ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.nr = SYSCALLS.get(os.uname().machine)
+
+    def _check(self, rc, what):
+        if rc != 0:
+            err = self.ctypes.get_errno()
+            raise ContainerError(f"{what}: {os.strerror(err)}")
+
+    def unshare(self, flags):
+        self._check(self.libc.unshare(flags), "unshare")
+
+    def mount(self, source, target, fstype, flags, data=None, what=None):
+        enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+        self._check(self.libc.mount(enc(source), enc(target), enc(fstype), self.ctypes.c_ulong(flags), enc(data)),
+                    what or f"mount {target}")
+
+    def umount(self, target, flags=0):
+        self._check(self.libc.umount2(target.encode(), flags), f"umount {target}")
+
+    def pivot_root(self, new, old):
+        if self.nr is None:
+            raise ContainerError(f"pivot_root: unsupported machine {os.uname().machine}")
+        self._check(self.libc.syscall(self.nr["pivot_root"], new.encode(), old.encode()), "pivot_root")
+
+    def sethostname(self, name):
+        b = name.encode()
+        self._check(self.libc.sethostname(b, len(b)), "sethostname")
+
+    def prctl(self, option, arg):
+        self._check(self.libc.prctl(option, self.ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
+
+    def capset(self, caps):
+        """Sets the effective, permitted and inheritable sets (inheritable empty, as containerd does)."""
+        c = self.ctypes
+
+        class Header(c.Structure):
+            _fields_ = [("version", c.c_uint32), ("pid", c.c_int)]
+
+        class Data(c.Structure):
+            _fields_ = [("effective", c.c_uint32), ("permitted", c.c_uint32), ("inheritable", c.c_uint32)]
+        mask = sum(1 << n for n in caps)
+        data = (Data * 2)(Data(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0), Data(mask >> 32, mask >> 32, 0))
+        self._check(self.libc.syscall(self.nr["capset"], c.byref(Header(0x20080522, 0)), data), "capset")
+
+
+def container_init_main(spec_path, sync_fd):
+    """The shim: new namespaces, then fork PID 1 and wait for it."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    sysc = _Sys()
+
+    def fail(msg):
+        try:
+            os.write(sync_fd, f"error {msg}\n".encode())
+        finally:
+            os._exit(1)
+    try:
+        sysc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        sysc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC)
+        sysc.mount(None, "/", None, MS_REC | MS_PRIVATE, what="make / private")
+    except ContainerError as e:
+        fail(f"cannot create the container's namespaces: {e}")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _container_pid1(spec, sysc, sync_fd)
+        except ContainerError as e:
+            fail(str(e))
+        except Exception as e:  # a bug here must still reach the kubelet
+            fail(f"container init failed: {e!r}")
+        os._exit(1)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, signal.SIG_IGN)
+    os.write(sync_fd, f"pid {pid}\n".encode())
+    os.close(sync_fd)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status))
+
+
+def _mkparents(path, uid=0, gid=0):
+    parent = os.path.dirname(path)
+    if not os.path.lexists(parent):
+        _mkparents(parent, uid, gid)
+        os.mkdir(parent, 0o755)
+
+
+def _mountpoint(path, is_file):
+    """Creates a mount point inside the container's root (after pivot_root, so a symlink cannot
+    lead out of it), as runc does for a missing destination."""
+    if os.path.lexists(path):
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if is_file:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+        else:
+            os.mkdir(path, 0o755)
+    except OSError as e:
+        raise ContainerError(f"error mounting to rootfs at {path!r}: mkdir {e.filename}: {e.strerror.lower()}")
+
+
+def _container_pid1(spec, sysc, sync_fd):
+    os.set_inheritable(sync_fd, False)  # closes on exec: EOF tells the kubelet the exec happened
+    root, scratch = spec["rootfs"], spec["scratch"]
+    sysc.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", what="mount the root tmpfs")
+    sysc.mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700", what="mount the scratch tmpfs")
+    ro_binds, overlays = [], []
+    # 1. The image: files the image holds, on the root tmpfs (its writable layer).
+    for i, e in enumerate(spec["image"]["entries"]):
+        p = root + e["path"]
+        _mkparents(p)
+        kind = e["kind"]
+        if kind == "dir":
+            if not os.path.isdir(p):
+                os.mkdir(p)
+            os.chmod(p, e.get("mode", 0o755))
+            os.chown(p, e.get("uid", 0), e.get("gid", 0))
+        elif kind == "file":
+            with open(p, "w") as f:
+                f.write(e["content"])
+            os.chmod(p, e.get("mode", 0o644))
+        elif kind == "symlink":
+            os.symlink(e["target"], p)
+        elif kind == "bind":  # a host file shown as an image file: read-only, it is not a copy
+            if not os.path.exists(p):
+                os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o755))
+            sysc.mount(e["source"], p, None, MS_BIND, what=f"bind {e['source']} into the image")
+            ro_binds.append(e["path"])
+        elif kind == "overlay":  # a host directory as an image layer, with a copy-up layer over it
+            upper, work = f"{scratch}/upper{i}", f"{scratch}/work{i}"
+            os.mkdir(upper)
+            os.mkdir(work)
+            os.makedirs(p, exist_ok=True)
+            sysc.mount("overlay", p, "overlay", 0, f"lowerdir={e['lower']},upperdir={upper},workdir={work}",
+                       what=f"overlay {e['lower']} at {e['path']}")
+            overlays.append(e["path"])
+    for path in ro_binds:
+        sysc.mount(None, root + path, None, MS_REMOUNT | MS_BIND | MS_RDONLY, what=f"remount {path} read-only")
+    # 2. Handles on every mount source, taken while the host's paths are still reachable.
+    fds = []
+    for m in spec["mounts"]:
+        try:
+            fds.append(os.open(m["source"], os.O_PATH | os.O_CLOEXEC))
+        except OSError as e:
+            raise ContainerError(f'error mounting "{m["source"]}" to rootfs at "{m["target"]}": '
+                                 f'stat {m["source"]}: {(e.strerror or str(e)).lower()}')
+    dev_fds = {d: os.open(f"/dev/{d}", os.O_PATH | os.O_CLOEXEC) for d in DEVICES}
+    # 3. Into the new root; the old one stays reachable (for the handles) until the end.
+    old = f"/.kube-double-oldroot-{os.urandom(6).hex()}"
+    os.mkdir(root + old, 0o700)
+    os.chdir(root)
+    sysc.pivot_root(".", "." + old)
+    os.chdir("/")
+    # 4. What the runtime adds: /proc of the new PID namespace, /dev, /dev/shm, /sys.
+    _mountpoint("/proc", False)
+    sysc.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, what="mount /proc")
+    _mountpoint("/dev", False)
+    sysc.mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=65536k", what="mount /dev")
+    for d, fd in dev_fds.items():
+        _mountpoint(f"/dev/{d}", True)
+        sysc.mount(f"/proc/self/fd/{fd}", f"/dev/{d}", None, MS_BIND, what=f"bind /dev/{d}")
+        os.close(fd)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/shm")
+    sysc.mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k",
+               what="mount /dev/shm")
+    _mountpoint("/sys", False)
+    sysc.mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, what="mount /sys")
+    # 5. The kubelet's mounts (volumes, /etc/hosts, the termination message file), parents first.
+    for m, fd in zip(spec["mounts"], fds):
+        target = m["target"]
+        src = f"/proc/self/fd/{fd}"
+        _mountpoint(target, not os.path.isdir(src))
+        try:
+            sysc.mount(src, target, None, MS_BIND | MS_REC)
+            if m.get("readOnly"):
+                sysc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        except ContainerError as e:
+            raise ContainerError(f'error mounting "{m["source"]}" to rootfs at "{target}": {e}')
+        os.close(fd)
+    proc = spec["process"]
+    cwd = proc.get("cwd") or "/"
+    if not os.path.isdir(cwd):
+        try:
+            os.makedirs(cwd, 0o755)
+        except OSError as e:
+            raise ContainerError(f"mkdir {cwd}: {(e.strerror or str(e)).lower()}")
+    sysc.umount(old, MNT_DETACH)
+    os.rmdir(old)
+    for p in MASKED_PATHS:
+        if os.path.isdir(p):
+            sysc.mount("tmpfs", p, "tmpfs", MS_RDONLY, what=f"mask {p}")
+        elif os.path.exists(p):
+            sysc.mount("/dev/null", p, None, MS_BIND, what=f"mask {p}")
+    for p in READONLY_PATHS:
+        if os.path.exists(p):
+            sysc.mount(p, p, None, MS_BIND | MS_REC, what=f"bind {p}")
+            sysc.mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY, what=f"remount {p} read-only")
+    if spec.get("readOnlyRoot"):
+        sysc.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY, what="remount / read-only")
+        for path in overlays:
+            sysc.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY, what=f"remount {path} read-only")
+    sysc.sethostname(spec["hostname"])
+    # 6. The process: capabilities, user and groups, no_new_privs, then exec.
+    keep = set(proc.get("capabilities") or [])
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if cap not in keep:
+            sysc.prctl(PR_CAPBSET_DROP, cap)
+    os.chdir(cwd)
+    os.setgroups(proc.get("groups") or [])
+    os.setresgid(proc["gid"], proc["gid"], proc["gid"])
+    os.setresuid(proc["uid"], proc["uid"], proc["uid"])
+    if proc["uid"] == 0:
+        sysc.capset(sorted(c for c in keep if c <= last))
+    if proc.get("noNewPrivs"):
+        sysc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+    os.umask(0o022)
+    argv, env = proc["argv"], proc["env"]
+    exe = _look_path(argv[0], env.get("PATH", ""))
+    sysc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+    for s in range(1, signal.NSIG):
+        if s not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(s, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.closerange(3, sync_fd)
+    os.closerange(sync_fd + 1, 65536)
+    try:
+        os.execve(exe, argv, env)
+    except OSError as e:
+        raise ContainerError(f"exec {exe}: {(e.strerror or str(e)).lower()}")
+
+
+def _look_path(name, path):
+    """exec.LookPath as runc uses it, inside the container."""
+    def usable(p):
+        return os.path.isfile(p) and os.access(p, os.X_OK)
+    if "/" in name:
+        if not os.path.exists(name):
+            raise ContainerError(f'exec: "{name}": stat {name}: no such file or directory')
+        if not usable(name):
+            raise ContainerError(f'exec: "{name}": permission denied')
+        return name
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", name)
+        if usable(cand):
+            return cand
+    raise ContainerError(f'exec: "{name}": executable file not found in $PATH')
+# <<< container init
 
 
 # --------------------------------------------------------------------------------------------
@@ -2184,7 +4334,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
-        for k, v in (headers or {}).items():
+        for k, v in (headers.items() if isinstance(headers, dict) else headers or []):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
@@ -2245,7 +4395,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if len(path) > 1:
             path = path.rstrip("/")
         q = urllib.parse.parse_qs(split.query, keep_blank_values=True)
-        rec = {"time": now_micro(), "method": method, "path": path, "query": split.query,
+        rec = {"time": wall_micro(), "method": method, "path": path, "query": split.query,
                "contentType": self.headers.get("Content-Type"), "userAgent": self.headers.get("User-Agent")}
         self._rec = rec
         try:
@@ -2386,8 +4536,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if method == "POST":
             if name is not None:
                 raise ApiError(405, "the server does not allow this method on the requested resource")
-            obj = store.create(info, ns, self._decode(body_raw), dry_run=dry, manager=manager)
-            return self.send_json(201, self._out(info, version, obj))
+            warnings = []
+            obj = store.create(info, ns, self._decode(body_raw), dry_run=dry, manager=manager, warnings=warnings)
+            return self.send_json(201, self._out(info, version, obj), warning_headers(warnings))
         if method == "PUT":
             if name is None:
                 raise ApiError(405, "the server does not allow this method on the requested resource")
@@ -2406,7 +4557,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             obj = store.patch(info, ns, name, ctype, self._decode(body_raw), sub=sub, params=params, dry_run=dry)
             return self.send_json(200 if existed else 201, self._out(info, version, obj))
         if method == "DELETE":
-            opts = self._decode(body_raw) or {}
+            opts = delete_options(self._decode(body_raw), q)
+            warnings = []
+            if info.gr == JOBS and version == "v1" and opts.get("propagationPolicy") is None \
+                    and opts.get("orphanDependents") is None:
+                warnings.append("child pods are preserved by default when jobs are deleted; set "
+                                "propagationPolicy=Background to remove them or set propagationPolicy=Orphan to "
+                                "suppress this warning")
             if name is None:
                 lsel = parse_label_selector(param(q, "labelSelector"))
                 fsel = parse_field_selector(param(q, "fieldSelector"))
@@ -2414,12 +4571,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 for o in items:
                     if match_labels(lsel, o) and match_fields(fsel, o):
                         try:
-                            store.delete(info, o["metadata"].get("namespace"), o["metadata"]["name"], dry_run=dry)
+                            store.delete(info, o["metadata"].get("namespace"), o["metadata"]["name"], opts,
+                                         dry_run=dry)
                         except ApiError:
                             pass
-                return self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
-            obj = store.delete(info, ns, name, opts if isinstance(opts, dict) else {}, dry_run=dry)
-            return self.send_json(200, self._out(info, version, obj))
+                return self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"},
+                                      warning_headers(warnings))
+            obj = store.delete(info, ns, name, opts, dry_run=dry)
+            return self.send_json(200, self._out(info, version, obj), warning_headers(warnings))
         raise ApiError(405, "method not allowed")
 
     def list(self, info, version, ns, q):
@@ -2552,20 +4711,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pod = ctx.store.get(PODS, ns, name)
         if pod is None:
             raise not_found(ctx.registry.lookup(*PODS), name)
-        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        spec = pod.get("spec") or {}
+        containers = [c.get("name") for c in spec.get("containers") or []]
+        inits = [c.get("name") for c in spec.get("initContainers") or []]
         cname = param(q, "container")
-        if cname and cname not in containers:
+        if not cname:
+            if len(containers) != 1:
+                msg = f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                if inits:
+                    msg += f" or one of the init containers: [{' '.join(inits)}]"
+                raise ApiError(400, msg)
+            cname = containers[0]
+        if cname not in containers + inits:
             raise ApiError(400, f"container {cname} is not valid for pod {name}")
-        if not cname and len(containers) > 1:
-            raise ApiError(400, f"a container name must be specified for pod {name}, choose one of: {containers}")
+        st = pod.get("status") or {}
+        cs = next((c for c in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])
+                   if c.get("name") == cname), None)
+        state = (cs or {}).get("state") or {}
+        log_file = os.path.join(ctx.state_dir, "pods", ns, name, "containers", cname, "container.log")
+        first, last = ctx.kubelet.log_range(ns, name, cname, truthy(param(q, "previous")))
         if truthy(param(q, "previous")):
-            raise ApiError(400, f'previous terminated container "{containers[0]}" in pod "{name}" not found')
-        cs = ((pod.get("status") or {}).get("containerStatuses") or [])
-        state = (cs[0].get("state") or {}) if cs else {}
-        log_file = os.path.join(ctx.state_dir, "pods", ns, name, "container.log")
-        if "waiting" in state or not cs or not os.path.exists(log_file):
+            if first is None:
+                raise ApiError(400, f'previous terminated container "{cname}" in pod "{name}" not found')
+        elif "waiting" in state or cs is None or not os.path.exists(log_file):
             reason = ((state.get("waiting") or {}).get("reason")) or "ContainerCreating"
-            raise ApiError(400, f'container "{containers[0] if containers else ""}" in pod "{name}" is waiting to start: {reason}')
+            raise ApiError(400, f'container "{cname}" in pod "{name}" is waiting to start: {reason}')
         tail = param(q, "tailLines")
         limit = param(q, "limitBytes")
 
@@ -2576,19 +4746,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if limit is not None:
                 data = data[:int(limit)]
             return data
+        def read_range(f):
+            f.seek(first or 0)
+            return f.read() if last is None else f.read(max(0, last - (first or 0)))
         if truthy(param(q, "follow")):
             self.start_chunked("text/plain")
             pos = 0
             sent = 0
             try:
                 with open(log_file, "rb") as f:
-                    first = cut(f.read())
+                    data = cut(read_range(f))
                     pos = f.tell()
-                    self.chunk(first)
-                    sent += len(first)
-                    while True:
+                    self.chunk(data)
+                    sent += len(data)
+                    while last is None:
                         cur = ctx.store.get(PODS, ns, name)
-                        done = cur is None or (cur.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+                        cst = next((c for c in ((cur or {}).get("status") or {}).get("containerStatuses") or []
+                                    if c.get("name") == cname), {})
+                        done = cur is None or "running" not in (cst.get("state") or {})
                         f.seek(pos)
                         data = f.read()
                         pos = f.tell()
@@ -2605,20 +4780,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.end_chunked()
             return
         with open(log_file, "rb") as f:
-            data = f.read()
+            data = read_range(f)
         self.send_text(200, cut(data))
 
     def sim_endpoint(self, method, path, q):
         ctx = self.ctx
         if path == "/_sim/processes" and method == "GET":
-            return self.send_json(200, {"processes": ctx.sim.processes()})
+            return self.send_json(200, {"processes": ctx.kubelet.processes()})
         if path == "/_sim/kill" and method == "POST":
             ns, pod = param(q, "namespace", "default"), param(q, "pod")
             sig = getattr(signal, "SIG" + (param(q, "signal") or "KILL").upper().replace("SIG", ""), signal.SIGKILL)
-            uid = ctx.sim.find_pod_uid(ns, pod)
-            if uid is None or not ctx.sim.kill(uid, "sim-kill", sig):
+            if not ctx.kubelet.signal(ns, pod, sig, param(q, "container")):
                 raise ApiError(404, f"no running process for pod {ns}/{pod}")
-            return self.send_json(200, {"killed": f"{ns}/{pod}"})
+            return self.send_json(200, {"killed": f"{ns}/{pod}", "signal": sig.name})
         if path == "/_sim/compact" and method == "POST":
             ctx.store.compact()
             return self.send_json(200, {"compactedResourceVersion": str(ctx.store.compacted_rv)})
@@ -2630,6 +4804,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 w.q.put({"_drop": True, "expire": expire})
             return self.send_json(200, {"dropped": len(ws)})
         raise ApiError(404, "unknown simulator endpoint")
+
+
+def warning_headers(warnings):
+    return [("Warning", f'299 - "{w}"') for w in warnings]
+
+
+def delete_options(body, q):
+    """DeleteOptions from the body, or from the query parameters."""
+    opts = dict(body) if isinstance(body, dict) else {}
+    for k in ("propagationPolicy", "gracePeriodSeconds", "orphanDependents"):
+        v = param(q, k)
+        if v is not None and k not in opts:
+            opts[k] = int(v) if k == "gracePeriodSeconds" else truthy(v) if k == "orphanDependents" else v
+    return opts
 
 
 class Context:
@@ -2654,8 +4842,20 @@ class Context:
             k, _, v = m.partition("=")
             pod_env[k] = v
         nodes = args.node or ["sim-node"]
-        self.sim = NodeSim(self.store, self.registry, self.state_dir, binary_map, pod_env, args.backoff_seconds,
-                           nodes, args.strict_pvc)
+        opt_outs = [tuple(o.split("=", 1)) for o in (args.sidecar_opt_out or
+                                                      ["sidecar.istio.io/inject=false", "linkerd.io/inject=disabled"])]
+        if args.inject_sidecar:
+            self.store.sidecar = SidecarInjector(args.inject_sidecar, args.sidecar_image, opt_outs)
+        self.events = EventWriter(self.store, self.registry, nodes[0])
+        self.gc = GarbageCollector(self.store, args.gc_delay)
+        self.controllers = ControllerManager(self.store, self.registry, self.events, args.backoff_seconds,
+                                             args.pod_gc_quarantine, args.strict_pvc)
+        self.runtime = Runtime(self.state_dir)
+        binary_images = [tuple(m.rsplit("=", 1)) for m in args.binary_image or []]
+        images = Images(binary_map, binary_images, args.host_image or [],
+                        args.sidecar_image if args.inject_sidecar else None)
+        self.kubelet = Kubelet(self.store, self.registry, self.events, self.state_dir, images, self.runtime, pod_env,
+                               args.strict_pvc)
         self.version = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "kube-double",
                         "gitTreeState": "clean", "buildDate": "2024-08-13T00:00:00Z", "goVersion": "go1.22.5",
                         "compiler": "gc", "platform": "linux/amd64"}
@@ -2671,15 +4871,7 @@ class Context:
         for n in nodes:
             s.create(r.lookup("", "nodes"), None, {"metadata": {"name": n, "labels": {
                 "kubernetes.io/hostname": n, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch}}})
-            t = now_str()
-            s.internal_update(("", "nodes"), "", n, lambda o: dict(o, status={
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubelet is posting ready status", "lastHeartbeatTime": t,
-                                "lastTransitionTime": t}],
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": n}],
-                "nodeInfo": {"architecture": arch, "operatingSystem": "linux", "kubeletVersion": "v1.31.0",
-                             "containerRuntimeVersion": "kube-double://1", "osImage": "kube-double", "kernelVersion": os.uname().release,
-                             "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}}))
+            s.internal_update(NODES, "", n, lambda o: dict(o, status=node_status(o)), manager="kubelet")
         s.create(r.lookup("", "serviceaccounts"), "default", {"metadata": {"name": "default", "namespace": "default"}})
 
     def log_request(self, rec):
@@ -2753,25 +4945,50 @@ preferences: {{}}
 
 
 def main(argv=None):
-    global LOG_FILE, VERBOSE
+    global LOG_FILE, VERBOSE, CLOCK_SKEW
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--container-init"]:
+        ia = argparse.ArgumentParser(prog="kube_double.py --container-init")
+        ia.add_argument("--container-init", required=True, metavar="SPEC")
+        ia.add_argument("--sync-fd", type=int, required=True)
+        a = ia.parse_args(argv)
+        return container_init_main(a.container_init, a.sync_fd)
     ap = argparse.ArgumentParser(description="Kubernetes API test double with a node simulator")
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--state-dir", required=True, help="kubeconfig, port, requests.jsonl, pods/, pvcs/ go here")
     ap.add_argument("--binary-map", action="append", metavar="NAME=PATH",
-                    help="run PATH when a container's command (or image, when it has no command) is NAME, by basename")
+                    help="an image whose last path component is NAME holds PATH as /usr/local/bin/NAME (with its "
+                         "shared libraries, like the distroless imagepush image), entrypoint NAME")
+    ap.add_argument("--binary-image", action="append", metavar="PATTERN=NAME",
+                    help="images matching this glob are the --binary-map image of NAME, whatever their name")
+    ap.add_argument("--host-image", action="append", metavar="PATTERN",
+                    help="images matching this glob run with the host's system directories as their files")
     ap.add_argument("--fault-file", help="JSON list of fault rules, re-read when it changes")
     ap.add_argument("--pod-env", action="append", metavar="KEY=VALUE", help="extra environment for every container")
     ap.add_argument("--node", action="append", help="node names (default: sim-node); all run pods locally")
     ap.add_argument("--token", default="test-token", help="the bearer token clients must send")
     ap.add_argument("--no-auth", action="store_true", help="accept requests without the bearer token")
     ap.add_argument("--strict-pvc", action="store_true", help="pods wait until their PersistentVolumeClaims exist")
-    ap.add_argument("--backoff-seconds", type=float, default=0.5, help="job controller's delay before a retry pod")
+    ap.add_argument("--backoff-seconds", type=float, default=0.5,
+                    help="the Job controller's base delay before a retry pod (doubles per failure)")
+    ap.add_argument("--gc-delay", type=float, default=1.0, help="seconds before the garbage collector acts")
+    ap.add_argument("--pod-gc-quarantine", type=float, default=40.0,
+                    help="seconds before pods bound to a missing Node are failed and deleted")
+    ap.add_argument("--inject-sidecar", metavar="NAME", help="inject a long-running container NAME into every pod")
+    ap.add_argument("--sidecar-image", default="docker.io/istio/proxyv2:1.23.2", help="the injected sidecar's image")
+    ap.add_argument("--sidecar-opt-out", action="append", metavar="KEY=VALUE",
+                    help="a pod label or annotation that prevents injection (default: sidecar.istio.io/inject=false "
+                         "and linkerd.io/inject=disabled)")
+    ap.add_argument("--clock-skew", type=float, default=0.0,
+                    help="seconds the cluster's clock is ahead of this machine (negative: behind)")
     ap.add_argument("--history-size", type=int, default=10000, help="watch events kept for resourceVersion resumes")
     ap.add_argument("--watch-timeout", type=float, default=300.0, help="default watch length without timeoutSeconds")
     ap.add_argument("--bookmark-interval", type=float, default=2.0, help="seconds between BOOKMARK events")
     ap.add_argument("--verbose", action="store_true", help="diagnostics to stderr too (always in STATE_DIR/kube-double.log)")
     args = ap.parse_args(argv)
+    CLOCK_SKEW = args.clock_skew
+    check_namespaces()
     os.makedirs(args.state_dir, exist_ok=True)
     os.makedirs(os.path.join(args.state_dir, "pvcs"), exist_ok=True)
     LOG_FILE = open(os.path.join(args.state_dir, "kube-double.log"), "a")
@@ -2784,11 +5001,11 @@ def main(argv=None):
     write_kubeconfig(os.path.join(ctx.state_dir, "kubeconfig"), url, args.token)
     with open(os.path.join(ctx.state_dir, "port"), "w") as f:
         f.write(f"{port}\n")
-    threading.Thread(target=ctx.store.gc_loop, daemon=True, name="gc").start()
-    threading.Thread(target=ctx.sim.loop, daemon=True, name="node-sim").start()
+    threading.Thread(target=ctx.gc.loop, daemon=True, name="gc").start()
+    threading.Thread(target=ctx.controllers.loop, daemon=True, name="controllers").start()
 
     def stop(signum, frame):
-        ctx.sim.kill_all()
+        ctx.runtime.kill_all()
         log(f"stopping on signal {signum}")
         os._exit(0)
     signal.signal(signal.SIGTERM, stop)
@@ -2801,8 +5018,9 @@ def main(argv=None):
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
-        ctx.sim.kill_all()
+        ctx.runtime.kill_all()
 
 
 if __name__ == "__main__":
     main()
+

@@ -1,11 +1,14 @@
 """Self-test of the Kubernetes API test double and its node simulator.
 
-    cd /work/main && python3 -m unittest discover -s e2e/kube-double -p 'test_*.py' -v
+    python3 -m unittest discover -s e2e/kube-double -p 'test_*.py' -v   # from the repository root, as root
 
-Starts kube_double.py as a subprocess on a free port and talks to it with urllib.
+Starts kube_double.py as a subprocess on a free port and talks to it with urllib. Containers run
+from `example.test/...` images (the host's system directories, `--host-image`) and from
+`tools.test/...` images (distroless-like images holding one mapped host binary, `--binary-map`).
 """
 
 import base64
+import datetime
 import json
 import os
 import shutil
@@ -30,7 +33,9 @@ class Double:
         self.fault_file = os.path.join(self.dir, "faults.json")
         self.proc = subprocess.Popen(
             [sys.executable, DOUBLE, "--port", "0", "--state-dir", self.dir, "--fault-file", self.fault_file,
-             "--backoff-seconds", "0.3", "--bookmark-interval", "0.5", *extra],
+             "--backoff-seconds", "0.3", "--bookmark-interval", "0.5", "--gc-delay", "0.5",
+             "--host-image", "example.test/*", "--binary-map", f"lister={shutil.which('ls')}",
+             "--binary-map", f"catter={shutil.which('cat')}", "--binary-image", "other.test/*/tool-*=catter", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("READY "):
@@ -48,7 +53,8 @@ class Double:
         self.proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def request(self, method, path, body=None, ctype="application/json", token=TOKEN, raw=False, timeout=10):
+    def request(self, method, path, body=None, ctype="application/json", token=TOKEN, raw=False, timeout=10,
+                headers=False):
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -61,13 +67,15 @@ class Double:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 payload = resp.read()
                 code = resp.status
-                rctype = resp.headers.get("Content-Type")
+                hdrs = resp.headers
         except urllib.error.HTTPError as e:
             payload = e.read()
             code = e.code
-            rctype = e.headers.get("Content-Type")
+            hdrs = e.headers
         if raw:
-            return code, payload, rctype
+            return code, payload, hdrs.get("Content-Type")
+        if headers:
+            return code, json.loads(payload) if payload else None, hdrs
         return code, json.loads(payload) if payload else None
 
     def watch(self, path, max_events=100, timeout=10, until=None):
@@ -86,6 +94,15 @@ class Double:
                     break
         return events
 
+    def run_pod(self, body, timeout=15):
+        """Creates a pod, waits for it to end, returns it and its (only container's) log."""
+        name = body["metadata"]["name"]
+        code, created = self.request("POST", PODS, body)
+        if code != 201:
+            raise AssertionError(f"pod {name} not created: {code} {created}")
+        p = self.wait_for(f"{PODS}/{name}", terminal, timeout=timeout)
+        return p, self.request("GET", f"{PODS}/{name}/log", raw=True)[1].decode()
+
     def wait_for(self, path, pred, timeout=15):
         deadline = time.monotonic() + timeout
         last = None
@@ -99,8 +116,33 @@ class Double:
 
 def job(name, script, **spec):
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {**spec, "template": {"spec": {"restartPolicy": "Never", "containers": [
-                {"name": "worker", "image": "example.test/worker:1", "command": ["/bin/sh", "-c", script]}]}}}}
+            "spec": {**spec, "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
+                                                   "containers": [{"name": "worker", "image": "example.test/worker:1",
+                                                                   "command": ["/bin/sh", "-c", script]}]}}}}
+
+
+def pod(name, script, image="example.test/worker:1", **spec):
+    """A pod with one `sh -c script` container (fields in `spec` go to the pod spec; `container` to
+    the container)."""
+    c = {"name": "main", "image": image, "command": ["/bin/sh", "-c", script], **spec.pop("container", {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **spec.pop("metadata", {})},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2, "containers": [c], **spec}}
+
+
+def state(p, container=None):
+    """The state of a pod's container (the only or the named one), e.g. {"running": {...}}."""
+    for cs in (p.get("status") or {}).get("containerStatuses") or []:
+        if container is None or cs["name"] == container:
+            return cs["state"]
+    return {}
+
+
+def terminal(p):
+    return (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def events_of(d, name, ns="default"):
+    return d.request("GET", f"/api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.name%3D{name}")[1]["items"]
 
 
 def cond(obj, typ):
@@ -451,55 +493,63 @@ class KubeDoubleTest(unittest.TestCase):
 
     # -- node simulator --
 
+
+    def run_pod(self, body, timeout=15):
+        return self.d.run_pod(body, timeout)
+
     def test_job_success(self):
         code, j = self.req("POST", JOBS, job("ok", "echo hi; echo msg > /dev/termination-log; echo err >&2; exit 0"))
         self.assertEqual(code, 201, j)
         self.assertEqual(j["spec"]["backoffLimit"], 6)
+        self.assertEqual(j["spec"]["podReplacementPolicy"], "TerminatingOrFailed")
         self.assertEqual(j["spec"]["template"]["metadata"]["labels"]["job-name"], "ok")
         j = self.d.wait_for(f"{JOBS}/ok", finished)
         self.assertTrue(cond(j, "Complete"), j["status"])
-        self.assertEqual(j["status"]["succeeded"], 1)
-        self.assertIn("completionTime", j["status"])
+        self.assertEqual([c["type"] for c in j["status"]["conditions"]], ["SuccessCriteriaMet", "Complete"])
+        self.assertEqual((j["status"]["succeeded"], j["status"]["terminating"]), (1, 0))
+        self.assertEqual(j["status"]["completionTime"], cond(j, "Complete")["lastTransitionTime"])
         self.assertIn("startTime", j["status"])
         pods = self.pods_of("ok")
         self.assertEqual(len(pods), 1)
-        pod = pods[0]
-        self.assertRegex(pod["metadata"]["name"], r"^ok-[a-z0-9]{5}$")
-        self.assertEqual(pod["status"]["phase"], "Succeeded")
-        self.assertEqual(pod["spec"]["nodeName"], "sim-node")
-        self.assertEqual(pod["metadata"]["ownerReferences"][0]["uid"], j["metadata"]["uid"])
-        self.assertTrue(pod["metadata"]["ownerReferences"][0]["controller"])
-        self.assertEqual(pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"], j["metadata"]["uid"])
-        term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        p = pods[0]
+        self.assertRegex(p["metadata"]["name"], r"^ok-[a-z0-9]{5}$")
+        self.assertEqual(p["status"]["phase"], "Succeeded")
+        self.assertEqual(p["spec"]["nodeName"], "sim-node")  # bound by the scheduler
+        self.assertNotIn("finalizers", p["metadata"])  # job-tracking finalizer removed once counted
+        self.assertEqual(p["metadata"]["ownerReferences"][0]["uid"], j["metadata"]["uid"])
+        self.assertTrue(p["metadata"]["ownerReferences"][0]["controller"])
+        term = state(p)["terminated"]
         self.assertEqual((term["exitCode"], term["reason"], term["message"]), (0, "Completed", "msg\n"))
-        self.assertTrue(term["startedAt"] and term["finishedAt"])
-        code, text, ctype = self.req("GET", f"{PODS}/{pod['metadata']['name']}/log", raw=True)
-        self.assertEqual(code, 200)
+        self.assertTrue(term["startedAt"] and term["finishedAt"] and term["containerID"].startswith("containerd://"))
+        code, text, ctype = self.req("GET", f"{PODS}/{p['metadata']['name']}/log", raw=True)
+        self.assertEqual((code, text), (200, b"hi\nerr\n"))
         self.assertTrue(ctype.startswith("text/plain"))
-        self.assertEqual(text, b"hi\nerr\n")
-        code, text, _ = self.req("GET", f"{PODS}/{pod['metadata']['name']}/log?tailLines=1", raw=True)
-        self.assertEqual(text, b"err\n")
-        code, text, _ = self.req("GET", f"{PODS}/{pod['metadata']['name']}/log?limitBytes=1", raw=True)
-        self.assertEqual(text, b"h")
-        # events from the job controller
-        evs = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dok")[1]["items"]
-        self.assertTrue({"SuccessfulCreate", "Completed"} <= {e["reason"] for e in evs})
-        # deleting the Job deletes its pods
-        self.req("DELETE", f"{JOBS}/ok")
+        self.assertEqual(self.req("GET", f"{PODS}/{p['metadata']['name']}/log?tailLines=1", raw=True)[1], b"err\n")
+        self.assertEqual(self.req("GET", f"{PODS}/{p['metadata']['name']}/log?limitBytes=1", raw=True)[1], b"h")
+        self.assertTrue({"SuccessfulCreate", "Completed"} <= {e["reason"] for e in events_of(self.d, "ok")})
+        self.assertTrue({"Scheduled", "Pulled", "Created", "Started"}
+                        <= {e["reason"] for e in events_of(self.d, p["metadata"]["name"])})
+        # deleting the Job in the background deletes its pods, after the GC delay
+        self.req("DELETE", f"{JOBS}/ok?propagationPolicy=Background")
+        self.assertEqual(len(self.pods_of("ok")), 1)
         self.d.wait_for(f"{PODS}?labelSelector=job-name%3Dok", lambda l: not l["items"], timeout=5)
 
     def test_job_pod_failure_policy_fail_job(self):
         spec = {"backoffLimit": 6, "podFailurePolicy": {"rules": [
             {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}}
-        self.req("POST", JOBS, job("pfp", "exit 3", **spec))
+        code, j = self.req("POST", JOBS, job("pfp", "exit 3", **spec))
+        self.assertEqual(j["spec"]["podReplacementPolicy"], "Failed")  # the default with a podFailurePolicy
         j = self.d.wait_for(f"{JOBS}/pfp", finished)
         c = cond(j, "Failed")
         self.assertTrue(c, j["status"])
         self.assertEqual(c["reason"], "PodFailurePolicy")
+        self.assertRegex(c["message"], r"^Container worker for pod default/pfp-\w+ failed with exit code 3 matching "
+                                       r"FailJob rule at index 0$")
+        self.assertEqual(cond(j, "FailureTarget")["message"], c["message"])
         time.sleep(0.6)  # no retry pod appears
         pods = self.pods_of("pfp")
         self.assertEqual(len(pods), 1)
-        self.assertEqual(pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3)
+        self.assertEqual(state(pods[0])["terminated"]["exitCode"], 3)
         self.assertEqual(pods[0]["status"]["phase"], "Failed")
 
     def test_job_backoff_limit(self):
@@ -513,157 +563,558 @@ class KubeDoubleTest(unittest.TestCase):
         self.assertEqual(len(pods), 2)
         self.assertTrue(all(p["status"]["phase"] == "Failed" for p in pods))
 
-    def test_job_active_deadline(self):
-        t0 = time.monotonic()
-        self.req("POST", JOBS, job("dl", "sleep 30", activeDeadlineSeconds=1))
+    def test_job_active_deadline_terminates_pods_gracefully(self):
+        # PID 1 (sleep) has no SIGTERM handler: the kubelet's SIGTERM is dropped, SIGKILL follows the
+        # grace period (2 s); the Failed condition waits for the pod to be gone (FailureTarget first).
+        self.req("POST", JOBS, job("dl", "exec sleep 30", activeDeadlineSeconds=3))
+        self.d.wait_for(f"{PODS}?labelSelector=job-name%3Ddl", lambda l: l["items"] and "running" in state(l["items"][0]))
+        j = self.d.wait_for(f"{JOBS}/dl", lambda j: cond(j, "FailureTarget"), timeout=10)
+        self.assertEqual(cond(j, "FailureTarget")["reason"], "DeadlineExceeded")
+        self.assertFalse(cond(j, "Failed"))
+        self.assertEqual(j["status"].get("terminating"), 1, j["status"])
+        p = self.pods_of("dl")[0]
+        self.assertTrue(p["metadata"]["deletionTimestamp"])
+        self.assertEqual(p["metadata"]["deletionGracePeriodSeconds"], 2)
+        self.assertIn("running", state(p))
         j = self.d.wait_for(f"{JOBS}/dl", finished, timeout=10)
-        self.assertLess(time.monotonic() - t0, 6)
         c = cond(j, "Failed")
-        self.assertTrue(c, j["status"])
-        self.assertEqual(c["reason"], "DeadlineExceeded")
-        self.d.wait_for("/_sim/processes", lambda p: not any(x["job"] == "dl" for x in p["processes"]), timeout=5)
+        self.assertEqual((c["reason"], c["message"]), ("DeadlineExceeded", "Job was active longer than specified "
+                                                                           "deadline"))
+        self.assertEqual((j["status"]["failed"], j["status"]["terminating"]), (1, 0))
+        self.assertIn("Killing", {e["reason"] for e in events_of(self.d, p["metadata"]["name"])})
+        self.d.wait_for("/_sim/processes", lambda x: not any(q["job"] == "dl" for q in x["processes"]), timeout=5)
 
-    def test_volumes_env_and_binary_map(self):
-        sec = {"metadata": {"name": "creds"}, "type": "kubernetes.io/dockerconfigjson",
-               "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{}}').decode()},
-               "stringData": {"token": "s3cret"}}
-        code, s = self.req("POST", "/api/v1/namespaces/default/secrets", sec)
-        self.assertEqual(code, 201, s)
-        self.assertNotIn("stringData", s)
-        self.assertEqual(base64.b64decode(s["data"]["token"]), b"s3cret")
+    def test_container_sees_only_its_image_and_volumes(self):
+        # A host image: the host's system directories (an overlay), the runtime's /proc, /dev,
+        # /sys, and the kubelet's files; the command is PID 1 of its own PID namespace.
+        script = ("echo pid=$$$$; ls /; echo ---; ls /dev; echo ---; ls /proc | grep '^[0-9]' | sort -n | tail -1; "
+                  "cat /etc/hostname; grep -c root /etc/passwd; echo x > /usr/written && echo usr-writable; "
+                  "ls /work /root/.. 2>&1 | head -1")
+        p, out = self.run_pod(pod("fs-host", script))
+        self.assertEqual(p["status"]["phase"], "Succeeded", out)
+        head, dev, rest = out.split("---\n")
+        self.assertEqual(head.split("\n")[0], "pid=1")
+        host_dirs = {d for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32") if os.path.exists("/" + d)}
+        self.assertEqual(set(head.split()[1:]), host_dirs | {"dev", "etc", "home", "mnt", "opt", "proc", "root", "run",
+                                                             "srv", "sys", "tmp", "usr", "var"})
+        self.assertEqual(set(dev.split()), {"core", "fd", "full", "null", "random", "shm", "stderr", "stdin",
+                                            "stdout", "termination-log", "tty", "urandom", "zero"})
+        lines = rest.split("\n")
+        self.assertLess(int(lines[0]), 10)  # its own PID namespace: PID 1 and its few children
+        self.assertEqual(lines[1], "fs-host")
+        self.assertGreaterEqual(int(lines[2]), 1)
+        self.assertEqual(lines[3], "usr-writable")  # the image's layer is writable (copy-up), not the host's
+        self.assertFalse(os.path.exists("/usr/written"))
+        self.assertIn("No such file", lines[4])
+        # A --binary-map image: the distroless layout with the mapped binary and its libraries,
+        # and nothing else: no shell.
+        code, _ = self.req("POST", PODS, {"metadata": {"name": "fs-bin"}, "spec": {"restartPolicy": "Never",
+                           "containers": [{"name": "main", "image": "tools.test/lister:1",
+                                           "args": ["-ln", "/", "/etc", "/home", "/usr/local/bin"]}]}})
+        p = self.d.wait_for(f"{PODS}/fs-bin", terminal)
+        out = self.req("GET", f"{PODS}/fs-bin/log", raw=True)[1].decode()
+        self.assertEqual(p["status"]["phase"], "Succeeded", out)
+        names = {ln.split()[-1] for ln in out.splitlines() if ln and ln[0] in "-dl"}
+        self.assertTrue({"etc", "home", "proc", "dev", "sys", "tmp", "usr", "root", "var", "passwd", "group",
+                         "nsswitch.conf", "hosts", "resolv.conf", "hostname", "nonroot", "lister"} <= names, out)
+        self.assertFalse({"bin", "sh", "work"} & names, out)
+        self.assertRegex(out, r"drwx------ +\d+ 65532 65532 .* nonroot")
+        self.assertRegex(out, r"drwxrwxrwt .* tmp")
+        p, out = self.run_pod(pod("fs-bin-passwd", "", image="tools.test/catter:1",
+                                  container={"command": ["catter", "/etc/passwd"]}))
+        self.assertEqual(out, "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:"
+                              "/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+        p, out = self.run_pod(pod("fs-bin-glob", "", image="other.test/x/tool-cat:2",
+                                  container={"command": ["catter", "/etc/group"]}))
+        self.assertEqual((p["status"]["phase"], out.splitlines()[-1]), ("Succeeded", "nonroot:x:65532:"))
+        p, out = self.run_pod(pod("fs-bin-sh", "true", image="tools.test/catter:1"))
+        term = state(p)["terminated"]
+        self.assertEqual((p["status"]["phase"], term["exitCode"], term["reason"]), ("Failed", 128, "StartError"))
+        self.assertIn('exec: "/bin/sh": stat /bin/sh: no such file or directory', term["message"])
+
+    def test_user_groups_and_privileges(self):
+        status = "grep -E '^(Uid|Gid|Groups|NoNewPrivs|CapEff|CapBnd):' /proc/self/status"
+        body = pod("ids", f"id -u; id -g; {status}; touch /x 2>&1; touch /tmp/ok && echo tmp-ok",
+                   securityContext={"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                                    "supplementalGroups": [4000]},
+                   volumes=[{"name": "tmp", "emptyDir": {}}],
+                   container={"securityContext": {"allowPrivilegeEscalation": False,
+                                                  "capabilities": {"drop": ["ALL"]},
+                                                  "readOnlyRootFilesystem": True},
+                              "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]})
+        p, out = self.run_pod(body)
+        f = {ln.split(":")[0]: ln.split(":", 1)[1].split() for ln in out.splitlines() if ":" in ln}
+        lines = out.splitlines()
+        self.assertEqual(lines[:2], ["1000", "3000"], out)
+        self.assertEqual(f["Uid"], ["1000"] * 4)
+        self.assertEqual(f["Gid"], ["3000"] * 4)
+        self.assertEqual(f["Groups"], ["2000", "3000", "4000"])
+        self.assertEqual((f["NoNewPrivs"], f["CapEff"], f["CapBnd"]), (["1"], ["0000000000000000"],
+                                                                        ["0000000000000000"]))
+        self.assertIn("touch: cannot touch '/x': Read-only file system", out)
+        self.assertIn("tmp-ok", out)  # volumes stay writable
+        # root, the default capabilities minus one, plus one
+        p, out = self.run_pod(pod("ids-root", f"id -u; {status}", container={"securityContext": {
+            "capabilities": {"drop": ["NET_RAW"], "add": ["SYS_TIME"]}}}))
+        f = {ln.split(":")[0]: ln.split(":", 1)[1].split() for ln in out.splitlines() if ":" in ln}
+        caps = int(f["CapEff"][0], 16)
+        self.assertEqual((out.splitlines()[0], f["NoNewPrivs"]), ("0", ["0"]))
+        self.assertEqual(caps, (0xa80425fb & ~(1 << 13)) | (1 << 25))
+        self.assertEqual(f["CapBnd"], f["CapEff"])
+
+    def test_run_as_non_root_is_checked_against_the_image_user(self):
+        code, _ = self.req("POST", PODS, pod("nonroot", "true", securityContext={"runAsNonRoot": True}))
+        p = self.d.wait_for(f"{PODS}/nonroot", lambda p: state(p).get("waiting", {}).get("reason")
+                            == "CreateContainerConfigError")
+        self.assertEqual(state(p)["waiting"]["message"], 'container has runAsNonRoot and image will run as root '
+                         f'(pod: "nonroot_default({p["metadata"]["uid"]})", container: main)')
+        self.assertEqual(p["status"]["phase"], "Pending")
+        self.assertIn("Error: container has runAsNonRoot and image will run as root",
+                      {e["message"].split(" (pod")[0] for e in events_of(self.d, "nonroot")})
+        # the distroless-like image runs as 65532 from its USER: fine
+        p, out = self.run_pod(pod("nonroot-ok", "", image="tools.test/catter:1", securityContext={"runAsNonRoot": True},
+                                  container={"command": ["catter", "/proc/self/status"]}))
+        self.assertRegex(out, r"Uid:\t65532\t")
+        self.assertRegex(out, r"Groups:\t65532 \n")
+        self.req("DELETE", f"{PODS}/nonroot")
+
+    def test_images_that_cannot_be_pulled(self):
+        self.req("POST", PODS, pod("nopull", "true", image="registry.invalid/team/app:v1"))
+        p = self.d.wait_for(f"{PODS}/nopull", lambda p: state(p).get("waiting", {}).get("reason") == "ErrImagePull")
+        self.assertEqual(state(p)["waiting"]["message"], 'rpc error: code = NotFound desc = failed to pull and unpack '
+                         'image "registry.invalid/team/app:v1": failed to resolve reference '
+                         '"registry.invalid/team/app:v1": registry.invalid/team/app:v1: not found')
+        p = self.d.wait_for(f"{PODS}/nopull", lambda p: state(p).get("waiting", {}).get("reason") == "ImagePullBackOff")
+        self.assertEqual(state(p)["waiting"]["message"], 'Back-off pulling image "registry.invalid/team/app:v1"')
+        evs = {(e["reason"], e["message"]) for e in events_of(self.d, "nopull")}
+        self.assertTrue({("Pulling", 'Pulling image "registry.invalid/team/app:v1"'), ("Failed", "Error: ErrImagePull"),
+                         ("BackOff", 'Back-off pulling image "registry.invalid/team/app:v1"'),
+                         ("Failed", "Error: ImagePullBackOff")} <= evs, evs)
+        self.assertTrue(any(r == "Failed" and m.startswith('Failed to pull image "registry.invalid/team/app:v1": rpc '
+                                                           'error: code = NotFound') for r, m in evs), evs)
+        self.req("POST", PODS, pod("badref", "true", image="Example.test/UPPER:1"))
+        p = self.d.wait_for(f"{PODS}/badref", lambda p: state(p).get("waiting", {}).get("reason") == "InvalidImageName")
+        self.assertEqual(state(p)["waiting"]["message"], 'Failed to apply default image tag "Example.test/UPPER:1": '
+                         'couldn\'t parse image name "Example.test/UPPER:1": invalid reference format')
+        for n in ("nopull", "badref"):
+            self.req("DELETE", f"{PODS}/{n}")
+
+    def test_signals_reach_pid_1_and_deletion_is_graceful(self):
+        # (a finalizer of the test's own keeps the pod object around after the kubelet is done with it)
+        self.req("POST", PODS, pod("nohandler", "exec sleep 60", terminationGracePeriodSeconds=3,
+                                   metadata={"finalizers": ["example.test/hold"]}))
+        self.req("POST", PODS, pod("trapper", "trap 'echo got TERM; exit 7' TERM; while :; do sleep 0.1; done",
+                                   terminationGracePeriodSeconds=30))
+        for n in ("nohandler", "trapper"):
+            self.d.wait_for(f"{PODS}/{n}", lambda p: "running" in state(p))
+        # SIGTERM from the host to a PID 1 without a handler is dropped by the kernel
+        code, _ = self.req("POST", "/_sim/kill?namespace=default&pod=nohandler&signal=TERM")
+        self.assertEqual(code, 200)
+        time.sleep(0.5)
+        self.assertIn("running", state(self.req("GET", f"{PODS}/nohandler")[1]))
+        # graceful deletion: the object stays with a deletionTimestamp; SIGKILL after the grace period
+        t0 = time.monotonic()
+        code, deleted = self.req("DELETE", f"{PODS}/nohandler")
+        self.assertEqual((code, deleted["metadata"]["deletionGracePeriodSeconds"]), (200, 3))
+        self.assertIn("deletionTimestamp", deleted["metadata"])
+        code, tr = self.req("DELETE", f"{PODS}/trapper", {"gracePeriodSeconds": 10})
+        self.assertEqual(tr["metadata"]["deletionGracePeriodSeconds"], 10)
+        seen = self.d.wait_for(f"{PODS}/nohandler", terminal, timeout=10)
+        self.assertGreater(time.monotonic() - t0, 2.5)
+        term = state(seen)["terminated"]
+        self.assertEqual((seen["status"]["phase"], term["exitCode"], term["reason"]), ("Failed", 137, "Error"))
+        self.req("PATCH", f"{PODS}/nohandler", {"metadata": {"finalizers": None}}, ctype="application/merge-patch+json")
+        self.d.wait_for(PODS, lambda l: not {"nohandler", "trapper"} & {p["metadata"]["name"] for p in l["items"]},
+                        timeout=10)
+        self.assertLess(time.monotonic() - t0, 8)  # the trapper exited on SIGTERM, long before its 10 s
+        self.assertIn("Killing", {e["reason"] for e in events_of(self.d, "trapper")})
+
+    def test_secret_volumes_as_the_kubelet_writes_them(self):
+        self.req("POST", "/api/v1/namespaces/default/secrets",
+                 {"metadata": {"name": "vcreds"}, "stringData": {"token": "s3cret", "other": "x"}})
+        show = ("cd /creds; stat -c '%n %u %g %a' . ..data token; ls -a; readlink ..data token; "
+                "stat -L -c '%n %u %g %a' token other; cat token 2>&1; echo; ls -ld ..20* | cut -c1-10")
+        vols = [{"name": "creds", "secret": {"secretName": "vcreds", "defaultMode": 0o440}}]
+        mounts = [{"name": "creds", "mountPath": "/creds"}]
+        p, out = self.run_pod(pod("sec-nofsgroup", show, securityContext={"runAsUser": 1000}, volumes=vols,
+                                  container={"volumeMounts": mounts}))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], ". 0 0 1777", out)
+        self.assertEqual(lines[1], "..data 0 0 777")
+        self.assertEqual(lines[2], "token 0 0 777")
+        ls = lines[3:9]
+        self.assertEqual(ls[:2], [".", ".."])
+        self.assertRegex(ls[2], r"^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d+$", out)
+        self.assertEqual(ls[3:], ["..data", "other", "token"])
+        self.assertEqual(lines[9:11], [ls[2], "..data/token"])
+        self.assertEqual(lines[11:13], ["token 0 0 440", "other 0 0 440"])
+        self.assertEqual(lines[13], "cat: token: Permission denied")
+        self.assertEqual(lines[-1], "drwxr-xr-x")
+        p, out = self.run_pod(pod("sec-fsgroup", show, securityContext={"runAsUser": 1000, "fsGroup": 2000},
+                                  volumes=vols, container={"volumeMounts": mounts}))
+        lines = out.splitlines()
+        self.assertEqual(lines[0], ". 0 2000 3777", out)
+        self.assertEqual(lines[11:14], ["token 0 2000 440", "other 0 2000 440", "s3cret"])
+        self.assertEqual(lines[-1], "drwxr-sr-x")
+        # defaultMode is defaulted to 0644 by the API server; items choose paths and modes
+        code, created = self.req("POST", PODS, pod("sec-items", "stat -L -c '%n %a' /c/sub/t /c/o; ls /c",
+                                 volumes=[{"name": "c", "secret": {"secretName": "vcreds", "items": [
+                                     {"key": "token", "path": "sub/t", "mode": 0o400}, {"key": "other", "path": "o"}]}}],
+                                 container={"volumeMounts": [{"name": "c", "mountPath": "/c"}]}))
+        self.assertEqual(created["spec"]["volumes"][0]["secret"]["defaultMode"], 420)
+        p = self.d.wait_for(f"{PODS}/sec-items", terminal)
+        out = self.req("GET", f"{PODS}/sec-items/log", raw=True)[1].decode()
+        self.assertEqual(out, "/c/sub/t 400\n/c/o 644\no\nsub\n")
+        # secret volumes are read-only, even without readOnly in the mount
+        p, out = self.run_pod(pod("sec-ro", "touch /c/new 2>&1", volumes=vols,
+                                  container={"volumeMounts": [{"name": "creds", "mountPath": "/c"}]}))
+        self.assertIn("Read-only file system", out)
+
+    def test_missing_secret_or_key_waits_in_container_creating(self):
+        body = pod("nosec", "cat /creds/token", volumes=[{"name": "creds", "secret": {"secretName": "later"}}],
+                   container={"volumeMounts": [{"name": "creds", "mountPath": "/creds"}]})
+        self.req("POST", PODS, body)
+        body = pod("nokey", "true", volumes=[{"name": "creds", "secret": {"secretName": "vkeys", "items": [
+                   {"key": "absent", "path": "a"}]}}], container={"volumeMounts": [{"name": "creds", "mountPath": "/c"}]})
+        self.req("POST", "/api/v1/namespaces/default/secrets", {"metadata": {"name": "vkeys"}, "stringData": {"k": "v"}})
+        self.req("POST", PODS, body)
+        self.req("POST", PODS, pod("optional", "ls /c | wc -l", volumes=[{"name": "c", "secret": {
+            "secretName": "never", "optional": True}}], container={"volumeMounts": [{"name": "c", "mountPath": "/c"}]}))
+        time.sleep(1.0)
+        for name, msg in (("nosec", 'MountVolume.SetUp failed for volume "creds" : secret "later" not found'),
+                          ("nokey", 'MountVolume.SetUp failed for volume "creds" : references non-existent secret '
+                                    'key: absent')):
+            p = self.req("GET", f"{PODS}/{name}")[1]
+            self.assertEqual((p["status"]["phase"], state(p)["waiting"]["reason"]), ("Pending", "ContainerCreating"))
+            self.assertIn(("FailedMount", msg), {(e["reason"], e["message"]) for e in events_of(self.d, name)})
+            code, st = self.req("GET", f"{PODS}/{name}/log")
+            self.assertEqual((code, st["message"]), (400, f'container "main" in pod "{name}" is waiting to start: '
+                                                          'ContainerCreating'))
+        p = self.d.wait_for(f"{PODS}/optional", terminal)
+        self.assertEqual(p["status"]["phase"], "Succeeded")
+        # an env secretKeyRef to a missing Secret: CreateContainerConfigError
+        self.req("POST", PODS, pod("nosec-env", "true", container={"env": [
+            {"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]}))
+        p = self.d.wait_for(f"{PODS}/nosec-env", lambda p: state(p).get("waiting", {}).get("reason")
+                            == "CreateContainerConfigError")
+        self.assertEqual(state(p)["waiting"]["message"], 'secret "absent" not found')
+        # the Secret appears: the pod starts
+        self.req("POST", "/api/v1/namespaces/default/secrets", {"metadata": {"name": "later"}, "stringData": {"token": "t"}})
+        p = self.d.wait_for(f"{PODS}/nosec", terminal)
+        self.assertEqual(p["status"]["phase"], "Succeeded")
+        for n in ("nosec", "nokey", "optional", "nosec-env"):
+            self.req("DELETE", f"{PODS}/{n}")
+
+    def test_volumes_env_and_mounts(self):
+        self.req("POST", "/api/v1/namespaces/default/secrets",
+                 {"metadata": {"name": "creds"}, "type": "kubernetes.io/dockerconfigjson",
+                  "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{}}').decode()},
+                  "stringData": {"token": "s3cret"}})
         self.req("POST", "/api/v1/namespaces/default/persistentvolumeclaims",
                  {"metadata": {"name": "layouts"}, "spec": {"accessModes": ["ReadWriteOnce"],
                                                             "resources": {"requests": {"storage": "1Gi"}}}})
         pvc_dir = os.path.join(self.d.dir, "pvcs", "default", "layouts")
-        os.makedirs(pvc_dir, exist_ok=True)
+        os.makedirs(os.path.join(pvc_dir, "sub"), exist_ok=True)
         with open(os.path.join(pvc_dir, "index.json"), "w") as f:
             f.write("{}")
-        j = job("vol", "ls -A /creds > /layout/out-ls; cat /layout/index.json > /layout/out-index; "
-                       "echo \"$TOKEN $POD $CFG\" > /layout/out-env; cat /layout/sub/missing 2>/dev/null; pwd > /layout/out-pwd")
-        ctr = j["spec"]["template"]["spec"]["containers"][0]
-        ctr["volumeMounts"] = [{"name": "layout", "mountPath": "/layout"},
-                               {"name": "creds", "mountPath": "/creds", "readOnly": True}]
-        ctr["workingDir"] = "/layout"
-        ctr["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
-                      {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                      {"name": "CFG", "value": "/creds/.dockerconfigjson"}]
-        j["spec"]["template"]["spec"]["volumes"] = [
+        host = tempfile.mkdtemp(prefix="kd-host-")
+        os.chmod(host, 0o755)
+        script = ("cat /layout/index.json; echo; echo \"$TOKEN $POD $CFG\"; pwd; ls -A /creds | grep -v '^[.][.]'; "
+                  "cat /sub/x 2>&1; "
+                  "echo hello > /tmp/x/images/new; touch /layout/w 2>&1; echo > /dev/termination-log; echo done")
+        body = pod("vol", script, volumes=[
             {"name": "layout", "persistentVolumeClaim": {"claimName": "layouts", "readOnly": True}},
-            {"name": "creds", "secret": {"secretName": "creds"}}]
-        code, created = self.req("POST", JOBS, j)
-        self.assertEqual(code, 201, created)
-        j = self.d.wait_for(f"{JOBS}/vol", finished)
-        self.assertTrue(cond(j, "Complete"), j["status"])
-        pod = self.pods_of("vol")[0]
-        with open(os.path.join(pvc_dir, "out-ls")) as f:
-            self.assertEqual(f.read().split(), [".dockerconfigjson", "token"])
-        with open(os.path.join(pvc_dir, "out-index")) as f:
-            self.assertEqual(f.read(), "{}")
-        with open(os.path.join(pvc_dir, "out-env")) as f:
-            tok, podname, cfg = f.read().split()
-        self.assertEqual((tok, podname), ("s3cret", pod["metadata"]["name"]))
-        self.assertTrue(cfg.startswith(self.d.dir) and cfg.endswith("/volumes/creds/.dockerconfigjson"), cfg)
-        with open(os.path.join(pvc_dir, "out-pwd")) as f:
-            self.assertEqual(f.read().strip(), os.path.realpath(pvc_dir))
-        pvc = self.req("GET", "/api/v1/namespaces/default/persistentvolumeclaims/layouts")[1]
-        self.assertEqual(pvc["status"]["phase"], "Bound")
+            {"name": "creds", "secret": {"secretName": "creds"}}, {"name": "tmp", "emptyDir": {}},
+            {"name": "host", "hostPath": {"path": host, "type": "Directory"}}],
+            container={"workingDir": "/layout", "volumeMounts": [
+                {"name": "host", "mountPath": "/tmp/x/images"}, {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "layout", "mountPath": "/layout"}, {"name": "creds", "mountPath": "/creds"},
+                {"name": "layout", "mountPath": "/sub", "subPath": "sub"}],
+                "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "CFG", "value": "/creds/.dockerconfigjson"}]})
+        p, out = self.run_pod(body)
+        self.assertEqual(out.splitlines(), ["{}", "s3cret vol /creds/.dockerconfigjson", "/layout", ".dockerconfigjson",
+                                            "token", "cat: /sub/x: No such file or directory",
+                                            "touch: cannot touch '/layout/w': Read-only file system", "done"], out)
+        with open(os.path.join(host, "new")) as f:  # the hostPath mounted over the emptyDir (parents first)
+            self.assertEqual(f.read(), "hello\n")
+        shutil.rmtree(host)
+        self.assertEqual(self.req("GET", "/api/v1/namespaces/default/persistentvolumeclaims/layouts")[1]["status"]
+                         ["phase"], "Bound")
 
-    def test_missing_secret_waits(self):
-        j = job("nosec", "cat /creds/token")
-        spec = j["spec"]["template"]["spec"]
-        spec["containers"][0]["volumeMounts"] = [{"name": "creds", "mountPath": "/creds"}]
-        spec["volumes"] = [{"name": "creds", "secret": {"secretName": "later"}}]
-        self.req("POST", JOBS, j)
+    def test_termination_message_keeps_the_tail(self):
+        script = ("i=0; while [ $i -lt 50 ]; do printf '%0100d' $i >> /dev/termination-log; i=$((i+1)); done; "
+                  "printf END >> /dev/termination-log; stat -c %a /dev/termination-log")
+        p, out = self.run_pod(pod("tail", script))
+        msg = state(p)["terminated"]["message"]
+        full = "".join(f"{i:0100d}" for i in range(50)) + "END"
+        self.assertEqual(msg, full[-4096:])
+        self.assertEqual(out, "666\n")  # the kubelet creates the file world-writable
+        p, out = self.run_pod(pod("fallback", "for i in 1 2 3; do echo line$i; done; exit 2",
+                                  container={"terminationMessagePolicy": "FallbackToLogsOnError"}))
+        self.assertEqual(state(p)["terminated"]["message"], "line1\nline2\nline3\n")
 
-        def waiting(lst):
-            for p in lst["items"]:
-                for cs in (p.get("status") or {}).get("containerStatuses") or []:
-                    if "waiting" in cs["state"]:
-                        return True
-            return False
-        self.d.wait_for(f"{PODS}?labelSelector=job-name%3Dnosec", waiting)
-        time.sleep(0.5)
-        pod = self.pods_of("nosec")[0]
-        self.assertEqual(pod["status"]["phase"], "Pending")
-        self.assertFalse(finished(self.req("GET", f"{JOBS}/nosec")[1]))
-        evs = self.req("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D" + pod["metadata"]["name"])[1]
-        self.assertIn("FailedMount", {e["reason"] for e in evs["items"]})
-        code, st = self.req("GET", f"{PODS}/{pod['metadata']['name']}/log")
-        self.assertEqual(code, 400)
-        # an env secretKeyRef to a missing Secret: CreateContainerConfigError
-        j2 = job("nosec-env", "true")
-        j2["spec"]["template"]["spec"]["containers"][0]["env"] = [
-            {"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
-        self.req("POST", JOBS, j2)
+    def test_garbage_collection_delay_and_propagation(self):
+        def owner(name):
+            code, o = self.req("POST", CM, {"metadata": {"name": name}})
+            return {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": o["metadata"]["uid"],
+                    "blockOwnerDeletion": True}
+        for policy in ("Background", "Orphan", "Foreground"):
+            ref = owner(f"gc-owner-{policy.lower()}")
+            dep = f"gc-dep-{policy.lower()}"
+            self.req("POST", CM, {"metadata": {"name": dep, "ownerReferences": [ref]}})
+            code, o = self.req("DELETE", f"{CM}/{ref['name']}", {"propagationPolicy": policy})
+            self.assertEqual(code, 200)
+            self.assertEqual(self.req("GET", f"{CM}/{dep}")[0], 200)  # nothing happens before the GC delay
+            if policy == "Background":
+                self.assertEqual(self.req("GET", f"{CM}/{ref['name']}")[0], 404)
+                self.d.wait_for(CM, lambda l: dep not in {i["metadata"]["name"] for i in l["items"]}, timeout=5)
+            elif policy == "Orphan":
+                self.assertEqual(o["metadata"]["finalizers"], ["orphan"])
+                self.d.wait_for(CM, lambda l: ref["name"] not in {i["metadata"]["name"] for i in l["items"]},
+                                timeout=5)
+                self.assertNotIn("ownerReferences", self.req("GET", f"{CM}/{dep}")[1]["metadata"])
+            else:
+                self.assertEqual(o["metadata"]["finalizers"], ["foregroundDeletion"])
+                self.assertIn("deletionTimestamp", o["metadata"])
+                self.d.wait_for(CM, lambda l: not {dep, ref["name"]} & {i["metadata"]["name"] for i in l["items"]},
+                                timeout=5)
 
-        def config_error(lst):
-            return any(cs["state"].get("waiting", {}).get("reason") == "CreateContainerConfigError"
-                       for p in lst["items"] for cs in (p.get("status") or {}).get("containerStatuses") or [])
-        self.d.wait_for(f"{PODS}?labelSelector=job-name%3Dnosec-env", config_error)
-        # the Secret appears: the pod starts
-        self.req("POST", "/api/v1/namespaces/default/secrets", {"metadata": {"name": "later"}, "stringData": {"token": "t"}})
-        j = self.d.wait_for(f"{JOBS}/nosec", finished)
-        self.assertTrue(cond(j, "Complete"), j["status"])
-        self.req("DELETE", f"{JOBS}/nosec-env")
+    def test_deleting_a_job_without_a_policy_orphans_its_pods(self):
+        self.req("POST", JOBS, job("orph", "exec sleep 60"))
+        p = self.d.wait_for(f"{PODS}?labelSelector=job-name%3Dorph",
+                            lambda l: l["items"] and "running" in state(l["items"][0]))["items"][0]
+        self.assertEqual(p["metadata"]["finalizers"], ["batch.kubernetes.io/job-tracking"])
+        code, j, hdrs = self.req("DELETE", f"{JOBS}/orph", headers=True)
+        self.assertEqual(code, 200)
+        self.assertEqual(j["metadata"]["finalizers"], ["orphan"])
+        self.assertIn("child pods are preserved by default when jobs are deleted", hdrs.get("Warning"))
+        self.d.wait_for(JOBS, lambda l: "orph" not in {i["metadata"]["name"] for i in l["items"]}, timeout=5)
+        p = self.d.wait_for(f"{PODS}/{p['metadata']['name']}", lambda p: not p["metadata"].get("ownerReferences")
+                            and not p["metadata"].get("finalizers"), timeout=5)
+        self.assertIn("running", state(p))  # the orphan keeps running
+        self.req("DELETE", f"{PODS}/{p['metadata']['name']}?gracePeriodSeconds=0")
+
+    def test_pod_security_admission(self):
+        for ns, level in (("psa-baseline", "baseline"), ("psa-restricted", "restricted")):
+            self.req("POST", "/api/v1/namespaces", {"metadata": {"name": ns, "labels": {
+                "pod-security.kubernetes.io/enforce": level}}})
+        vols = [{"name": "layout", "hostPath": {"path": "/srv"}}]
+        body = pod("hp", "true", volumes=vols)
+        code, st = self.req("POST", "/api/v1/namespaces/psa-baseline/pods", body)
+        self.assertEqual((code, st["reason"]), (403, "Forbidden"))
+        self.assertEqual(st["message"], 'pods "hp" is forbidden: violates PodSecurity "baseline:latest": hostPath '
+                                        'volumes (volume "layout")')
+        code, st = self.req("POST", "/api/v1/namespaces/psa-restricted/pods", body)
+        self.assertEqual(st["message"], 'pods "hp" is forbidden: violates PodSecurity "restricted:latest": '
+                         'allowPrivilegeEscalation != false (container "main" must set '
+                         'securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container "main" '
+                         'must set securityContext.capabilities.drop=["ALL"]), restricted volume types (volume "layout" '
+                         'uses restricted volume type "hostPath"), runAsNonRoot != true (pod or container "main" must '
+                         'set securityContext.runAsNonRoot=true), seccompProfile (pod or container "main" must set '
+                         'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
+        # a Job is admitted (with a warning); its pods are refused, and the Job controller says so
+        j = job("psa-job", "true")
+        j["spec"]["template"]["spec"]["volumes"] = vols
+        code, created, hdrs = self.req("POST", "/apis/batch/v1/namespaces/psa-baseline/jobs", j, headers=True)
+        self.assertEqual(code, 201)
+        self.assertIn('would violate PodSecurity "baseline:latest": hostPath volumes', hdrs.get("Warning"))
+        evs = self.d.wait_for("/api/v1/namespaces/psa-baseline/events?fieldSelector=involvedObject.name%3Dpsa-job",
+                              lambda l: len([e for e in l["items"] if e["reason"] == "FailedCreate"]) >= 2, timeout=8)
+        msg = next(e["message"] for e in evs["items"] if e["reason"] == "FailedCreate")
+        self.assertRegex(msg, r'^Error creating: pods "psa-job-[a-z0-9]{5}" is forbidden: violates PodSecurity '
+                              r'"baseline:latest": hostPath volumes \(volume "layout"\)$')
+        self.assertEqual(self.req("GET", "/api/v1/namespaces/psa-baseline/pods")[1]["items"], [])
+        # privileged allows everything
+        self.req("PATCH", "/api/v1/namespaces/psa-baseline", {"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": "privileged"}}}, ctype="application/merge-patch+json")
+        self.assertEqual(self.req("POST", "/api/v1/namespaces/psa-baseline/pods", pod("hp2", "true", volumes=vols))[0], 201)
+        self.req("DELETE", "/api/v1/namespaces/psa-baseline")
+
+    def test_unschedulable_until_a_matching_node_appears(self):
+        self.req("POST", PODS, pod("picky", "echo on $(cat /etc/hostname)", nodeSelector={"disk": "ssd"}))
+        p = self.d.wait_for(f"{PODS}/picky", lambda p: any(c["type"] == "PodScheduled" and c["status"] == "False"
+                                                           for c in p["status"].get("conditions") or []))
+        c = next(c for c in p["status"]["conditions"] if c["type"] == "PodScheduled")
+        msg = ("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes "
+               "are available: 1 Preemption is not helpful for scheduling.")
+        self.assertEqual((c["reason"], c["message"], p["status"]["phase"]), ("Unschedulable", msg, "Pending"))
+        self.assertNotIn("nodeName", p["spec"])
+        self.assertIn(("FailedScheduling", msg), {(e["reason"], e["message"]) for e in events_of(self.d, "picky")})
+        code, _ = self.req("POST", "/api/v1/nodes", {"metadata": {"name": "fast-node", "labels": {"disk": "ssd"}}})
+        self.assertEqual(code, 201)
+        p = self.d.wait_for(f"{PODS}/picky", terminal)
+        self.assertEqual((p["spec"]["nodeName"], p["status"]["phase"]), ("fast-node", "Succeeded"))
+        node = self.req("GET", "/api/v1/nodes/fast-node")[1]
+        self.assertEqual(node["status"]["conditions"][0]["type"], "Ready")
+        self.req("DELETE", "/api/v1/nodes/fast-node")
+
+    def test_api_validation_of_pods_jobs_and_events(self):
+        bad = pod("Bad", "true", nodeName="under_score", nodeSelector={"bad key": "v"},
+                  volumes=[{"name": "s", "secret": {"secretName": "", "defaultMode": 0o1000, "items": [
+                      {"key": "", "path": "../x"}]}}, {"name": "s", "configMap": {"name": ""}},
+                      {"name": "p", "persistentVolumeClaim": {"claimName": ""}}, {"name": "h", "hostPath": {"path": ""}}],
+                  container={"env": [{"name": "1BAD", "value": "x"}]})
+        bad["spec"]["containers"].append({"name": "main", "image": "example.test/x:1"})
+        code, st = self.req("POST", PODS, bad)
+        self.assertEqual((code, st["reason"]), (422, "Invalid"))
+        fields = {c["field"]: c["message"] for c in st["details"]["causes"]}
+        self.assertTrue(st["message"].startswith('Pod "Bad" is invalid: [metadata.name: Invalid value: "Bad": a '
+                                                 'lowercase RFC 1123 subdomain'), st["message"])
+        for f, m in (("spec.volumes[0].secret.secretName", "Required value"),
+                     ("spec.volumes[0].secret.defaultMode",
+                      "Invalid value: 512: must be a number between 0 and 0777 (octal), both inclusive"),
+                     ("spec.volumes[0].secret.items[0].key", "Required value"),
+                     ("spec.volumes[0].secret.items[0].path", "Invalid value: \"../x\": must not contain '..'"),
+                     ("spec.volumes[1].configMap.name", "Required value"),
+                     ("spec.volumes[1].name", 'Duplicate value: "s"'),
+                     ("spec.volumes[2].persistentVolumeClaim.claimName", "Required value"),
+                     ("spec.volumes[3].hostPath.path", "Required value"),
+                     ("spec.containers[1].name", 'Duplicate value: "main"'),
+                     ("spec.nodeSelector", 'Invalid value: "bad key": name part must consist of alphanumeric '
+                                           "characters, '-', '_' or '.', and must start and end with an alphanumeric "
+                                           "character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+                                           "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+                     ("spec.nodeName", 'Invalid value: "under_score": a lowercase RFC 1123 subdomain must consist of '
+                                       "lower case alphanumeric characters, '-' or '.', and must start and end with "
+                                       "an alphanumeric character (e.g. 'example.com', regex used for validation is "
+                                       "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")):
+            self.assertEqual(fields.get(f), m, f)
+        self.assertRegex(fields["spec.containers[0].env[0].name"], r'^Invalid value: "1BAD": a valid environment '
+                                                                   r'variable name must consist of')
+        j = job("badjob", "true")
+        j["spec"]["template"]["spec"]["volumes"] = [{"name": "v", "secret": {"secretName": ""}}]
+        code, st = self.req("POST", JOBS, j)
+        self.assertEqual(st["message"], 'Job.batch "badjob" is invalid: spec.template.spec.volumes[0].secret.secretName: '
+                                        'Required value')
+        ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1", "namespace": "default"},
+              "eventTime": "2024-01-01T00:00:00.000000Z", "reportingController": "imagepush.dev/controller",
+              "reportingInstance": "i", "action": "Push", "reason": "Pushed", "type": "Normal", "note": "x" * 1025,
+              "regarding": {"kind": "Pod", "name": "p", "namespace": "default"}}
+        code, st = self.req("POST", "/apis/events.k8s.io/v1/namespaces/default/events", ev)
+        self.assertEqual((code, st["message"]), (422, 'Event.events.k8s.io "e1" is invalid: message: Invalid value: "": '
+                                                      'can have at most 1024 characters'))
+        ev.update(note="ok", reason="", reportingController="")
+        code, st = self.req("POST", "/apis/events.k8s.io/v1/namespaces/default/events", ev)
+        self.assertEqual({c["field"] for c in st["details"]["causes"]}, {"reportingController", "reason"})
+        ev.update(reason="Pushed", reportingController="imagepush.dev/controller")
+        self.assertEqual(self.req("POST", "/apis/events.k8s.io/v1/namespaces/default/events", ev)[0], 201)
+
+    def test_multi_container_pod_phase(self):
+        body = pod("two", "sleep 1; exit 0", container={"name": "b-slow"})
+        body["spec"]["containers"].append({"name": "a-fails", "image": "example.test/w:1",
+                                           "command": ["/bin/sh", "-c", "echo bye; exit 4"]})
+        self.req("POST", PODS, body)
+        p = self.d.wait_for(f"{PODS}/two", lambda p: "terminated" in state(p, "a-fails") and "running" in
+                            state(p, "b-slow"))
+        self.assertEqual(p["status"]["phase"], "Running")
+        self.assertEqual([c["name"] for c in p["status"]["containerStatuses"]], ["a-fails", "b-slow"])
+        p = self.d.wait_for(f"{PODS}/two", terminal)
+        self.assertEqual(p["status"]["phase"], "Failed")
+        code, st = self.req("GET", f"{PODS}/two/log")
+        self.assertEqual((code, st["message"]), (400, "a container name must be specified for pod two, choose one "
+                                                      "of: [b-slow a-fails]"))
+        self.assertEqual(self.req("GET", f"{PODS}/two/log?container=a-fails", raw=True)[1], b"bye\n")
+        self.req("DELETE", f"{PODS}/two")
+
+    def test_init_containers_and_restarts_in_place(self):
+        body = pod("restarts", "echo run; if [ -e /d/once ]; then exit 0; fi; touch /d/once; exit 3",
+                   restartPolicy="OnFailure", volumes=[{"name": "d", "emptyDir": {}}],
+                   container={"volumeMounts": [{"name": "d", "mountPath": "/d"}]})
+        body["spec"]["initContainers"] = [{"name": "prep", "image": "example.test/w:1", "command": [
+            "/bin/sh", "-c", "echo from init > /d/init"], "volumeMounts": [{"name": "d", "mountPath": "/d"}]}]
+        p, out = self.run_pod(body)
+        self.assertEqual(p["status"]["phase"], "Succeeded")
+        init = p["status"]["initContainerStatuses"][0]
+        self.assertEqual((init["name"], init["state"]["terminated"]["exitCode"]), ("prep", 0))
+        cs = p["status"]["containerStatuses"][0]
+        self.assertEqual((cs["restartCount"], cs["lastState"]["terminated"]["exitCode"],
+                          cs["state"]["terminated"]["exitCode"]), (1, 3, 0))
+        self.assertEqual(out, "run\n")  # the current instance's log
+        self.assertEqual(self.req("GET", f"{PODS}/restarts/log?previous=true", raw=True)[1], b"run\n")
+        self.req("DELETE", f"{PODS}/restarts")
 
     def test_kill_endpoint_and_processes(self):
-        self.req("POST", JOBS, job("kl", "sleep 30", backoffLimit=0))
+        self.req("POST", JOBS, job("kl", "exec sleep 30", backoffLimit=0))
         procs = self.d.wait_for("/_sim/processes", lambda p: any(x["job"] == "kl" for x in p["processes"]))
         p = next(x for x in procs["processes"] if x["job"] == "kl")
-        self.assertEqual(p["argv"], ["/bin/sh", "-c", "sleep 30"])
+        self.assertEqual((p["argv"], p["container"]), (["/bin/sh", "-c", "exec sleep 30"], "worker"))
+        with open(f"/proc/{p['pid']}/status") as f:
+            self.assertIn("NSpid:\t" + str(p["pid"]) + "\t1\n", f.read())  # PID 1 of its own namespace
         running = self.pods_of("kl")[0]
         self.assertEqual(running["status"]["phase"], "Running")
-        self.assertIn("running", running["status"]["containerStatuses"][0]["state"])
+        self.assertTrue(running["status"]["containerStatuses"][0]["ready"])
         code, _ = self.req("POST", f"/_sim/kill?namespace=default&pod={p['pod']}")
         self.assertEqual(code, 200)
         j = self.d.wait_for(f"{JOBS}/kl", finished)
         self.assertEqual(cond(j, "Failed")["reason"], "BackoffLimitExceeded")
-        pod = self.pods_of("kl")[0]
-        self.assertEqual(pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 137)
+        self.assertEqual(state(self.pods_of("kl")[0])["terminated"]["exitCode"], 137)
 
-    def test_binary_map_and_start_error(self):
-        # a second double with a binary map: `imagepush` -> a script that prints its argv
-        d = Double("--binary-map", f"imagepush={shutil.which('echo')}")
-        try:
-            j = job("bm", "")
-            j["spec"]["template"]["spec"]["containers"][0].update(
-                {"command": ["/usr/local/bin/imagepush"], "args": ["push", "--layout", "/layout/x", "--report=/out/r.json",
-                                                                    "$(MODE)"],
-                 "env": [{"name": "MODE", "value": "fast"}],
-                 "volumeMounts": [{"name": "l", "mountPath": "/layout"}, {"name": "o", "mountPath": "/out"}]})
-            j["spec"]["template"]["spec"]["volumes"] = [{"name": "l", "hostPath": {"path": d.dir, "type": "Directory"}},
-                                                        {"name": "o", "emptyDir": {}}]
-            d.request("POST", JOBS, j)
-            jj = d.wait_for(f"{JOBS}/bm", finished)
-            self.assertTrue(cond(jj, "Complete"), jj["status"])
-            pod = d.request("GET", f"{PODS}?labelSelector=job-name%3Dbm")[1]["items"][0]
-            code, text, _ = d.request("GET", f"{PODS}/{pod['metadata']['name']}/log", raw=True)
-            words = text.decode().split()
-            self.assertEqual(words[:3], ["push", "--layout", f"{d.dir}/x"])
-            self.assertTrue(words[3].startswith(f"--report={d.dir}/pods/default/") and words[3].endswith("/volumes/o/r.json"), words)
-            self.assertEqual(words[4], "fast")
-            # no command: the image's last path component (without tag) is looked up in the binary map
-            j = job("ep", "")
-            c = j["spec"]["template"]["spec"]["containers"][0]
-            del c["command"]
-            c.update({"image": "ghcr.io/example/imagepush:v0.1.0@sha256:" + "0" * 64, "args": ["from", "entrypoint"]})
-            d.request("POST", JOBS, j)
-            jj = d.wait_for(f"{JOBS}/ep", finished)
-            self.assertTrue(cond(jj, "Complete"), jj["status"])
-            pod = d.request("GET", f"{PODS}?labelSelector=job-name%3Dep")[1]["items"][0]
-            self.assertEqual(d.request("GET", f"{PODS}/{pod['metadata']['name']}/log", raw=True)[1], b"from entrypoint\n")
-            # an unknown executable fails the pod with StartError
-            j = job("se", "")
-            j["spec"]["backoffLimit"] = 0
-            j["spec"]["template"]["spec"]["containers"][0]["command"] = ["/no/such/binary"]
-            d.request("POST", JOBS, j)
-            jj = d.wait_for(f"{JOBS}/se", finished)
-            self.assertTrue(cond(jj, "Failed"))
-            pod = d.request("GET", f"{PODS}?labelSelector=job-name%3Dse")[1]["items"][0]
-            term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
-            self.assertEqual((term["exitCode"], term["reason"]), (128, "StartError"))
-        finally:
-            d.stop()
+
+class SidecarAndClockTest(unittest.TestCase):
+    """A second cluster: an injected sidecar, a clock an hour ahead, a short pod GC quarantine."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Double("--inject-sidecar", "istio-proxy", "--clock-skew", "3600", "--pod-gc-quarantine", "1")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def test_injected_sidecar_keeps_the_pod_running(self):
+        d = self.d
+        code, j = d.request("POST", JOBS, job("side", "echo worked"))
+        p = d.wait_for(f"{PODS}?labelSelector=job-name%3Dside", lambda l: l["items"] and "terminated" in
+                       state(l["items"][0], "worker"))["items"][0]
+        self.assertEqual([c["name"] for c in p["spec"]["containers"]], ["istio-proxy", "worker"])
+        self.assertIn("sidecar.istio.io/status", p["metadata"]["annotations"])
+        self.assertEqual([c["name"] for c in p["status"]["containerStatuses"]], ["istio-proxy", "worker"])
+        self.assertEqual(p["status"]["phase"], "Running")  # the sidecar still runs: the Job does not complete
+        self.assertIn("running", state(p, "istio-proxy"))
+        time.sleep(0.5)
+        self.assertFalse(finished(d.request("GET", f"{JOBS}/side")[1]))
+        self.assertEqual(d.request("GET", f"{PODS}/{p['metadata']['name']}/log?container=worker", raw=True)[1],
+                         b"worked\n")
+        procs = [x for x in d.request("GET", "/_sim/processes")[1]["processes"] if x["pod"] == p["metadata"]["name"]]
+        self.assertEqual([x["container"] for x in procs], ["istio-proxy"])
+        with open(f"/proc/{procs[0]['pid']}/status") as f:
+            self.assertIn("Uid:\t1337\t", f.read())
+        d.request("DELETE", f"{JOBS}/side?propagationPolicy=Background")
+        # opting out by annotation: no sidecar, the Job completes
+        j = job("noside", "echo alone")
+        j["spec"]["template"]["metadata"] = {"annotations": {"sidecar.istio.io/inject": "false"}}
+        d.request("POST", JOBS, j)
+        j = d.wait_for(f"{JOBS}/noside", finished)
+        self.assertTrue(cond(j, "Complete"))
+        p = d.request("GET", f"{PODS}?labelSelector=job-name%3Dnoside")[1]["items"][0]
+        self.assertEqual([c["name"] for c in p["spec"]["containers"]], ["worker"])
+
+    def test_timestamps_follow_the_cluster_clock(self):
+        d = self.d
+        code, cm = d.request("POST", CM, {"metadata": {"name": "clock"}})
+        p, _ = d.run_pod(pod("clock-pod", "true", metadata={
+            "labels": {"x": "y"}, "annotations": {"linkerd.io/inject": "disabled"}}))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for t in (cm["metadata"]["creationTimestamp"], p["status"]["startTime"],
+                  state(p)["terminated"]["finishedAt"], events_of(d, "clock-pod")[0]["lastTimestamp"]):
+            ahead = (datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+                     - now).total_seconds()
+            self.assertTrue(3590 < ahead < 3610, (t, ahead))
+        self.assertEqual([c["name"] for c in p["spec"]["containers"]], ["main"])  # linkerd's opt-out is honoured
+
+    def test_a_pod_bound_to_a_missing_node_is_failed_and_deleted_by_the_pod_gc(self):
+        d = self.d
+        code, p = d.request("POST", PODS, pod("ghost", "true", nodeName="ghost-node"))
+        self.assertEqual((code, p["status"]["phase"]), (201, "Pending"))
+        evs = d.watch(f"{PODS}?watch=true&fieldSelector=metadata.name%3Dghost&resourceVersion="
+                      f"{p['metadata']['resourceVersion']}&timeoutSeconds=10", until=lambda es: es[-1]["type"] == "DELETED")
+        gone = evs[-1]["object"]
+        self.assertEqual((evs[-1]["type"], gone["status"]["phase"]), ("DELETED", "Failed"))
+        c = next(c for c in gone["status"]["conditions"] if c["type"] == "DisruptionTarget")
+        self.assertEqual((c["reason"], c["message"]), ("DeletionByPodGC", "PodGC: node no longer exists"))
+        self.assertNotIn("containerStatuses", gone["status"])  # no kubelet ever ran it
 
 
 if __name__ == "__main__":

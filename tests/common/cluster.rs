@@ -39,6 +39,8 @@ impl Cluster {
             .arg(&state)
             .arg("--binary-map")
             .arg(format!("imagepush={}", env!("CARGO_BIN_EXE_imagepush")))
+            // Worker images are pulled by name: one renamed in a chart's values is still ours.
+            .args(["--binary-image", "*imagepush*=imagepush"])
             .arg("--fault-file")
             .arg(state.join("faults.json"))
             .stdout(Stdio::piped())
