@@ -392,6 +392,26 @@ async fn layer_relative_symlink_to_system_file_is_refused() {
     assert_layout_unchanged(dir.path(), &before);
 }
 
+/// A layer that is a symlink out of the layout to nothing (what a link to the node's disk
+/// looks like in a worker, where only the volume is mounted): refused as leaving the layout,
+/// not taken for a missing blob.
+#[tokio::test]
+async fn layer_symlink_outside_the_layout_to_nothing_is_refused_as_leaving_it() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (b, image) = simple_image(dir.path(), "v1", &[4096], 106);
+    let layer = layer_descs(&b, &image).remove(0);
+    let blob = b.blob_path(&layer.digest);
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/nonexistent-node-dir/layers/layer", &blob).unwrap();
+    let before = snapshot(dir.path());
+
+    let repo = "safety/symlink-dangling";
+    let run = push(dir.path(), &format!("{}/{repo}:v1", registry.host()));
+    assert_refused(&run, 2, &[layer.hex(), "outside the layout"], &registry, repo).await;
+    assert_layout_unchanged(dir.path(), &before);
+}
+
 /// `blobs/sha256` itself is a symlink to a directory outside the layout holding valid blobs.
 #[tokio::test]
 async fn blobs_directory_symlink_outside_the_layout_is_refused() {

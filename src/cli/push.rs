@@ -147,12 +147,12 @@ fn check_layout_root(layout: &Path, root: &Path) -> Result<(), Error> {
     let invalid = |reason: String| Error::InvalidOption { option: "--layout-root", reason };
     let root_real =
         std::fs::canonicalize(root).map_err(|e| invalid(format!("{}: {e}", root.display())))?;
-    let layout_real = match std::fs::canonicalize(layout) {
-        Ok(p) => p,
-        // A missing layout is the layout reader's to report.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(invalid(format!("layout {}: {e}", layout.display()))),
-    };
+    // Where the path leads, even when it dangles: in a worker only the root is mounted, so a
+    // symlink out of it points at nothing there, and must still be called what it is.
+    let absolute = std::path::absolute(layout)
+        .map_err(|e| invalid(format!("layout {}: {e}", layout.display())))?;
+    let layout_real = crate::layout::resolve_lexically(&absolute)
+        .map_err(|e| invalid(format!("layout {}: {e}", layout.display())))?;
     if !layout_real.starts_with(&root_real) {
         return Err(Error::LayoutOutsideRoot {
             layout: layout.to_path_buf(),

@@ -25,8 +25,14 @@ pub(super) fn resolve(root: &Path, path: &Path) -> Result<Option<PathBuf>, Error
     }
     let canonical = match fs::canonicalize(path) {
         Ok(canonical) => canonical,
-        // The entry exists but a symlink on the way dangles.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // The entry exists but a symlink on the way dangles: nothing there, unless it leads
+        // out of the layout (in a container, what lies outside is usually not mounted, so
+        // such a link dangles there while it resolves on the machine that wrote it).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let lexical = resolve_lexically(path).map_err(Error::io(path))?;
+            ensure_inside(root, path, &lexical)?;
+            return Ok(None);
+        }
         Err(e) => return Err(Error::io(path)(e)),
     };
     ensure_inside(root, path, &canonical)?;
@@ -34,6 +40,59 @@ pub(super) fn resolve(root: &Path, path: &Path) -> Result<Option<PathBuf>, Error
     let meta = fs::symlink_metadata(&canonical).map_err(Error::io(path))?;
     ensure_regular(path, meta.file_type())?;
     Ok(Some(canonical))
+}
+
+/// Where `path` (absolute) leads with every symlink on the way followed as far as the file
+/// system has it: like `canonicalize`, but a dangling link or a missing component ends the
+/// walk instead of failing it, so where a link *points* is known even when nothing is there.
+pub fn resolve_lexically(path: &Path) -> io::Result<PathBuf> {
+    use std::path::Component;
+    const MAX_LINKS: usize = 40; // Linux's own limit (ELOOP)
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    for c in path.components().rev() {
+        match c {
+            Component::Normal(n) => pending.push(n.to_os_string()),
+            Component::ParentDir => pending.push("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    let mut exists = true;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(&name);
+        if !exists {
+            continue;
+        }
+        match fs::symlink_metadata(&resolved) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io::Error::other("too many levels of symbolic links"));
+                }
+                let target = fs::read_link(&resolved)?;
+                resolved.pop();
+                if target.is_absolute() {
+                    resolved = PathBuf::from("/");
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(n.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => exists = false,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(resolved)
 }
 
 /// Resolves and opens `path` read-only. `Ok(None)` when nothing is there.
@@ -215,5 +274,35 @@ mod tests {
                 (_, other) => panic!("limit {limit}: {other:?}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod lexical_tests {
+    use super::resolve_lexically;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_are_followed_as_far_as_they_go_even_when_they_dangle() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        symlink(base.join("elsewhere/layout"), root.join("out")).unwrap();
+        symlink("a/b", root.join("rel")).unwrap();
+        symlink("../../out", root.join("a/b/up")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        for (path, want) in [
+            (root.join("out"), base.join("elsewhere/layout")),
+            (root.join("out/x/y"), base.join("elsewhere/layout/x/y")),
+            (root.join("rel/c"), root.join("a/b/c")),
+            (root.join("rel/up"), base.join("elsewhere/layout")),
+            (root.join("a/../a/b"), root.join("a/b")),
+            (root.join("missing/../a"), root.join("a")),
+        ] {
+            assert_eq!(resolve_lexically(&path).unwrap(), want, "{}", path.display());
+        }
+        assert!(resolve_lexically(&root.join("loop1")).is_err());
     }
 }
