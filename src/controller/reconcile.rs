@@ -452,6 +452,13 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
         (_, report) => {
             // Transient (registry or network), or the worker died without a report.
             let (reason, message) = match (&report, job_reason.as_str()) {
+                // A worker stopped at its deadline reports `Terminated`: still a timeout.
+                (_, "DeadlineExceeded") => {
+                    let msg =
+                        format!("the push did not finish within its timeout (job {job_name})");
+                    stall(&ctx, &ip, &old, st, reasons::TIMED_OUT, &msg, generation).await?;
+                    return Ok(Action::await_change());
+                }
                 (Some(r), _) => {
                     let e = r.error.as_ref();
                     (
@@ -460,12 +467,6 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
                         e.map(|e| e.message.clone())
                             .unwrap_or_else(|| "the worker finished without success".into()),
                     )
-                }
-                (None, "DeadlineExceeded") => {
-                    let msg =
-                        format!("the push did not finish within its timeout (job {job_name})");
-                    stall(&ctx, &ip, &old, st, reasons::TIMED_OUT, &msg, generation).await?;
-                    return Ok(Action::await_change());
                 }
                 (None, r) => (
                     reasons::WORKER_FAILED.to_string(),
