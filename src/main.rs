@@ -25,7 +25,7 @@ fn main() {
         };
         match cli.command {
             Command::Push(args) => imagepush::cli::push::run(args, shutdown).await,
-            Command::Controller(args) => imagepush::cli::controller::run(args).await,
+            Command::Controller(args) => imagepush::cli::controller::run(args, shutdown).await,
             Command::Crd => {
                 print!("{}", imagepush::crd::crd_yaml());
                 0
