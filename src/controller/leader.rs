@@ -2,6 +2,15 @@
 //! acts, and handing over fast when it stops. It owns the Lease and nothing else; what the
 //! leader does is the caller's.
 //!
+//! How kube-lease-manager (0.13) writes the Lease: a candidate that finds it free takes it with
+//! a server-side apply of `holderIdentity` (and the times), without `force`; it renews, counts
+//! transitions and releases (clears the holder) with strategic merge patches. The apply is the
+//! only guard against two candidates taking a free Lease at once: the API server refuses it
+//! (409) when it would change a field that *another field manager* owns. Candidates that share
+//! a field manager own the field together, so a late apply silently replaces the holder, and
+//! both lead until the first loser's next renewal. So every candidate applies as its own
+//! manager ([`field_manager`]).
+//!
 //! The library's standby reads the Lease again only when the holder's term, as it last saw it,
 //! ends: up to the whole Lease duration after a leader released it. So a standby here also
 //! reads the Lease every [`POLL`] (as client-go's candidates do every retry period, a GET the
@@ -15,6 +24,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use sha2::Digest as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -28,6 +38,8 @@ const LEASE_GRACE_SECONDS: u64 = 5;
 pub const POLL: Duration = Duration::from_secs(1);
 /// How long a stopping candidate waits for its release to reach the API server.
 pub const RELEASE_WAIT: Duration = Duration::from_millis(750);
+/// The API server's limit on a field manager's length.
+const MAX_FIELD_MANAGER_LEN: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct LeaderElection {
@@ -53,6 +65,25 @@ pub fn identity() -> String {
     format!("{hostname}-{}-{:08x}", std::process::id(), random as u32)
 }
 
+/// The field manager of one candidate's Lease writes: `imagepush-controller-<identity>`, with
+/// anything but `[A-Za-z0-9._-]` replaced; when that changed the identity or made it longer
+/// than the API server's 128 characters, cut and made unique again with a hash of the identity.
+pub fn field_manager(identity: &str) -> String {
+    let plain = format!("{}-{identity}", super::FIELD_MANAGER);
+    let sanitized: String = plain
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .collect();
+    if sanitized == plain && plain.len() <= MAX_FIELD_MANAGER_LEN {
+        return plain;
+    }
+    let hash = hex::encode(&sha2::Sha256::digest(identity.as_bytes())[..4]);
+    let keep = MAX_FIELD_MANAGER_LEN - hash.len() - 1;
+    let mut cut = sanitized;
+    cut.truncate(keep); // ASCII only now
+    format!("{cut}-{hash}")
+}
+
 /// Runs for as long as this replica is a candidate: waits for leadership, runs `lead()` while
 /// it leads (again after losing and regaining it), and returns when `lead()` ends (it ends on
 /// shutdown) or on shutdown while standing by, having released the Lease.
@@ -73,7 +104,7 @@ where
             .with_identity(&le.identity)
             .with_duration(LEASE_DURATION_SECONDS)
             .with_grace(LEASE_GRACE_SECONDS)
-            .with_field_manager(super::FIELD_MANAGER);
+            .with_field_manager(field_manager(&le.identity));
         let manager = tokio::select! {
             biased;
             _ = shutdown.wait() => return Ok(()),
@@ -165,5 +196,30 @@ async fn released(leases: &Api<Lease>, name: &str) {
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "cannot read the Lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_identity_gets_its_own_valid_field_manager() {
+        assert_eq!(
+            field_manager("imagepush-7d9f-abcde"),
+            "imagepush-controller-imagepush-7d9f-abcde"
+        );
+        let long = "a".repeat(300);
+        let odd = "pod name/with:odd\u{e9}chars";
+        for id in [long.as_str(), odd, "x".repeat(107).as_str(), "x".repeat(108).as_str()] {
+            let m = field_manager(id);
+            assert!(m.len() <= MAX_FIELD_MANAGER_LEN, "{m}");
+            assert!(m.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)), "{m}");
+            assert!(m.starts_with("imagepush-controller-"), "{m}");
+        }
+        // Cut or sanitized identities stay apart.
+        assert_ne!(field_manager(&format!("{long}1")), field_manager(&format!("{long}2")));
+        assert_ne!(field_manager("a/b"), field_manager("a:b"));
+        assert_ne!(field_manager("a/b"), field_manager("a-b"));
     }
 }
