@@ -189,3 +189,39 @@ async fn a_delayed_first_lease_write_never_makes_two_leaders() {
     let _ = c1.wait();
     let _ = c2.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_release_is_bounded_and_a_second_sigterm_exits_at_once() {
+    let cluster = Cluster::start();
+    let log = |name: &str| cluster.dir.path().join(format!("{name}.log"));
+    // The next Lease write of `name` (its release) hangs in the API server for 5 s.
+    let hang_release = |name: &str| {
+        cluster.set_faults(json!([{
+            "method": "PATCH", "pathRegex": "/leases/",
+            "queryRegex": format!("fieldManager=imagepush-controller-{name}(&|$)"),
+            "delaySeconds": 5, "times": 1
+        }]))
+    };
+
+    // One signal: the release is waited for, but not for long; the exit is still clean.
+    let mut c1 = replica_pid1(&cluster, "c1", &log("c1"));
+    wait_for_text(&log("c1"), "leading", Duration::from_secs(20));
+    hang_release("c1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(&mut c1, "c1", &log("c1"));
+    assert!(std::fs::read_to_string(log("c1")).unwrap().contains("was not released within"));
+
+    // Two signals: the second one ends the process at once, with 128 + 15.
+    let mut c2 = replica_pid1(&cluster, "c2", &log("c2"));
+    wait_for_text(&log("c2"), "leading", Duration::from_secs(30));
+    hang_release("c2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = Instant::now();
+    c2.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, _) = c2.stop_with(libc::SIGTERM, EXIT_WITHIN);
+    let elapsed = first.elapsed();
+    let text = std::fs::read_to_string(log("c2")).unwrap();
+    assert_eq!(code, Some(143), "exit after a second SIGTERM:\n{text}");
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}\n{text}");
+}
