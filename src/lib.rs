@@ -12,3 +12,4 @@ pub mod platform;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod shutdown;

@@ -1,6 +1,7 @@
 use clap::Parser;
 
 use imagepush::cli::{Cli, Command, init_logging};
+use imagepush::shutdown::Shutdown;
 
 fn main() {
     let cli = Cli::parse();
@@ -14,9 +15,17 @@ fn main() {
         }
     };
     let code = runtime.block_on(async {
+        // First of all: as PID 1 of a container, a signal without a handler is dropped.
+        let shutdown = match Shutdown::on_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install the SIGTERM and SIGINT handlers: {e}");
+                return 1;
+            }
+        };
         match cli.command {
-            Command::Push(args) => imagepush::cli::push::run(args).await,
-            Command::Controller(args) => imagepush::cli::controller::run(args).await,
+            Command::Push(args) => imagepush::cli::push::run(args, shutdown).await,
+            Command::Controller(args) => imagepush::cli::controller::run(args, shutdown).await,
             Command::Crd => {
                 print!("{}", imagepush::crd::crd_yaml());
                 0

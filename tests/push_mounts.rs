@@ -298,7 +298,8 @@ async fn max_concurrent_uploads_is_respected() {
             known_sources: Default::default(),
             connect: imagepush::registry::ConnectOptions { plain_http: true, ..Default::default() },
         };
-        let r = imagepush::push::push(&opts, overlap.clone()).await.unwrap();
+        let never = imagepush::shutdown::Shutdown::never();
+        let r = imagepush::push::push(&opts, overlap.clone(), &never).await.unwrap();
         assert_eq!(r.totals.uploaded, 7);
         let max = overlap.state.lock().unwrap().1;
         assert!(max >= 1 && max <= limit, "limit {limit}: {max} uploads in flight at once");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::controller::{self, LeaderElection, job::WorkerSettings};
+use crate::shutdown::Shutdown;
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -58,7 +59,8 @@ async fn client(
     Ok(kube::Client::try_from(config)?)
 }
 
-pub async fn run(args: ControllerArgs) -> i32 {
+/// Runs `imagepush controller` until `shutdown` (exit 0); returns the process exit code.
+pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> i32 {
     for root in &args.allowed_host_path_roots {
         if let Err(why) = controller::validate::check_allowed_root(root) {
             eprintln!("error: --allowed-host-path-root {}: {why}", root.display());
@@ -72,9 +74,6 @@ pub async fn run(args: ControllerArgs) -> i32 {
             return 2;
         }
     };
-    let identity = std::env::var("POD_NAME")
-        .ok()
-        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let config = controller::Config {
         namespace: args.namespace,
         worker: WorkerSettings {
@@ -88,20 +87,14 @@ pub async fn run(args: ControllerArgs) -> i32 {
         leader_election: args.leader_election.then_some(LeaderElection {
             namespace: args.lease_namespace,
             lease_name: args.lease_name,
-            identity,
+            identity: controller::leader::identity(),
         }),
     };
-    match controller::run(client, config).await {
+    match controller::run(client, config, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             5
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "imagepush".into())
 }

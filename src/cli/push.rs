@@ -13,6 +13,7 @@ use crate::push::progress::{Bars, JsonLines, Lines, Progress, Silent};
 use crate::push::{self, DEFAULT_MAX_CONCURRENT_UPLOADS, Error, PushOptions, PushReport};
 use crate::reference::Target;
 use crate::registry::ConnectOptions;
+use crate::shutdown::Shutdown;
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
@@ -243,8 +244,9 @@ fn summary(report: &PushReport) -> String {
     )
 }
 
-/// Runs `imagepush push`; returns the process exit code.
-pub async fn run(args: PushArgs) -> i32 {
+/// Runs `imagepush push`; returns the process exit code. A stop requested on `stop` (SIGTERM,
+/// SIGINT) cancels the push; the reports say so and the exit code is 128 + the signal.
+pub async fn run(args: PushArgs, stop: Shutdown) -> i32 {
     let started = Instant::now();
     let json = (args.progress == ProgressMode::Json)
         .then(|| Arc::new(JsonLines::new(std::io::stdout(), Duration::from_secs(1))));
@@ -255,7 +257,7 @@ pub async fn run(args: PushArgs) -> i32 {
             let repo = target.repository_name();
             match options(&args, target) {
                 Err(e) => Err((shown, repo, e)),
-                Ok(opts) => push::push(&opts, progress_sink(&args, &json))
+                Ok(opts) => push::push(&opts, progress_sink(&args, &json), &stop)
                     .await
                     .map_err(|e| (shown, repo, e)),
             }

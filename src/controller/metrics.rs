@@ -12,6 +12,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::shutdown::Shutdown;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
@@ -100,17 +102,23 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` (ready once `ready` is set) until the process ends.
+/// Serves `/metrics`, `/healthz` and `/readyz` (ready once `ready` is set) until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    shutdown: Shutdown,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((mut sock, _)) = accepted else { continue };
             let metrics = metrics.clone();
             let ready = ready.clone();
             tokio::spawn(async move {

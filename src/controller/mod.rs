@@ -11,6 +11,7 @@ mod error;
 pub mod facts;
 pub mod job;
 pub mod knowledge;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 mod reconcile;
@@ -34,9 +35,11 @@ use tracing::{error, info, warn};
 
 pub use decide::MAX_ATTEMPTS;
 pub use error::Error;
+pub use leader::LeaderElection;
 pub use reconcile::{error_policy, reconcile};
 
 use crate::crd::ImagePush;
+use crate::shutdown::Shutdown;
 
 pub const FIELD_MANAGER: &str = "imagepush-controller";
 
@@ -55,13 +58,6 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
 }
 
-#[derive(Debug, Clone)]
-pub struct LeaderElection {
-    pub namespace: String,
-    pub lease_name: String,
-    pub identity: String,
-}
-
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -72,56 +68,49 @@ pub struct Context {
     pub store: Store<ImagePush>,
 }
 
-/// Runs until a shutdown signal (or until leadership is lost for good).
+/// How long a stopping controller lets the reconciles in flight finish.
+pub const DRAIN: Duration = Duration::from_millis(750);
+
+/// Runs until `shutdown` is requested: serves metrics, and reconciles (as the leader, with
+/// leader election). On shutdown the reconciles in flight get `DRAIN` to finish, then a
+/// leader releases its Lease, so a standby takes over at once.
 pub async fn run(
     client: Client,
     config: Config,
+    shutdown: Shutdown,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let bound = metrics::serve(config.metrics_addr, metrics.clone(), ready.clone()).await?;
+    let bound =
+        metrics::serve(config.metrics_addr, metrics.clone(), ready.clone(), shutdown.clone())
+            .await?;
     info!(%bound, "serving /metrics, /healthz, /readyz");
     // Reachability check before declaring readiness.
-    let version = client.apiserver_version().await?;
+    let version = tokio::select! {
+        biased;
+        _ = shutdown.wait() => return Ok(()),
+        version = client.apiserver_version() => version?,
+    };
     info!(version = %version.git_version, "connected to the Kubernetes API");
     ready.store(true, Ordering::Relaxed);
 
     let Some(le) = config.leader_election.clone() else {
-        run_controller(client, config, metrics).await;
+        run_controller(client, config, metrics, shutdown).await;
         return Ok(());
     };
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease_name)
-        .with_namespace(&le.namespace)
-        .with_identity(&le.identity)
-        .with_duration(15)
-        .with_grace(5)
-        .with_field_manager(FIELD_MANAGER)
-        .build()
-        .await?;
-    let (mut leader, _task) = manager.watch().await;
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
-    loop {
-        while !*leader.borrow_and_update() {
-            info!(identity = %le.identity, "waiting for leadership");
-            tokio::select! {
-                changed = leader.changed() => if changed.is_err() { return Ok(()) },
-                _ = &mut shutdown => return Ok(()),
-            }
-        }
-        info!(identity = %le.identity, "leading");
-        let controller = run_controller(client.clone(), config.clone(), metrics.clone());
-        tokio::select! {
-            _ = controller => return Ok(()),
-            _ = async { while leader.changed().await.is_ok() { if !*leader.borrow() { break } } } => {
-                warn!("lost leadership; stopping the controller");
-            }
-            _ = &mut shutdown => return Ok(()),
-        }
-    }
+    let lead = || run_controller(client.clone(), config.clone(), metrics.clone(), shutdown.clone());
+    leader::run(&client, &le, &shutdown, lead).await?;
+    Ok(())
 }
 
-async fn run_controller(client: Client, config: Config, metrics: Arc<metrics::Metrics>) {
+/// Reconciles until `shutdown`: from then on no reconcile starts, and the ones in flight get
+/// at most `DRAIN` to finish before they are dropped.
+async fn run_controller(
+    client: Client,
+    config: Config,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: Shutdown,
+) {
     let (pushes, jobs): (Api<ImagePush>, Api<Job>) = match &config.namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
@@ -131,8 +120,7 @@ async fn run_controller(client: Client, config: Config, metrics: Arc<metrics::Me
             jobs,
             watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY)),
         )
-        .with_config(controller::Config::default().debounce(Duration::from_millis(200)))
-        .shutdown_on_signal();
+        .with_config(controller::Config::default().debounce(Duration::from_millis(200)));
     let reporter =
         Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -142,16 +130,36 @@ async fn run_controller(client: Client, config: Config, metrics: Arc<metrics::Me
         metrics,
         store: controller.store(),
     });
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(namespace = obj.namespace.as_deref().unwrap_or_default(), name = %obj.name, "reconciled"),
-                Err(controller::Error::ReconcilerFailed(e, obj)) => {
-                    error!(namespace = obj.namespace.as_deref().unwrap_or_default(), name = %obj.name, error = %e, "reconcile failed")
-                }
-                Err(e) => warn!(error = %e, "controller"),
+    // Each reconcile runs holding a read lock; the shutdown takes the write lock, which waits
+    // for those in flight and holds back any that would start. (kube-runtime's own graceful
+    // shutdown waits for its cache to fill first, which a signal at startup can make last.)
+    let running = Arc::new(tokio::sync::RwLock::new(()));
+    let reconciler = {
+        let running = running.clone();
+        move |obj, ctx| {
+            let running = running.clone();
+            async move {
+                let _running = running.read().await;
+                reconcile(obj, ctx).await
             }
-        })
-        .await;
+        }
+    };
+    let reconciles = controller.run(reconciler, error_policy, ctx).for_each(|result| async move {
+        match result {
+            Ok((obj, _)) => tracing::debug!(namespace = obj.namespace.as_deref().unwrap_or_default(), name = %obj.name, "reconciled"),
+            Err(controller::Error::ReconcilerFailed(e, obj)) => {
+                error!(namespace = obj.namespace.as_deref().unwrap_or_default(), name = %obj.name, error = %e, "reconcile failed")
+            }
+            Err(e) => warn!(error = %e, "controller"),
+        }
+    });
+    tokio::select! {
+        () = reconciles => {}
+        () = async {
+            shutdown.wait().await;
+            if tokio::time::timeout(DRAIN, running.write()).await.is_err() {
+                warn!("reconciles still running {DRAIN:?} after the signal; abandoning them");
+            }
+        } => {}
+    }
 }

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use crate::digest::Digest;
+use crate::shutdown::Signal;
 
 /// Why a push failed. Each variant is one failure class; `class()` maps it to an exit code
 /// and `reason()` to the CamelCase reason the operator writes into conditions.
@@ -58,6 +59,45 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A signal stopped the push; nothing was started after it.
+    #[error("stopped by {signal} {stage}")]
+    Terminated { signal: Signal, stage: Stage },
+}
+
+/// Where a push was when it was stopped, and so what it left undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading the layout, checking access, deciding what to push.
+    Preparing,
+    Blobs,
+    Manifests,
+    /// Tags are the last step: `written` of `total` were pointed at their images.
+    Tagging {
+        written: Vec<String>,
+        total: usize,
+    },
+}
+
+impl std::fmt::Display for Stage {
+    /// Says what was not done, after "stopped by SIGTERM".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Preparing => f.write_str("before anything was pushed; no tag was written"),
+            Stage::Blobs => f.write_str("while pushing blobs, before tagging; no tag was written"),
+            Stage::Manifests => {
+                f.write_str("while pushing manifests, before tagging; no tag was written")
+            }
+            Stage::Tagging { written, .. } if written.is_empty() => {
+                f.write_str("while tagging; no tag was written")
+            }
+            Stage::Tagging { written, total } => write!(
+                f,
+                "while tagging; {} of {total} tags were written ({}), the others were not",
+                written.len(),
+                written.join(", ")
+            ),
+        }
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -77,6 +117,8 @@ pub enum ErrorClass {
     Authentication,
     /// The registry failed or could not be reached (exit 5).
     Registry,
+    /// A signal stopped the push (exit 128 + the signal's number: 143 for SIGTERM).
+    Terminated(Signal),
 }
 
 impl ErrorClass {
@@ -87,6 +129,7 @@ impl ErrorClass {
             ErrorClass::NotFound => 3,
             ErrorClass::Authentication => 4,
             ErrorClass::Registry => 5,
+            ErrorClass::Terminated(signal) => signal.exit_code(),
         }
     }
 }
@@ -125,6 +168,7 @@ impl Error {
             Registry(crate::registry::Error::PlainHttpServer { .. }) => ErrorClass::BadInput,
             Registry(_) => ErrorClass::Registry,
             Io { .. } => ErrorClass::Internal,
+            Terminated { signal, .. } => ErrorClass::Terminated(*signal),
         }
     }
 
@@ -153,6 +197,7 @@ impl Error {
             Registry(crate::registry::Error::PlainHttpServer { .. }) => "RegistryNotTLS",
             Registry(_) => "RegistryUnavailable",
             Io { .. } => "InternalError",
+            Terminated { .. } => "Terminated",
         }
     }
 
@@ -164,8 +209,12 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same push later may succeed.
+    /// Whether retrying the same push later may succeed (a stopped push may).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Registry(e) if e.is_transient())
+        match self {
+            Error::Registry(e) => e.is_transient(),
+            Error::Terminated { .. } => true,
+            _ => false,
+        }
     }
 }

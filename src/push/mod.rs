@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use error::{Error, ErrorClass};
+pub use error::{Error, ErrorClass, Stage};
 pub use progress::{Event, Progress};
 pub use report::{BlobOutcome, PushReport};
 
@@ -26,6 +26,7 @@ use crate::layout::LayoutReader;
 use crate::platform::Platform;
 use crate::reference::Target;
 use crate::registry::{ConnectOptions, RegistryClient};
+use crate::shutdown::Shutdown;
 
 /// Uploads in flight at once unless told otherwise. Measured on a 2-core machine against
 /// distribution 2.8: 4 streams reach the registry's CPU limit; more only add contention.
@@ -54,8 +55,14 @@ pub struct PushOptions {
     pub connect: ConnectOptions,
 }
 
-/// Pushes the layout to the target and returns what happened.
-pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<PushReport, Error> {
+/// Pushes the layout to the target and returns what happened. A stop requested on `stop`
+/// (a signal) ends the push at once with [`Error::Terminated`]: requests in flight are
+/// dropped, nothing more is started, and above all no tag is written after it.
+pub async fn push(
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+    stop: &Shutdown,
+) -> Result<PushReport, Error> {
     let started = Instant::now();
     if opts.max_concurrent_uploads == 0 {
         return Err(Error::InvalidOption {
@@ -63,6 +70,66 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
             reason: "must be at least 1".into(),
         });
     }
+    let target = &opts.target;
+    let Prepared { layout, client, candidates, plan } =
+        until_stopped(stop, Stage::Preparing, prepare(opts, &progress)).await?;
+
+    let runner = run::Runner::new(
+        &client,
+        &layout,
+        target,
+        &candidates,
+        progress.clone(),
+        opts.max_concurrent_uploads,
+    );
+    let blobs = until_stopped(stop, Stage::Blobs, runner.blobs(&plan)).await?;
+    let manifests = until_stopped(stop, Stage::Manifests, runner.manifests(&plan)).await?;
+    let tags = runner.tags(&plan, stop).await?;
+
+    let mut report = PushReport::new(target.to_string(), target.repository_name());
+    let first = &plan.roots[0];
+    report.digest = Some(first.desc.digest.clone());
+    report.size = Some(first.desc.size);
+    report.media_type = Some(first.desc.media_type.clone());
+    report.manifest_pushed_instead_of_index = plan.roots.iter().find_map(|r| r.fallback.clone());
+    report.tags = tags;
+    report.blobs = blobs;
+    report.manifests = manifests;
+    report.recount();
+
+    if let Some(path) = &opts.sources {
+        let digests: Vec<_> = report.blobs.iter().map(|b| b.digest.clone()).collect();
+        sources::record(path, &digests, &target.repository_name())?;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// `work`, unless a stop is requested first: then `work` is dropped (with its requests) and
+/// the push ends as stopped at `stage`.
+async fn until_stopped<T>(
+    stop: &Shutdown,
+    stage: Stage,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        biased;
+        signal = stop.wait() => Err(Error::Terminated { signal, stage }),
+        result = work => result,
+    }
+}
+
+/// What the push works from once it knows what to push.
+struct Prepared {
+    layout: LayoutReader,
+    client: RegistryClient,
+    candidates: sources::MountCandidates,
+    plan: plan::Plan,
+}
+
+/// Everything before the first upload: the layout, what to push, registry access, and that
+/// no content is missing everywhere.
+async fn prepare(opts: &PushOptions, progress: &Arc<dyn Progress>) -> Result<Prepared, Error> {
     let target = &opts.target;
     // Everything that needs only the layout is checked before the registry is contacted.
     let layout = LayoutReader::open(&opts.layout)?;
@@ -120,39 +187,11 @@ pub async fn push(opts: &PushOptions, progress: Arc<dyn Progress>) -> Result<Pus
     }
     let plan = plan::Plan::build(&layout, roots)?;
     let missing = plan.missing(&layout, &mut avail).await?;
+    drop(avail);
     if !missing.is_empty() {
         return Err(Error::ContentMissing { digests: missing });
     }
-
-    let runner = run::Runner::new(
-        &client,
-        &layout,
-        target,
-        &candidates,
-        progress.clone(),
-        opts.max_concurrent_uploads,
-    );
-    let blobs = runner.blobs(&plan).await?;
-    let manifests = runner.manifests(&plan).await?;
-    let tags = runner.tags(&plan).await?;
-
-    let mut report = PushReport::new(target.to_string(), target.repository_name());
-    let first = &plan.roots[0];
-    report.digest = Some(first.desc.digest.clone());
-    report.size = Some(first.desc.size);
-    report.media_type = Some(first.desc.media_type.clone());
-    report.manifest_pushed_instead_of_index = plan.roots.iter().find_map(|r| r.fallback.clone());
-    report.tags = tags;
-    report.blobs = blobs;
-    report.manifests = manifests;
-    report.recount();
-
-    if let Some(path) = &opts.sources {
-        let digests: Vec<_> = report.blobs.iter().map(|b| b.digest.clone()).collect();
-        sources::record(path, &digests, &target.repository_name())?;
-    }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    Ok(Prepared { layout, client, candidates, plan })
 }
 
 /// The report written when a push fails: target, error reason, message and exit code.

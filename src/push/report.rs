@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::platform::Platform;
 
+mod compact;
+
 pub const REPORT_API_VERSION: &str = "imagepush.dev/v1alpha1";
 pub const REPORT_KIND: &str = "PushReport";
 
@@ -40,6 +42,9 @@ pub struct PushReport {
     /// Set when the push failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ReportError>,
+    /// Only in a compact report (a termination message): how many tags did not fit in `tags`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_omitted: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,28 +152,8 @@ impl PushReport {
             totals: Totals::default(),
             duration_ms: 0,
             error: None,
+            tags_omitted: None,
         }
-    }
-
-    /// The report as JSON of at most `limit` bytes (a Kubernetes termination message holds
-    /// 4 KiB): per-blob and per-manifest lists are dropped first, then tags beyond the first.
-    pub fn compact_json(&self, limit: usize) -> String {
-        let full = serde_json::to_string(self).expect("a report serializes");
-        if full.len() <= limit {
-            return full;
-        }
-        let mut small = self.clone();
-        small.blobs.clear();
-        small.manifests.clear();
-        let text = serde_json::to_string(&small).expect("a report serializes");
-        if text.len() <= limit {
-            return text;
-        }
-        small.tags.truncate(1);
-        if let Some(e) = &mut small.error {
-            e.message = e.message.chars().take(1000).collect();
-        }
-        serde_json::to_string(&small).expect("a report serializes")
     }
 
     /// Recomputes `totals` from `blobs`.

@@ -2,20 +2,21 @@
 //! manifests and indexes children first, then tags. Nothing is tagged until everything
 //! under the tag is in the registry.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::Semaphore;
 
-use super::Error;
 use super::plan::{Plan, PlannedManifest};
 use super::progress::{BlobState, Event, Progress};
 use super::report::{BlobOutcome, BlobReport, ManifestOutcome, ManifestReport, TagReport};
 use super::sources::MountCandidates;
+use super::{Error, Stage};
 use crate::layout::LayoutReader;
 use crate::oci::Descriptor;
 use crate::reference::{TagOrDigest, Target};
 use crate::registry::{MountOutcome, RegistryClient};
+use crate::shutdown::Shutdown;
 
 /// HEAD requests in flight at once (cheap for the registry).
 const CHECK_CONCURRENCY: usize = 16;
@@ -206,7 +207,10 @@ impl<'a> Runner<'a> {
     /// manifest that an index of this push names is written before the index's tag, never at
     /// the same time (distribution rewrites a manifest's link on every PUT, and a concurrent
     /// PUT of an index that names it can then find it missing).
-    pub async fn tags(&self, plan: &Plan) -> Result<Vec<TagReport>, Error> {
+    ///
+    /// A stop requested on `stop` ends it: no tag PUT starts after the request and one in
+    /// flight is dropped; the error names the tags already written.
+    pub async fn tags(&self, plan: &Plan, stop: &Shutdown) -> Result<Vec<TagReport>, Error> {
         let planned = |d: &Descriptor| {
             plan.manifests
                 .iter()
@@ -216,43 +220,64 @@ impl<'a> Runner<'a> {
         let tagged: Vec<(&String, &crate::push::resolve::Root)> =
             plan.roots.iter().filter_map(|r| r.tag.as_ref().map(|t| (t, r))).collect();
         let max_height = tagged.iter().map(|(_, r)| planned(&r.desc).height).max().unwrap_or(0);
-        let mut reports = Vec::new();
-        for height in 0..=max_height {
-            let wave = tagged.iter().filter(|(_, r)| planned(&r.desc).height == height);
-            let done: Vec<TagReport> = stream::iter(wave)
-                .map(|(tag, root)| async move {
-                    let m = planned(&root.desc);
-                    // A tag already on this digest is left alone (a HEAD is cheaper for the
-                    // registry than a manifest PUT, which re-checks every reference).
-                    let current = self.client.tag_digest(&self.target.repository, tag).await?;
-                    if current.as_ref() != Some(&root.desc.digest) {
-                        self.client
-                            .put_manifest(
-                                self.target,
-                                TagOrDigest::Tag(tag),
-                                &m.bytes,
-                                &root.desc.media_type,
-                            )
-                            .await?;
-                    }
-                    self.progress.event(Event::Tagged {
-                        tag: (*tag).clone(),
-                        digest: root.desc.digest.clone(),
-                        size: root.desc.size,
-                    });
-                    Ok::<_, Error>(TagReport {
-                        tag: (*tag).clone(),
-                        digest: root.desc.digest.clone(),
-                        size: root.desc.size,
-                        media_type: root.desc.media_type.clone(),
-                        manifest_pushed_instead_of_index: root.fallback.clone(),
+        let written = &Mutex::new(Vec::new());
+        let stopped = |signal| Error::Terminated {
+            signal,
+            stage: Stage::Tagging {
+                written: written.lock().expect("not poisoned").clone(),
+                total: tagged.len(),
+            },
+        };
+        let stopped = &stopped;
+        let waves = async {
+            let mut reports = Vec::new();
+            for height in 0..=max_height {
+                let wave = tagged.iter().filter(|(_, r)| planned(&r.desc).height == height);
+                let done: Vec<TagReport> = stream::iter(wave)
+                    .map(|(tag, root)| async move {
+                        let m = planned(&root.desc);
+                        // A tag already on this digest is left alone (a HEAD is cheaper for
+                        // the registry than a manifest PUT, which re-checks every reference).
+                        let current = self.client.tag_digest(&self.target.repository, tag).await?;
+                        if current.as_ref() != Some(&root.desc.digest) {
+                            if let Some(signal) = stop.requested() {
+                                return Err(stopped(signal));
+                            }
+                            self.client
+                                .put_manifest(
+                                    self.target,
+                                    TagOrDigest::Tag(tag),
+                                    &m.bytes,
+                                    &root.desc.media_type,
+                                )
+                                .await?;
+                            written.lock().expect("not poisoned").push((*tag).clone());
+                        }
+                        self.progress.event(Event::Tagged {
+                            tag: (*tag).clone(),
+                            digest: root.desc.digest.clone(),
+                            size: root.desc.size,
+                        });
+                        Ok::<_, Error>(TagReport {
+                            tag: (*tag).clone(),
+                            digest: root.desc.digest.clone(),
+                            size: root.desc.size,
+                            media_type: root.desc.media_type.clone(),
+                            manifest_pushed_instead_of_index: root.fallback.clone(),
+                        })
                     })
-                })
-                .buffered(MANIFEST_CONCURRENCY)
-                .try_collect()
-                .await?;
-            reports.extend(done);
-        }
+                    .buffered(MANIFEST_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                reports.extend(done);
+            }
+            Ok::<_, Error>(reports)
+        };
+        let mut reports = tokio::select! {
+            biased;
+            signal = stop.wait() => return Err(stopped(signal)),
+            reports = waves => reports?,
+        };
         // Report tags in the order they were chosen.
         reports.sort_by_key(|t| tagged.iter().position(|(tag, _)| **tag == t.tag));
         Ok(reports)

@@ -100,19 +100,25 @@ impl Cluster {
     /// Starts another controller process (for leader election), logging to `log`; the caller
     /// owns it.
     pub fn spawn_controller(&self, log: &Path, metrics_port: u16, extra: &[&str]) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_imagepush"))
-            .args(["--log-level", "info,imagepush=debug", "controller", "--kubeconfig"])
+        let log = append(log);
+        self.controller_command(metrics_port, extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start imagepush controller")
+    }
+
+    /// The command line of `imagepush controller` against the double (standard streams not set).
+    pub fn controller_command(&self, metrics_port: u16, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagepush"));
+        cmd.args(["--log-level", "info,imagepush=debug", "controller", "--kubeconfig"])
             .arg(&self.kubeconfig)
             .args(["--progress-interval", "1", "--worker-image", "imagepush:e2e"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra)
-            .env_remove("KUBECONFIG")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start imagepush controller")
+            .env_remove("KUBECONFIG");
+        cmd
     }
 
     /// GET on the controller's metrics endpoint (`/metrics`, `/healthz`, `/readyz`).
@@ -174,6 +180,11 @@ impl Cluster {
             )
         )
     }
+}
+
+/// `path` opened for appending (a log several processes may share).
+pub fn append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod layout;
+pub mod pid1;
 pub mod proxy;
 pub mod registry;
 pub mod token_registry;
