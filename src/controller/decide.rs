@@ -18,8 +18,22 @@ use crate::push::report::PushReport;
 /// Tries (worker Jobs) per generation for transient failures before giving up.
 pub const MAX_ATTEMPTS: u32 = 4;
 
-/// How long a pod may sit bound to a node that never starts it before we say so.
-pub const NOT_STARTED_GRACE: Duration = Duration::from_secs(45);
+/// How long a pod may sit bound to a node that never starts it before we say so (less than
+/// the pod garbage collector's 40 s quarantine, after which it replaces such a pod).
+pub const NOT_STARTED_GRACE: Duration = Duration::from_secs(30);
+
+/// The reasons of a worker that cannot start.
+const CANNOT_START: [&str; 9] = [
+    reasons::WORKER_POD_REJECTED,
+    reasons::WORKER_UNSCHEDULABLE,
+    reasons::WORKER_NOT_STARTED,
+    reasons::WORKER_MOUNT_FAILED,
+    reasons::WORKER_IMAGE_PULL_FAILED,
+    reasons::WORKER_IMAGE_INVALID,
+    reasons::WORKER_CREATE_FAILED,
+    reasons::WORKER_START_FAILED,
+    reasons::WORKER_CANNOT_START,
+];
 
 /// Wait before the next attempt: 30 s, 60 s, 120 s, ...
 pub fn retry_backoff(attempt: u32) -> Duration {
@@ -137,6 +151,9 @@ pub enum Step {
     Create {
         attempt: u32,
     },
+    /// Nothing new: a worker already reported as unable to start is still not running (a
+    /// replacement pod that nobody has reported on yet says nothing new). Look again later.
+    Keep,
     /// The worker runs (or is being started).
     Running {
         job: String,
@@ -191,6 +208,7 @@ pub fn decide(f: &Facts) -> Step {
         return outcome(f, job, fin, worker);
     }
     match worker_state(worker, f.now) {
+        WorkerState::Starting if reported_unable_to_start(f.status, job) => Step::Keep,
         WorkerState::Starting | WorkerState::Running => Step::Running {
             job: job.name.clone(),
             attempt: job.attempt,
@@ -214,6 +232,13 @@ pub fn decide(f: &Facts) -> Step {
 /// The newest attempt's Job of `generation`.
 pub fn current_job(jobs: &[JobFacts], generation: i64) -> Option<&JobFacts> {
     jobs.iter().filter(|j| j.generation == generation).max_by_key(|j| j.attempt)
+}
+
+/// Whether the status already says this Job's worker cannot start.
+fn reported_unable_to_start(status: &ImagePushStatus, job: &JobFacts) -> bool {
+    let ready = status.conditions.iter().find(|c| c.type_ == super::status::READY);
+    status.job_name.as_deref() == Some(&job.name)
+        && ready.is_some_and(|c| CANNOT_START.contains(&c.reason.as_str()))
 }
 
 /// No Job yet: what the worker will mount must exist before it is started.

@@ -304,6 +304,7 @@ async fn execute(
     let mut st = old.clone();
     match step {
         Step::Idle => Ok(Action::await_change()),
+        Step::Keep => Ok(Action::requeue(ctx.config.progress_interval)),
         Step::Need(_) | Step::Create { .. } => unreachable!("handled by reconcile"),
         Step::StopOlder { jobs } => {
             for name in &jobs {

@@ -29,6 +29,12 @@ fn repo_root() -> PathBuf {
 impl Cluster {
     /// Starts the API double (or uses `IMAGEPUSH_E2E_KUBECONFIG`).
     pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// Starts the API double with more of its options (`--inject-sidecar istio-proxy`,
+    /// `--clock-skew 600`, ...; see its README).
+    pub fn start_with(double_args: &[&str]) -> Cluster {
         super::ensure_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
@@ -43,6 +49,7 @@ impl Cluster {
             .args(["--binary-image", "*imagepush*=imagepush"])
             .arg("--fault-file")
             .arg(state.join("faults.json"))
+            .args(double_args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("double.log")).unwrap())
             .spawn()

@@ -438,6 +438,33 @@ fn a_worker_that_cannot_start_says_why() {
     }
 }
 
+/// A pod the pod garbage collector replaced (it was bound to no node) starts out with no
+/// news: what was reported about the Job stays until something new is known.
+#[test]
+fn a_reported_start_problem_stays_until_there_is_news() {
+    let mut c = case().jobs(vec![job(2, 1)]).worker(Some(pod("Pending", None)), vec![], None);
+    c.status.job_name = Some(job(2, 1).name);
+    let mut conditions = vec![];
+    crate::controller::status::set_condition(
+        &mut conditions,
+        "Ready",
+        false,
+        reasons::WORKER_NOT_STARTED,
+        "x",
+        2,
+    );
+    c.status.conditions = conditions;
+    assert_eq!(c.decide(), Step::Keep);
+    // News: it runs.
+    c.worker.as_mut().unwrap().pod = Some(pod("Running", Some(ContainerState::Running)));
+    assert!(matches!(c.decide(), Step::Running { .. }));
+    // Another Job's report says nothing about this one.
+    let mut other = case().jobs(vec![job(2, 1)]).worker(Some(pod("Pending", None)), vec![], None);
+    other.status = c.status.clone();
+    other.status.job_name = Some("app-1-1-0a1b2".into());
+    assert!(matches!(other.decide(), Step::Running { .. }));
+}
+
 #[test]
 fn a_push_that_ended_beside_a_sidecar_is_the_outcome() {
     let p = PodFacts { others_running: true, ..pod("Running", terminated(0, "Completed", "")) };
