@@ -29,7 +29,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
@@ -115,7 +115,16 @@ async fn run_controller(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(pushes, watcher::Config::default())
+    // Spec changes (a new generation) trigger a reconcile; status writes, the controller's
+    // own output, do not: a reconcile that wrote status is not run again at once for it.
+    // (Owned Jobs and the requeue timers trigger the rest.)
+    let (store, writer) = reflector::store();
+    let trigger = watcher(pushes, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let controller = Controller::for_stream(trigger, store)
         .owns(
             jobs,
             watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY)),

@@ -120,7 +120,12 @@ impl Cluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagepush"));
         cmd.args(["--log-level", "info,imagepush=debug", "controller", "--kubeconfig"])
             .arg(&self.kubeconfig)
-            .args(["--progress-interval", "1", "--worker-image", "imagepush:e2e"])
+            .args(["--progress-interval", "1"])
+            .args(if extra.contains(&"--worker-image") {
+                &[][..]
+            } else {
+                &["--worker-image", "imagepush:e2e"][..]
+            })
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra)
