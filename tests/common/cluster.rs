@@ -198,6 +198,36 @@ where
     api.create(&PostParams::default(), &obj).await.unwrap()
 }
 
+/// Creates a PersistentVolumeClaim `name` in `ns` (the node simulator backs it with
+/// `Cluster::pvc_dir`).
+pub async fn create_pvc(client: &kube::Client, ns: &str, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    create(
+        &api,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
+        }),
+    )
+    .await;
+}
+
+/// Creates a `kubernetes.io/basic-auth` Secret `name` in `ns` for user `alice`.
+pub async fn create_basic_auth_secret(client: &kube::Client, ns: &str, name: &str, password: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    create(
+        &api,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"username": "alice", "password": password}
+        }),
+    )
+    .await;
+}
+
 /// Waits until `pred` holds for the ImagePush, returning it; panics after `timeout` with
 /// the last status and the cluster's diagnostics.
 pub async fn wait_for(

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod helm;
 pub mod layout;
 pub mod proxy;
 pub mod registry;
