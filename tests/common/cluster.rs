@@ -14,6 +14,9 @@ use kube::api::{Api, PostParams};
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// The kubeconfig controllers are started with: `kubeconfig` unless
+    /// `route_controllers_through` changed it.
+    controller_kubeconfig: PathBuf,
     pub api_url: String,
     double: Option<Child>,
     controller: Option<Child>,
@@ -68,6 +71,7 @@ impl Cluster {
         std::thread::spawn(move || for _ in lines {});
         Cluster {
             kubeconfig: state.join("kubeconfig"),
+            controller_kubeconfig: state.join("kubeconfig"),
             api_url,
             controller_log: dir.path().join("controller.log"),
             dir,
@@ -88,6 +92,17 @@ impl Cluster {
         d
     }
 
+    /// Makes the controllers started from now on talk to the API through `proxy_url` (e.g. a
+    /// `CountingProxy` in front of `api_url` that records what they send); the test's own
+    /// clients still talk to the double directly.
+    pub fn route_controllers_through(&mut self, proxy_url: &str) {
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        assert!(text.contains(&self.api_url), "the kubeconfig names {}:\n{text}", self.api_url);
+        let path = self.dir.path().join("kubeconfig-proxied");
+        std::fs::write(&path, text.replace(&self.api_url, proxy_url)).unwrap();
+        self.controller_kubeconfig = path;
+    }
+
     /// Starts `imagepush controller` against the double, with `extra` arguments.
     pub fn start_controller(&mut self, extra: &[&str]) {
         assert!(self.controller.is_none(), "controller already running");
@@ -101,7 +116,7 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         Command::new(env!("CARGO_BIN_EXE_imagepush"))
             .args(["--log-level", "info,imagepush=debug", "controller", "--kubeconfig"])
-            .arg(&self.kubeconfig)
+            .arg(&self.controller_kubeconfig)
             .args(["--progress-interval", "1", "--worker-image", "imagepush:e2e"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
