@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod helm;
+pub mod k8s_schemas;
 pub mod layout;
 pub mod proxy;
 pub mod registry;
