@@ -358,11 +358,6 @@ fn default_values_render_a_locked_down_controller() {
     assert_eq!(d.metadata.namespace.as_deref(), Some(RELEASE_NS));
     let spec = &d.spec;
     assert_eq!(spec.replicas, Some(1));
-    assert_eq!(
-        spec.strategy.as_ref().unwrap().type_.as_deref(),
-        Some("Recreate"),
-        "one controller at a time without leader election"
-    );
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name, sa.metadata.name);
     assert_eq!(pod.automount_service_account_token, Some(true));
@@ -473,7 +468,6 @@ fn non_default_values_reach_every_object() {
     let (d, c) = r.controller();
     let spec = &d.spec;
     assert_eq!(spec.replicas, Some(2));
-    assert!(spec.strategy.is_none(), "rolling updates are safe with leader election");
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("imagepush-sa"));
     assert_eq!(pod.node_selector.as_ref().unwrap()["kubernetes.io/os"], "linux");
@@ -618,6 +612,36 @@ fn set_overrides_files_and_leader_election_follows_replicas() {
         r.controller().0.spec.template.spec.unwrap().service_account_name.as_deref(),
         Some("existing")
     );
+}
+
+/// One strategy for every replica count and leader-election setting: `helm upgrade` between
+/// them must not change the strategy's type, which the API refuses while `rollingUpdate` is
+/// set (helm/helm#5144). No surge and one unavailable: an old pod goes before its replacement
+/// comes, so there are never more controller pods than replicas.
+#[test]
+fn the_deployment_strategy_is_the_same_for_every_replica_count() {
+    use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let bin = renderer_or_skip!();
+    let promised = DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(0)),
+            max_unavailable: Some(IntOrString::Int(1)),
+        }),
+    };
+    for (replicas, leader_election) in [(1, false), (1, true), (2, false), (2, true)] {
+        let set =
+            format!("replicaCount={replicas},controller.leaderElection.enabled={leader_election}");
+        let (d, c) = render(bin, &["--set", &set]).controller();
+        assert_eq!(
+            args_of(&c).contains(&"--leader-election".to_string()),
+            leader_election || replicas > 1,
+            "{set}"
+        );
+        assert_eq!(d.spec.replicas, Some(replicas));
+        assert_eq!(d.spec.strategy.as_ref(), Some(&promised), "{set}");
+    }
 }
 
 #[test]
