@@ -14,76 +14,37 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::cluster::{Cluster, condition, create, is_ready, is_stalled, wait_for};
+use common::cluster::{
+    Cluster, condition, create, create_basic_auth_secret, create_pvc, is_ready, is_stalled,
+    wait_for,
+};
+use common::helm::{self, RELEASE_NS, all_options_values, chart_dir, repo, run_render};
 use common::{TestRegistry, simple_image};
 use imagepush::crd::ImagePush;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::api::Api;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-const RELEASE: &str = "imagepush";
-const RELEASE_NS: &str = "imagepush-system";
 /// The test's own API requests carry this user agent, so they can be told from the controller's.
 const TEST_USER_AGENT: &str = "imagepush-chart-test";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn chart_dir() -> PathBuf {
-    repo().join("charts/imagepush")
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Builds `e2e/helm-render` once (GOPATH mode against Debian's Go packages, offline). `None`
-/// when `go` is missing outside CI.
+/// The renderer, or `None` (with a message) when `go` is missing outside CI; in CI a missing
+/// `go` fails the test.
 fn helm_render() -> Option<&'static Path> {
-    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if Command::new("go").arg("version").output().map(|o| !o.status.success()).unwrap_or(true) {
-            assert!(
-                !ci(),
-                "CI: `go` is missing; .ci/run installs golang-go, golang-github-masterminds-sprig-dev and golang-k8s-sigs-yaml-dev"
-            );
-            eprintln!(
-                "SKIPPED: `go` is not installed, so charts/imagepush cannot be rendered. Install it with \
-                 `apt-get install golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev`."
-            );
-            return None;
+    match helm::renderer() {
+        Ok(bin) => Some(bin),
+        Err(missing) => {
+            assert!(!helm::ci(), "CI: {missing}");
+            eprintln!("SKIPPED: {missing}");
+            None
         }
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let bin = tmp.join("helm-render");
-        let out = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&bin)
-            .arg("./e2e/helm-render")
-            .current_dir(repo())
-            .env("GO111MODULE", "off")
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GOFLAGS", "")
-            .env("GOCACHE", tmp.join("go-build-cache"))
-            .output()
-            .expect("run go build");
-        assert!(
-            out.status.success(),
-            "building e2e/helm-render failed (are golang-github-masterminds-sprig-dev and golang-k8s-sigs-yaml-dev installed?):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(bin)
-    })
-    .as_deref()
+    }
 }
 
 /// Skips the calling test (returns) when the renderer is unavailable outside CI.
@@ -96,35 +57,11 @@ macro_rules! renderer_or_skip {
     };
 }
 
-/// Runs the renderer; Ok(stdout) or Err(stderr).
-fn run_render(bin: &Path, chart: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin)
-        .args([RELEASE])
-        .arg(chart)
-        .args(["--namespace", RELEASE_NS])
-        .args(args)
-        .output()
-        .expect("run helm-render");
-    if out.status.success() {
-        Ok(String::from_utf8(out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 /// The rendered manifests of the chart as JSON objects (`-o json`).
 struct Rendered(Vec<Value>);
 
 fn render(bin: &Path, args: &[&str]) -> Rendered {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let text = run_render(bin, &chart_dir(), &all)
-        .unwrap_or_else(|e| panic!("rendering with {args:?} failed:\n{e}"));
-    Rendered(serde_json::from_str(&text).expect("helm-render -o json prints a JSON array"))
-}
-
-fn all_options() -> String {
-    chart_dir().join("ci/all-options-values.yaml").display().to_string()
+    Rendered(helm::render_json(bin, args))
 }
 
 impl Rendered {
@@ -421,11 +358,6 @@ fn default_values_render_a_locked_down_controller() {
     assert_eq!(d.metadata.namespace.as_deref(), Some(RELEASE_NS));
     let spec = &d.spec;
     assert_eq!(spec.replicas, Some(1));
-    assert_eq!(
-        spec.strategy.as_ref().unwrap().type_.as_deref(),
-        Some("Recreate"),
-        "one controller at a time without leader election"
-    );
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name, sa.metadata.name);
     assert_eq!(pod.automount_service_account_token, Some(true));
@@ -526,7 +458,7 @@ fn default_values_render_a_locked_down_controller() {
 #[test]
 fn non_default_values_reach_every_object() {
     let bin = renderer_or_skip!();
-    let f = all_options();
+    let f = all_options_values();
     let r = render(bin, &["-f", &f]);
     assert_eq!(
         r.kinds(),
@@ -547,7 +479,6 @@ fn non_default_values_reach_every_object() {
     let (d, c) = r.controller();
     let spec = &d.spec;
     assert_eq!(spec.replicas, Some(2));
-    assert!(spec.strategy.is_none(), "rolling updates are safe with leader election");
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("imagepush-sa"));
     assert_eq!(pod.node_selector.as_ref().unwrap()["kubernetes.io/os"], "linux");
@@ -667,7 +598,7 @@ fn crds_render_as_a_custom_resource_definition() {
 #[test]
 fn set_overrides_files_and_leader_election_follows_replicas() {
     let bin = renderer_or_skip!();
-    let f = all_options();
+    let f = all_options_values();
     let (d, c) =
         render(bin, &["-f", &f, "--set", "replicaCount=1,controller.leaderElection.enabled=false"])
             .controller();
@@ -692,6 +623,36 @@ fn set_overrides_files_and_leader_election_follows_replicas() {
         r.controller().0.spec.template.spec.unwrap().service_account_name.as_deref(),
         Some("existing")
     );
+}
+
+/// One strategy for every replica count and leader-election setting: `helm upgrade` between
+/// them must not change the strategy's type, which the API refuses while `rollingUpdate` is
+/// set (helm/helm#5144). No surge and one unavailable: an old pod goes before its replacement
+/// comes, so there are never more controller pods than replicas.
+#[test]
+fn the_deployment_strategy_is_the_same_for_every_replica_count() {
+    use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let bin = renderer_or_skip!();
+    let promised = DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(0)),
+            max_unavailable: Some(IntOrString::Int(1)),
+        }),
+    };
+    for (replicas, leader_election) in [(1, false), (1, true), (2, false), (2, true)] {
+        let set =
+            format!("replicaCount={replicas},controller.leaderElection.enabled={leader_election}");
+        let (d, c) = render(bin, &["--set", &set]).controller();
+        assert_eq!(
+            args_of(&c).contains(&"--leader-election".to_string()),
+            leader_election || replicas > 1,
+            "{set}"
+        );
+        assert_eq!(d.spec.replicas, Some(replicas));
+        assert_eq!(d.spec.strategy.as_ref(), Some(&promised), "{set}");
+    }
 }
 
 #[test]
@@ -1045,32 +1006,6 @@ fn image_push(ns: &str, name: &str, target: &str, path: &str, extra: Value) -> V
     v
 }
 
-async fn pvc(client: &kube::Client, ns: &str) {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    create(
-        &api,
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "layouts", "namespace": ns},
-            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
-        }),
-    )
-    .await;
-}
-
-async fn basic_auth_secret(client: &kube::Client, ns: &str, name: &str, password: &str) {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    create(
-        &api,
-        json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-            "metadata": {"name": name, "namespace": ns},
-            "stringData": {"username": "alice", "password": password}
-        }),
-    )
-    .await;
-}
-
 /// The controller's own requests from the double's log, as RBAC calls (after checking that
 /// the rest are discovery).
 fn controller_calls(cluster: &Cluster) -> Vec<Call> {
@@ -1155,10 +1090,10 @@ async fn rbac_covers_exactly_the_calls_of_a_cluster_wide_controller() {
     let cluster = Cluster::start();
     let client = test_client(&cluster).await;
     let ns = "team-a";
-    pvc(&client, ns).await;
+    create_pvc(&client, ns, "layouts").await;
     simple_image(&cluster.pvc_dir(ns, "layouts").join("app"), "v1", &[3000, 1000], 21);
-    basic_auth_secret(&client, ns, "good", "right-password").await;
-    basic_auth_secret(&client, ns, "bad", "wrong-password").await;
+    create_basic_auth_secret(&client, ns, "good", "right-password").await;
+    create_basic_auth_secret(&client, ns, "bad", "wrong-password").await;
 
     let controller = start_as_deployed(&cluster, &container, "imagepush-0");
     check_probes(&controller, &container).await;
@@ -1219,7 +1154,7 @@ async fn rbac_covers_exactly_the_calls_of_a_cluster_wide_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
     let bin = renderer_or_skip!();
-    let f = all_options();
+    let f = all_options_values();
     let r = render(bin, &["-f", &f, "--set", "controller.progressInterval=1"]);
     let (_, container) = r.controller();
 
@@ -1227,7 +1162,7 @@ async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
     let cluster = Cluster::start();
     let client = test_client(&cluster).await;
     for ns in ["builds", "elsewhere"] {
-        pvc(&client, ns).await;
+        create_pvc(&client, ns, "layouts").await;
         simple_image(&cluster.pvc_dir(ns, "layouts").join("app"), "v1", &[2000], 22);
     }
     let controller = start_as_deployed(&cluster, &container, "imagepush-1");

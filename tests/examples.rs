@@ -4,8 +4,11 @@
 //! `x-kubernetes-validations` evaluated by equivalent Rust checks), deserializes into
 //! `imagepush::crd::ImagePush` and passes the controller's own spec validation; every Secret
 //! parses as a Kubernetes Secret of the right type whose keys the worker can read as
-//! credentials; every other object parses as its Kubernetes type. Broken variants of the
-//! examples fail with the reason the API server would give.
+//! credentials; every other object parses as its Kubernetes type and validates against the
+//! official schemas of the oldest and newest supported Kubernetes (`common::k8s_schemas`).
+//! Broken variants of the examples fail with the reason the API server would give.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -404,6 +407,21 @@ fn other_objects_parse_as_their_kubernetes_types() {
             }
         }
     }
+}
+
+#[test]
+fn other_objects_validate_against_the_official_kubernetes_schemas() {
+    use common::k8s_schemas::{self, Named, describe};
+    let docs: Vec<Named> = examples()
+        .into_iter()
+        .flat_map(|(file, docs)| {
+            docs.into_iter()
+                .filter(|d| d["kind"] != "ImagePush")
+                .map(move |d| (format!("examples/{file}: {}", describe(&d)), d))
+        })
+        .collect();
+    assert!(docs.len() >= 6, "{docs:?}");
+    k8s_schemas::assert_valid("the examples", &docs, &k8s_schemas::VERSIONS);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,11 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, condition, copy_tree, create, is_ready, is_stalled, wait_for};
+use common::cluster::{
+    Cluster, condition, copy_tree, create, create_pvc, is_ready, is_stalled, wait_for,
+};
 use common::{LayoutBuilder, TestRegistry, multi_platform, simple_image};
 use imagepush::crd::{ImagePush, Phase};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -18,16 +20,7 @@ const NS: &str = "e2e";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn pvc(client: &kube::Client, name: &str) {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
-    create(
-        &api,
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
-        }),
-    )
-    .await;
+    create_pvc(client, NS, name).await
 }
 
 fn image_push(

@@ -332,7 +332,9 @@ fn pod_failure_policy() -> PodFailurePolicy {
                     operator: "In".into(),
                     values: PERMANENT_EXIT_CODES.to_vec(),
                 }),
-                on_pod_conditions: None,
+                // Empty, not absent: Kubernetes 1.26's schema requires the field (1.27 made
+                // it optional), and tools validating against 1.26 refuse the Job without it.
+                on_pod_conditions: Some(vec![]),
             },
             PodFailurePolicyRule {
                 action: "Ignore".into(),

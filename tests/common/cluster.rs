@@ -14,6 +14,9 @@ use kube::api::{Api, PostParams};
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// The kubeconfig controllers are started with: `kubeconfig` unless
+    /// `route_controllers_through` changed it.
+    controller_kubeconfig: PathBuf,
     pub api_url: String,
     double: Option<Child>,
     controller: Option<Child>,
@@ -77,6 +80,7 @@ impl Cluster {
         std::thread::spawn(move || for _ in lines {});
         Cluster {
             kubeconfig: state.join("kubeconfig"),
+            controller_kubeconfig: state.join("kubeconfig"),
             api_url,
             controller_log: dir.path().join("controller.log"),
             dir,
@@ -95,6 +99,17 @@ impl Cluster {
         let d = self.state_dir().join("pvcs").join(namespace).join(claim);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Makes the controllers started from now on talk to the API through `proxy_url` (e.g. a
+    /// `CountingProxy` in front of `api_url` that records what they send); the test's own
+    /// clients still talk to the double directly.
+    pub fn route_controllers_through(&mut self, proxy_url: &str) {
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        assert!(text.contains(&self.api_url), "the kubeconfig names {}:\n{text}", self.api_url);
+        let path = self.dir.path().join("kubeconfig-proxied");
+        std::fs::write(&path, text.replace(&self.api_url, proxy_url)).unwrap();
+        self.controller_kubeconfig = path;
     }
 
     /// Starts `imagepush controller` against the double, with `extra` arguments.
@@ -119,7 +134,7 @@ impl Cluster {
     pub fn controller_command(&self, metrics_port: u16, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagepush"));
         cmd.args(["--log-level", "info,imagepush=debug", "controller", "--kubeconfig"])
-            .arg(&self.kubeconfig)
+            .arg(&self.controller_kubeconfig)
             .args(["--progress-interval", "1"])
             .args(if extra.contains(&"--worker-image") {
                 &[][..]
@@ -221,6 +236,36 @@ where
 {
     let obj: K = serde_json::from_value(value).unwrap();
     api.create(&PostParams::default(), &obj).await.unwrap()
+}
+
+/// Creates a PersistentVolumeClaim `name` in `ns` (the node simulator backs it with
+/// `Cluster::pvc_dir`).
+pub async fn create_pvc(client: &kube::Client, ns: &str, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    create(
+        &api,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}
+        }),
+    )
+    .await;
+}
+
+/// Creates a `kubernetes.io/basic-auth` Secret `name` in `ns` for user `alice`.
+pub async fn create_basic_auth_secret(client: &kube::Client, ns: &str, name: &str, password: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    create(
+        &api,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"username": "alice", "password": password}
+        }),
+    )
+    .await;
 }
 
 /// Waits until `pred` holds for the ImagePush, returning it; panics after `timeout` with

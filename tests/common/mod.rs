@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod helm;
+pub mod k8s_schemas;
 pub mod layout;
 pub mod pid1;
 pub mod proxy;

@@ -202,6 +202,9 @@ pub struct RequestRecord {
     pub answered: Option<u16>,
     /// The scheme of its `Authorization` header (`Basic`, `Bearer`), if it had one.
     pub authorization: Option<String>,
+    /// The body as sent, after [`CountingProxy::record_bodies`] (empty before, and for chunked
+    /// bodies, which are not decoded).
+    pub body: Vec<u8>,
 }
 
 struct RuleState {
@@ -248,6 +251,8 @@ struct Shared {
     /// HTTP faults, in the order added.
     rules: std::sync::Mutex<Vec<RuleState>>,
     requests: std::sync::Mutex<Vec<RequestRecord>>,
+    /// Keep the `Content-Length` bodies of forwarded requests in their records.
+    record_bodies: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -265,8 +270,9 @@ impl Shared {
     }
 
     /// Logs a request and decides whether a rule answers it: every rule that matches counts
-    /// it, the first one whose window is open answers it.
-    fn on_request(&self, conn: u64, head: &RequestHead) -> Option<Vec<u8>> {
+    /// it, the first one whose window is open answers it. Also returns the index of the
+    /// request's record when its body is to be recorded there.
+    fn on_request(&self, conn: u64, head: &RequestHead) -> (Option<Vec<u8>>, Option<usize>) {
         let mut answer = None;
         let mut status = None;
         for rule in self.rules.lock().unwrap().iter_mut() {
@@ -287,7 +293,8 @@ impl Shared {
         if answer.is_some() {
             self.stats.http_faults.fetch_add(1, Ordering::SeqCst);
         }
-        self.requests.lock().unwrap().push(RequestRecord {
+        let mut requests = self.requests.lock().unwrap();
+        requests.push(RequestRecord {
             conn,
             method: head.method.clone(),
             target: head.target.clone(),
@@ -295,8 +302,19 @@ impl Shared {
             at: self.started.elapsed(),
             answered: status,
             authorization: head.authorization.clone(),
+            body: Vec::new(),
         });
-        answer
+        let record = (answer.is_none()
+            && head.content_length().is_some()
+            && self.record_bodies.load(Ordering::SeqCst))
+        .then(|| requests.len() - 1);
+        (answer, record)
+    }
+
+    fn record_body(&self, record: Option<usize>, bytes: &[u8]) {
+        if let Some(i) = record {
+            self.requests.lock().unwrap()[i].body.extend_from_slice(bytes);
+        }
     }
 }
 
@@ -333,6 +351,7 @@ impl CountingProxy {
             random_cuts_left: AtomicU64::new(0),
             rules: std::sync::Mutex::new(Vec::new()),
             requests: std::sync::Mutex::new(Vec::new()),
+            record_bodies: Default::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_shared = shared.clone();
@@ -445,6 +464,12 @@ impl CountingProxy {
     /// How many requests one rule answered.
     pub fn rule_faults(&self, rule: RuleId) -> u64 {
         self.shared.rules.lock().unwrap()[rule.0].fired
+    }
+
+    /// From now on, keeps the body of every forwarded request with a `Content-Length` in its
+    /// record (`RequestRecord::body`), e.g. to see the objects a client sent to an API.
+    pub fn record_bodies(&self) {
+        self.shared.record_bodies.store(true, Ordering::SeqCst);
     }
 
     /// Every request seen so far (forwarded or answered), in arrival order.
@@ -833,8 +858,9 @@ impl Body {
 enum Phase {
     /// Reading a request head (the bytes so far).
     Head(Vec<u8>),
-    /// Inside a body; `answer` is the proxy's own response when a rule claimed the request.
-    Body { body: Body, answer: Option<Vec<u8>> },
+    /// Inside a body; `answer` is the proxy's own response when a rule claimed the request,
+    /// `record` the request's record when its body is kept there.
+    Body { body: Body, answer: Option<Vec<u8>>, record: Option<usize> },
     /// Not HTTP, or framing the proxy does not follow: forward everything as it comes.
     Raw,
 }
@@ -881,7 +907,7 @@ impl RequestTracker {
                         self.phase = Phase::Raw;
                         continue;
                     };
-                    let answer = shared.on_request(self.conn, &parsed);
+                    let (answer, record) = shared.on_request(self.conn, &parsed);
                     if answer.is_some() {
                         plan.discarded += head.len() as u64;
                     } else {
@@ -895,10 +921,10 @@ impl RequestTracker {
                         }
                         self.phase = Phase::Head(Vec::new());
                     } else {
-                        self.phase = Phase::Body { body: parsed.body, answer };
+                        self.phase = Phase::Body { body: parsed.body, answer, record };
                     }
                 }
-                Phase::Body { body, answer } => {
+                Phase::Body { body, answer, record } => {
                     let Ok((used, done)) = body.advance(rest) else {
                         // A chunked body this proxy cannot follow: stop following.
                         if answer.is_some() {
@@ -913,6 +939,7 @@ impl RequestTracker {
                     if answer.is_some() {
                         plan.discarded += used as u64;
                     } else {
+                        shared.record_body(*record, &rest[..used]);
                         plan.forward.extend_from_slice(&rest[..used]);
                     }
                     rest = &rest[used..];
