@@ -535,7 +535,8 @@ fn worker_logs(cluster: &Cluster, ns: &str, job: &str) -> String {
 /// Generation 1 pushes a big image slowly (through a throttled proxy) to `:release`; the spec
 /// changes to another layout, pushed fast (straight to the registry). The old worker is
 /// stopped (SIGTERM, as PID 1) before the new one starts, and never tags: `release` ends at
-/// the new image and stays there. Without the stop, the old worker would tag last.
+/// the new image and stays there. Without the stop, the old worker would tag last. Beside it,
+/// a change of the target's tag (`:a` to `:b`): only `:b` ever exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_change_stops_the_previous_generation_before_the_next_pushes() {
     let registry = TestRegistry::start();
@@ -549,31 +550,33 @@ async fn a_spec_change_stops_the_previous_generation_before_the_next_pushes() {
     let (_b2, new) = simple_image(&root.join("v2"), "v2", &[3000], 88);
     cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
-    create(
-        &api,
-        push_spec(
-            NS,
-            "app",
-            "v1",
-            &format!("{}/team/app:release", proxy.host()),
-            json!({"maxConcurrentUploads": 1}),
-        ),
-    )
-    .await;
-    let running = wait_for(&cluster, &api, "app", MINUTE, "uploading", |ip| {
-        ip.status.as_ref().and_then(|s| s.progress.as_ref()).is_some_and(|p| p.bytes_done > 0)
-    })
-    .await;
-    let old_job = running.status.unwrap().job_name.unwrap();
+    // `app` keeps its tag across the change; `retag` changes it (`:a` to `:b`).
+    for (name, tag) in [("app", "release"), ("retag", "a")] {
+        let target = format!("{}/team/{name}:{tag}", proxy.host());
+        create(&api, push_spec(NS, name, "v1", &target, json!({"maxConcurrentUploads": 1}))).await;
+    }
+    let mut old_jobs = Vec::new();
+    for name in ["app", "retag"] {
+        let running = wait_for(&cluster, &api, name, MINUTE, "uploading", |ip| {
+            ip.status.as_ref().and_then(|s| s.progress.as_ref()).is_some_and(|p| p.bytes_done > 0)
+        })
+        .await;
+        old_jobs.push(running.status.unwrap().job_name.unwrap());
+    }
+    let old_job = old_jobs[0].clone();
 
-    let patch = json!({"spec": {"source": {"persistentVolumeClaim": {"claimName": "layouts", "path": "v2"}},
-                                "target": format!("{}/team/app:release", registry.host())}});
-    api.patch("app", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
-    let ip = wait_for(&cluster, &api, "app", MINUTE, "Ready for generation 2", |ip| {
-        is_ready(ip) && ip.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
-    })
-    .await;
-    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(new.digest.as_str()));
+    for (name, tag) in [("app", "release"), ("retag", "b")] {
+        let patch = json!({"spec": {"source": {"persistentVolumeClaim": {"claimName": "layouts", "path": "v2"}},
+                                    "target": format!("{}/team/{name}:{tag}", registry.host())}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    }
+    for name in ["app", "retag"] {
+        let ip = wait_for(&cluster, &api, name, MINUTE, "Ready for generation 2", |ip| {
+            is_ready(ip) && ip.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+        })
+        .await;
+        assert_eq!(ip.status.unwrap().digest.as_deref(), Some(new.digest.as_str()));
+    }
     // The old Job is gone (deleted, foreground: with its pod), and its worker said why it stopped.
     assert!(
         jobs_of(&client, NS, "app")
@@ -590,11 +593,18 @@ async fn a_spec_change_stops_the_previous_generation_before_the_next_pushes() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(registry.tags("team/app").await, ["release"]);
     assert_eq!(registry.manifest("team/app", "release").await.unwrap().2, new.digest);
-    assert!(!registry.tags("team/app").await.is_empty() && old.digest != new.digest);
+    assert_ne!(old.digest, new.digest);
+    assert_eq!(registry.tags("team/retag").await, ["b"], "the old tag was never written");
+    assert_eq!(registry.manifest("team/retag", "b").await.unwrap().2, new.digest);
+    let log = worker_logs(&cluster, NS, &old_jobs[1]);
+    assert!(log.contains("\"reason\":\"Terminated\""), "the old retag worker's log:\n{log}");
     let tag_puts: Vec<_> = proxy
         .requests()
         .into_iter()
-        .filter(|r| r.method == "PUT" && r.target.contains("/manifests/release"))
+        .filter(|r| {
+            r.method == "PUT"
+                && (r.target.ends_with("/manifests/release") || r.target.ends_with("/manifests/a"))
+        })
         .collect();
     assert!(tag_puts.is_empty(), "the old worker tagged: {tag_puts:?}");
 }
