@@ -722,21 +722,18 @@ async fn a_rate_limited_registry_is_left_alone_as_long_as_it_asks() {
     create(&api, image_push("limited", "layouts", "app", &target, json!({}))).await;
     let waiting = |ip: &ImagePush| {
         ip.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Reconciling" && c.message.contains("attempt 2 in"))
+            s.next_attempt_time.is_some()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Reconciling" && c.message.contains("attempt 2 at"))
         })
     };
     let ip = wait_for(&cluster, &api, "limited", TIMEOUT, "waiting for attempt 2", waiting).await;
     let st = ip.status.unwrap();
     let c = st.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
     assert_eq!(c.reason, "RegistryUnavailable", "{c:?}");
-    let secs: u64 = c
-        .message
-        .rsplit("attempt 2 in ")
-        .next()
-        .and_then(|t| t.trim_end_matches('s').parse().ok())
-        .unwrap_or_else(|| panic!("{}", c.message));
+    let next = st.next_attempt_time.as_ref().unwrap().0;
+    let secs = next.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
     assert!(secs > 500 && secs <= 600, "next attempt in {secs}s: {}", c.message);
     assert!(st.message.unwrap_or_default().contains("429"));
     // One Job so far; inside it, the pod's own tries for a transient failure (the kubelet's

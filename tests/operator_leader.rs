@@ -225,3 +225,31 @@ async fn a_hanging_release_is_bounded_and_a_second_sigterm_exits_at_once() {
     assert_eq!(code, Some(143), "exit after a second SIGTERM:\n{text}");
     assert!(elapsed < Duration::from_millis(500), "{elapsed:?}\n{text}");
 }
+
+/// The Lease is taken away from a leader (another candidate force-released and took it, or
+/// its renewals stopped landing): the leader's manager still believes it leads, but the
+/// replica reads the Lease, sees another holder and stops acting within a few seconds,
+/// without clearing the Lease it no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_shows_another_holder_stops_leading() {
+    let cluster = Cluster::start();
+    let client = cluster.client().await;
+    let log = cluster.dir.path().join("a.log");
+    let mut a = replica(&cluster, "replica-a", &log);
+    wait_for_text(&log, "leading", Duration::from_secs(20));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let patch = json!({"spec": {"holderIdentity": "replica-z",
+                                "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()}});
+    let taken = Instant::now();
+    leases
+        .patch(LEASE, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch))
+        .await
+        .unwrap();
+    wait_for_text(&log, "the Lease shows another holder", Duration::from_secs(5));
+    eprintln!("stopped leading {:?} after the Lease was taken", taken.elapsed());
+    // Not cleared by the replica that lost it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(holder(&lease(&client).await).as_deref(), Some("replica-z"));
+    let _ = a.kill();
+    let _ = a.wait();
+}

@@ -244,6 +244,33 @@ async fn a_tag_that_stands_for_two_images_is_refused_until_a_full_name_chooses()
     ])
     .ok();
     assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, other.digest);
+
+    // An entry named just `v1` does not hide a full name whose tag is `v1` too.
+    let mixed = dir.path().join("mixed");
+    let mut b = LayoutBuilder::new(&mixed);
+    let plain = b.image(&ImageSpec::new(&[(3, 1000)], 73));
+    let full = b.image(&ImageSpec::new(&[(4, 1000)], 74));
+    b.tag(&plain, "v1");
+    b.tag(&full, "docker.io/x/app:v1");
+    b.write();
+    let m = mixed.to_str().unwrap();
+    let run = imagepush(&["push", "--plain-http", m, &format!("{host}/team/mixed:v1")]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(&plain.digest) && run.stderr.contains(&full.digest),
+        "{}",
+        run.stderr
+    );
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--ref",
+        "docker.io/x/app:v1",
+        m,
+        &format!("{host}/team/mixed:v1"),
+    ])
+    .ok();
+    assert_eq!(registry.manifest("team/mixed", "v1").await.unwrap().2, full.digest);
 }
 
 #[tokio::test]

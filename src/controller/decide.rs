@@ -22,6 +22,14 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// the pod garbage collector's 40 s quarantine, after which it replaces such a pod).
 pub const NOT_STARTED_GRACE: Duration = Duration::from_secs(30);
 
+/// Longest the controller waits for a registry that asked to be left alone (its
+/// `Retry-After`, copied by the worker into its report): beyond that, an attempt asks again.
+pub const MAX_REGISTRY_WAIT: Duration = Duration::from_secs(6 * 3600);
+
+/// How long an earlier generation's Job may take to stop before that is reported (its pod's
+/// grace period is 30 s; longer usually means a node that is gone).
+pub const STOPPING_TOO_LONG: Duration = Duration::from_secs(120);
+
 /// The reasons of a worker that cannot start.
 const CANNOT_START: [&str; 9] = [
     reasons::WORKER_POD_REJECTED,
@@ -122,55 +130,29 @@ pub enum Step {
     Need(Need),
     /// Stop the running Jobs of older generations (their pods are terminated gracefully)
     /// before this generation starts, so an older worker never tags after a newer one.
-    StopOlder {
-        jobs: Vec<String>,
-    },
+    StopOlder { jobs: Vec<String> },
     /// Jobs (older ones, or the current one someone deleted) are still stopping.
-    WaitForJobs {
-        jobs: Vec<String>,
-    },
+    WaitForJobs { jobs: Vec<String> },
     /// Failed for good for this generation (a spec problem or a permanent push failure);
     /// `delete`: a Job whose worker can never start.
-    Stall {
-        problem: Problem,
-        delete: Option<String>,
-        spec: bool,
-    },
+    Stall { problem: Problem, delete: Option<String>, spec_invalid: bool },
     /// Stalled on something outside the spec; the generation stays open and is looked at
     /// again after `recheck`.
-    Wait {
-        problem: Problem,
-        recheck: Duration,
-    },
+    Blocked { problem: Problem, recheck: Duration },
     /// The worker cannot start yet, but that may clear by itself.
-    Pending {
-        job: String,
-        problem: Problem,
-    },
+    NotStarting { job: String, problem: Problem },
     /// Start attempt `attempt` of this generation.
-    Create {
-        attempt: u32,
-    },
+    Create { attempt: u32 },
     /// Nothing new: a worker already reported as unable to start is still not running (a
     /// replacement pod that nobody has reported on yet says nothing new). Look again later.
     Keep,
     /// The worker runs (or is being started).
-    Running {
-        job: String,
-        attempt: u32,
-        progress: Option<ProgressLine>,
-    },
-    Succeeded {
-        job: String,
-        report: Box<PushReport>,
-    },
-    /// A transient failure: attempt `attempt + 1` starts at `at` (the controller's clock).
-    RetryAt {
-        job: String,
-        attempt: u32,
-        problem: Problem,
-        at: Timestamp,
-    },
+    Running { job: String, attempt: u32, progress: Option<ProgressLine> },
+    /// `delete`: the Job, when a sidecar keeps its pod running after the push ended.
+    Succeeded { job: String, report: Box<PushReport>, delete: Option<String> },
+    /// A transient failure: attempt `attempt + 1` starts at `at` (the controller's clock);
+    /// `delete` as for `Succeeded`.
+    RetryAt { job: String, attempt: u32, problem: Problem, at: Timestamp, delete: Option<String> },
 }
 
 /// The generation is finished: pushed, or failed for good.
@@ -192,12 +174,24 @@ pub fn decide(f: &Facts) -> Step {
     if !running.is_empty() {
         return Step::StopOlder { jobs: running };
     }
+    if let Some(stuck) = older.iter().find(|j| stopping_too_long(j, f.now)) {
+        let message = format!(
+            "worker job {} of generation {} has been stopping for more than {}s: its pod may be on a \
+             node that is gone (delete the pod with --force once the node is known to be down); \
+             the new generation starts when it is gone",
+            stuck.name,
+            stuck.generation,
+            STOPPING_TOO_LONG.as_secs()
+        );
+        let problem = Problem::new(reasons::PREVIOUS_WORKER_STOPPING, message);
+        return Step::Blocked { problem, recheck: Duration::from_secs(30) };
+    }
     if !older.is_empty() {
         return Step::WaitForJobs { jobs: older.iter().map(|j| j.name.clone()).collect() };
     }
     if let Err(invalid) = &f.valid {
         let problem = Problem::new(invalid.reason, invalid.message.clone());
-        return Step::Stall { problem, delete: None, spec: true };
+        return Step::Stall { problem, delete: None, spec_invalid: true };
     }
     let Some(job) = current_job(jobs, f.generation) else { return before_the_first_job(f) };
     if job.deleting && job.finished.is_none() {
@@ -214,19 +208,38 @@ pub fn decide(f: &Facts) -> Step {
             attempt: job.attempt,
             progress: worker.progress.clone(),
         },
-        WorkerState::PushEnded(fin) => outcome(f, job, &fin, worker),
+        // The Job will not finish while the sidecar runs: once the outcome is known, it goes.
+        WorkerState::PushEnded(fin) => match outcome(f, job, &fin, worker) {
+            Step::Succeeded { job, report, .. } => {
+                Step::Succeeded { delete: Some(job.clone()), job, report }
+            }
+            Step::RetryAt { job, attempt, problem, at, .. } => {
+                Step::RetryAt { delete: Some(job.clone()), job, attempt, problem, at }
+            }
+            Step::Stall { problem, spec_invalid, .. } => {
+                Step::Stall { problem, delete: Some(job.name.clone()), spec_invalid }
+            }
+            other => other,
+        },
         WorkerState::CannotStart(problem, fix) => {
             let problem = Problem::new(
                 &problem.reason,
                 format!("worker job {} cannot start: {}", job.name, problem.message),
             );
             match fix {
-                Fix::Itself => Step::Pending { job: job.name.clone(), problem },
-                Fix::Person => Step::Wait { problem, recheck: Duration::from_secs(30) },
-                Fix::Never => Step::Stall { problem, delete: Some(job.name.clone()), spec: false },
+                Fix::Itself => Step::NotStarting { job: job.name.clone(), problem },
+                Fix::Person => Step::Blocked { problem, recheck: Duration::from_secs(30) },
+                Fix::Never => {
+                    Step::Stall { problem, delete: Some(job.name.clone()), spec_invalid: false }
+                }
             }
         }
     }
+}
+
+/// A Job whose deletion started `STOPPING_TOO_LONG` ago and has not ended.
+fn stopping_too_long(job: &JobFacts, now: Timestamp) -> bool {
+    job.deleting_since.is_some_and(|since| elapsed(since, now) > STOPPING_TOO_LONG)
 }
 
 /// The newest attempt's Job of `generation`.
@@ -234,11 +247,16 @@ pub fn current_job(jobs: &[JobFacts], generation: i64) -> Option<&JobFacts> {
     jobs.iter().filter(|j| j.generation == generation).max_by_key(|j| j.attempt)
 }
 
+fn ready_condition(
+    status: &ImagePushStatus,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.conditions.iter().find(|c| c.type_ == super::status::READY)
+}
+
 /// Whether the status already says this Job's worker cannot start.
 fn reported_unable_to_start(status: &ImagePushStatus, job: &JobFacts) -> bool {
-    let ready = status.conditions.iter().find(|c| c.type_ == super::status::READY);
     status.job_name.as_deref() == Some(&job.name)
-        && ready.is_some_and(|c| CANNOT_START.contains(&c.reason.as_str()))
+        && ready_condition(status).is_some_and(|c| CANNOT_START.contains(&c.reason.as_str()))
 }
 
 /// No Job yet: what the worker will mount must exist before it is started.
@@ -248,7 +266,10 @@ fn before_the_first_job(f: &Facts) -> Step {
         dep.as_ref().filter(|(_, p)| *p == Presence::Missing).map(|(name, _)| {
             let message = format!("{what} {name:?} does not exist in namespace {}", f.namespace);
             // Not a spec error: it may appear; look again now and then, no storm.
-            Step::Wait { problem: Problem::new(reason, message), recheck: Duration::from_secs(120) }
+            Step::Blocked {
+                problem: Problem::new(reason, message),
+                recheck: Duration::from_secs(120),
+            }
         })
     };
     missing("PersistentVolumeClaim", reasons::PVC_NOT_FOUND, &deps.claim)
@@ -331,12 +352,18 @@ fn waiting(pod: &PodFacts, reason: &str, message: &str, events: &[EventFacts]) -
         |ours: &str, text: &str| Problem::new(ours, format!("pod {}: {reason}: {text}", pod.name));
     match reason {
         "ContainerCreating" | "PodInitializing" | "" => match latest(events, "FailedMount") {
+            // A Secret, ConfigMap or key that is not there needs a person; anything else
+            // (a volume still attaching) usually passes.
             Some(e) => WorkerState::CannotStart(
                 Problem::new(
                     reasons::WORKER_MOUNT_FAILED,
                     format!("pod {}: FailedMount: {}", pod.name, e.message),
                 ),
-                Fix::Person,
+                if e.message.contains("not found") || e.message.contains("non-existent") {
+                    Fix::Person
+                } else {
+                    Fix::Itself
+                },
             ),
             None => WorkerState::Starting,
         },
@@ -363,9 +390,10 @@ fn not_started(pod: &PodFacts, now: Timestamp) -> WorkerState {
     }
     let node = pod.node_name.as_deref().unwrap_or("(none)");
     let text = format!(
-        "pod {} has waited {}s on node {node} without being started (is {node} a node of the cluster?)",
+        "pod {} has waited more than {}s on node {node} without being started (is {node} a node \
+         of the cluster?)",
         pod.name,
-        age.as_secs()
+        NOT_STARTED_GRACE.as_secs()
     );
     WorkerState::CannotStart(Problem::new(reasons::WORKER_NOT_STARTED, text), Fix::Itself)
 }
@@ -385,10 +413,19 @@ fn outcome(f: &Facts, job: &JobFacts, fin: &Finished, worker: &WorkerFacts) -> S
     let report = worker.report.as_ref();
     let error = report.and_then(|r| r.error.as_ref());
     if let Some(r) = report.filter(|r| r.error.is_none() && r.digest.is_some()) {
-        return Step::Succeeded { job: job.name.clone(), report: Box::new(r.clone()) };
+        let report = Box::new(r.clone());
+        return Step::Succeeded { job: job.name.clone(), report, delete: None };
     }
-    let stall = |problem: Problem| Step::Stall { problem, delete: None, spec: false };
+    let stall = |problem: Problem| Step::Stall { problem, delete: None, spec_invalid: false };
     if fin.reason == "DeadlineExceeded" {
+        // A worker that never started keeps the reason it could not (the cause to fix).
+        if let Some(c) =
+            ready_condition(f.status).filter(|_| reported_unable_to_start(f.status, job))
+        {
+            let message =
+                format!("{} (the push timed out before its worker could start)", c.message);
+            return stall(Problem::new(&c.reason, message));
+        }
         let mut message = format!("the push did not finish within its timeout (job {})", job.name);
         if let Some(e) = error {
             message = format!("{message}: {}", e.message);
@@ -409,7 +446,7 @@ fn outcome(f: &Facts, job: &JobFacts, fin: &Finished, worker: &WorkerFacts) -> S
         );
         return stall(Problem::new(reasons::RETRIES_EXHAUSTED, message));
     }
-    retry(f, job, fin, problem, error.and_then(|e| e.retry_after_seconds))
+    retry(f, job, problem, error.and_then(|e| e.retry_after_seconds))
 }
 
 fn died_without_report(job: &JobFacts, fin: &Finished, worker: &WorkerFacts) -> String {
@@ -426,17 +463,12 @@ fn died_without_report(job: &JobFacts, fin: &Finished, worker: &WorkerFacts) -> 
     text
 }
 
-/// The next attempt, not before the backoff and the registry's `Retry-After`, measured from
-/// when the attempt failed. Once the controller has said when (`status.nextAttemptTime`,
-/// its own clock, for this attempt), that time stands: a cluster clock ahead of ours can
-/// delay it by at most one wait, never push it on and on.
-fn retry(
-    f: &Facts,
-    job: &JobFacts,
-    fin: &Finished,
-    problem: Problem,
-    retry_after: Option<u64>,
-) -> Step {
+/// The next attempt, not before the backoff and the registry's `Retry-After` (at most
+/// `MAX_REGISTRY_WAIT`). The wait is counted from when the controller first sees the failure,
+/// by its own clock (the Job's finish time is the cluster's clock, which may be ahead or
+/// behind), and the time it then promises (`status.nextAttemptTime`, for this attempt)
+/// stands across reconciles and restarts.
+fn retry(f: &Facts, job: &JobFacts, problem: Problem, retry_after: Option<u64>) -> Step {
     let promised = f
         .status
         .next_attempt_time
@@ -446,15 +478,22 @@ fn retry(
         })
         .map(|t| t.0);
     let at = promised.unwrap_or_else(|| {
-        let wait = retry_backoff(job.attempt).max(Duration::from_secs(retry_after.unwrap_or(0)));
-        let gone = fin.at.map(|t| elapsed(t, f.now)).unwrap_or(wait);
-        let remaining = wait.saturating_sub(gone);
-        f.now + k8s_openapi::jiff::SignedDuration::try_from(remaining).unwrap_or_default()
+        let asked = Duration::from_secs(retry_after.unwrap_or(0)).min(MAX_REGISTRY_WAIT);
+        later(f.now, retry_backoff(job.attempt).max(asked))
     });
     if at <= f.now {
         return Step::Create { attempt: job.attempt + 1 };
     }
-    Step::RetryAt { job: job.name.clone(), attempt: job.attempt, problem, at }
+    let delete = None;
+    Step::RetryAt { job: job.name.clone(), attempt: job.attempt, problem, at, delete }
+}
+
+/// `now + wait`, saturating.
+fn later(now: Timestamp, wait: Duration) -> Timestamp {
+    k8s_openapi::jiff::SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// How the API server's refusal of a new worker Job is handled (`None`: not a refusal, the
@@ -467,10 +506,10 @@ pub fn job_create_refused(code: u16, message: &str) -> Option<Step> {
         400 | 422 => Some(Step::Stall {
             problem: problem(reasons::WORKER_JOB_REJECTED),
             delete: None,
-            spec: false,
+            spec_invalid: false,
         }),
         // RBAC, quota, an admission webhook: outside the spec, may change.
-        403 => Some(Step::Wait {
+        403 => Some(Step::Blocked {
             problem: problem(reasons::WORKER_JOB_FORBIDDEN),
             recheck: Duration::from_secs(120),
         }),

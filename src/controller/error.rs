@@ -13,9 +13,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API answered 409: the object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(e)) if e.code == 409)
+    }
+
     /// A short label for the `imagepush_reconcile_failures_total` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            _ if self.is_conflict() => "conflict",
             Error::Kube(_) => "kube_api",
             Error::MissingField(..) => "missing_field",
             Error::Serialize(_) => "serialize",

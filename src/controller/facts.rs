@@ -24,6 +24,8 @@ pub struct JobFacts {
     pub finished: Option<Finished>,
     /// `deletionTimestamp` is set: its pods are being stopped.
     pub deleting: bool,
+    /// Since when (the cluster's clock).
+    pub deleting_since: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +103,7 @@ pub fn job_facts(job: &Job) -> JobFacts {
         attempt: label(job::LABEL_ATTEMPT).map(|a: i64| a as u32).unwrap_or(1),
         finished,
         deleting: job.metadata.deletion_timestamp.is_some(),
+        deleting_since: job.metadata.deletion_timestamp.as_ref().map(|t| t.0),
     }
 }
 

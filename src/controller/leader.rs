@@ -140,6 +140,12 @@ where
                 () = lost(&mut candidacy.leader) => {
                     warn!("lost leadership; stopping the controller");
                 }
+                () = displaced(&leases, &le.lease_name, &le.identity) => {
+                    warn!("the Lease shows another holder, or no renewal of ours for a whole term; stopping the controller");
+                    // Not released: what the Lease says now is someone else's.
+                    candidacy.task.abort();
+                    continue 'candidacy;
+                }
                 () = lead() => {
                     candidacy.end(true).await;
                     return Ok(());
@@ -179,6 +185,36 @@ impl Candidacy {
 async fn lost(leader: &mut watch::Receiver<bool>) {
     while leader.changed().await.is_ok() {
         if !*leader.borrow() {
+            return;
+        }
+    }
+}
+
+/// Resolves once the Lease shows that this replica no longer leads, whatever its manager
+/// believes: another holder or none (a candidate's force-release), or no renewal of ours for
+/// a whole term (renewals that do not land). The library keeps a leader leading while its
+/// renewals fail; this is the check client-go's renew deadline makes. Read every `POLL`.
+async fn displaced(leases: &Api<Lease>, name: &str, identity: &str) {
+    let term = Duration::from_secs(LEASE_DURATION_SECONDS);
+    loop {
+        tokio::time::sleep(POLL).await;
+        let spec = match leases.get_opt(name).await {
+            Ok(Some(lease)) => lease.spec.unwrap_or_default(),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the Lease");
+                continue;
+            }
+        };
+        if spec.holder_identity.as_deref() != Some(identity) {
+            return;
+        }
+        // Our own clock wrote renewTime: comparing it with ours is sound.
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if spec
+            .renew_time
+            .is_some_and(|t| now.duration_since(t.0).as_secs() > term.as_secs() as i64)
+        {
             return;
         }
     }

@@ -6,6 +6,7 @@
 //! the layout and the Secret. It must not write anything but ImagePush status, worker Jobs,
 //! Events and its leader Lease.
 
+mod act;
 mod decide;
 mod error;
 pub mod facts;
@@ -14,6 +15,7 @@ pub mod knowledge;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+mod observe;
 mod reconcile;
 pub mod status;
 pub mod validate;

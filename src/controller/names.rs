@@ -20,13 +20,22 @@ pub fn dns_label(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A lowercase RFC 1123 subdomain: dot-separated labels, at most 253 characters. Names of
-/// Secrets, ConfigMaps, claims and nodes are subdomains.
+/// A lowercase RFC 1123 subdomain: dot-separated parts of lower case alphanumeric characters
+/// or '-', each starting and ending with an alphanumeric character, at most 253 characters in
+/// all (the API server sets no limit per part). Names of Secrets, ConfigMaps, claims and nodes
+/// are subdomains.
 pub fn dns_subdomain(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 253 {
         return Err(format!("{s:?} must be 1 to 253 characters"));
     }
-    if s.split('.').any(|label| dns_label(label).is_err()) {
+    let part_ok = |p: &str| {
+        let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        !p.is_empty()
+            && edge(p.as_bytes()[0])
+            && edge(p.as_bytes()[p.len() - 1])
+            && p.bytes().all(|b| edge(b) || b == b'-')
+    };
+    if !s.split('.').all(part_ok) {
         return Err(format!(
             "{s:?} is not a lowercase RFC 1123 subdomain (lower case alphanumeric characters, '-' \
              or '.', starting and ending with an alphanumeric character)"
@@ -117,6 +126,9 @@ mod tests {
             (dns_subdomain, "a..b", false),
             (dns_subdomain, ".a", false),
             (dns_subdomain, "", false),
+            (dns_subdomain, &"a".repeat(100), true),
+            (dns_subdomain, &format!("{}.b", "a".repeat(200)), true),
+            (dns_subdomain, "a-.b", false),
             (dns_subdomain, &"a".repeat(254), false),
             (label_key, "kubernetes.io/hostname", true),
             (label_key, "disk", true),

@@ -46,6 +46,8 @@ pub mod reasons {
     pub const WORKER_JOB_REJECTED: &str = "WorkerJobRejected";
     /// The API server forbade the worker Job (RBAC, quota, admission).
     pub const WORKER_JOB_FORBIDDEN: &str = "WorkerJobForbidden";
+    /// An earlier generation's worker Job has not stopped after its deletion.
+    pub const PREVIOUS_WORKER_STOPPING: &str = "PreviousWorkerStopping";
     /// A Job with the worker's name exists and is not this ImagePush's.
     pub const JOB_NAME_CONFLICT: &str = "JobNameConflict";
 }

@@ -48,14 +48,18 @@ pub(super) fn resolve(root: &Path, path: &Path) -> Result<Option<PathBuf>, Error
 pub fn resolve_lexically(path: &Path) -> io::Result<PathBuf> {
     use std::path::Component;
     const MAX_LINKS: usize = 40; // Linux's own limit (ELOOP)
+    // Components still to walk, the next one last.
     let mut pending: Vec<std::ffi::OsString> = Vec::new();
-    for c in path.components().rev() {
-        match c {
-            Component::Normal(n) => pending.push(n.to_os_string()),
-            Component::ParentDir => pending.push("..".into()),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+    let push_components = |pending: &mut Vec<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => pending.push(n.to_os_string()),
+                Component::ParentDir => pending.push("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
         }
-    }
+    };
+    push_components(&mut pending, path);
     let mut resolved = PathBuf::from("/");
     let mut links = 0;
     let mut exists = true;
@@ -79,13 +83,7 @@ pub fn resolve_lexically(path: &Path) -> io::Result<PathBuf> {
                 if target.is_absolute() {
                     resolved = PathBuf::from("/");
                 }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(n) => pending.push(n.to_os_string()),
-                        Component::ParentDir => pending.push("..".into()),
-                        Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-                    }
-                }
+                push_components(&mut pending, &target);
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => exists = false,

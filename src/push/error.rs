@@ -71,9 +71,11 @@ pub enum Stage {
     Preparing,
     Blobs,
     Manifests,
-    /// Tags are the last step: `written` of `total` were pointed at their images.
+    /// Tags are the last step: `written` of `total` were pointed at their images; the PUTs of
+    /// `in_flight` had been sent and may have been written.
     Tagging {
         written: Vec<String>,
+        in_flight: Vec<String>,
         total: usize,
     },
 }
@@ -87,15 +89,25 @@ impl std::fmt::Display for Stage {
             Stage::Manifests => {
                 f.write_str("while pushing manifests, before tagging; no tag was written")
             }
-            Stage::Tagging { written, .. } if written.is_empty() => {
+            Stage::Tagging { written, in_flight, .. }
+                if written.is_empty() && in_flight.is_empty() =>
+            {
                 f.write_str("while tagging; no tag was written")
             }
-            Stage::Tagging { written, total } => write!(
-                f,
-                "while tagging; {} of {total} tags were written ({}), the others were not",
-                written.len(),
-                written.join(", ")
-            ),
+            Stage::Tagging { written, in_flight, total } => {
+                write!(f, "while tagging; {} of {total} tags were written", written.len())?;
+                if !written.is_empty() {
+                    write!(f, " ({})", written.join(", "))?;
+                }
+                if !in_flight.is_empty() {
+                    write!(
+                        f,
+                        ", {} may have been (their PUT was under way)",
+                        in_flight.join(", ")
+                    )?;
+                }
+                f.write_str(", the others were not")
+            }
         }
     }
 }
@@ -158,7 +170,10 @@ impl Error {
             | PlatformMismatch { .. }
             | NoHostMatch { .. }
             | ContentMissing { .. } => ErrorClass::NotFound,
-            Registry(crate::registry::Error::Unauthorized { .. }) => ErrorClass::Authentication,
+            Registry(crate::registry::Error::Unauthorized { .. })
+            | Registry(crate::registry::Error::CredentialsWithheld { .. }) => {
+                ErrorClass::Authentication
+            }
             Registry(crate::registry::Error::Content(_)) => ErrorClass::BadInput,
             Registry(crate::registry::Error::CaFile { .. }) => ErrorClass::BadInput,
             // A certificate that does not verify is a connection setting to fix, not a fault
@@ -191,7 +206,10 @@ impl Error {
             PlatformNotFound { .. } | PlatformMismatch { .. } => "PlatformNotFound",
             PlatformConflict { .. } | NoHostMatch { .. } => "PlatformConflict",
             ContentMissing { .. } => "ContentMissing",
-            Registry(crate::registry::Error::Unauthorized { .. }) => "AuthenticationFailed",
+            Registry(crate::registry::Error::Unauthorized { .. })
+            | Registry(crate::registry::Error::CredentialsWithheld { .. }) => {
+                "AuthenticationFailed"
+            }
             Registry(crate::registry::Error::CaFile { .. }) => "TLSConfigInvalid",
             Registry(crate::registry::Error::Tls { .. }) => "TLSVerificationFailed",
             Registry(crate::registry::Error::PlainHttpServer { .. }) => "RegistryNotTLS",

@@ -62,10 +62,13 @@ fn find_ref(
             available: names(index),
         });
     }
-    // A full name (`docker.io/library/app:v1`) chooses exactly; a tag must name one image.
-    let exact: Vec<&Descriptor> =
-        index.manifests.iter().filter(|d| d.ref_name() == Some(reference)).collect();
-    let carrying = if exact.is_empty() { entries_tagged(layout, index, reference) } else { exact };
+    // A full name (`docker.io/library/app:v1`) chooses exactly; a tag must name one image,
+    // whether entries carry it as their whole name or as the tag of a full one.
+    let carrying: Vec<&Descriptor> = if is_valid_tag(reference) {
+        entries_tagged(layout, index, reference)
+    } else {
+        index.manifests.iter().filter(|d| d.ref_name() == Some(reference)).collect()
+    };
     match one_image(layout, reference, &carrying)? {
         Some(d) => Ok(d.clone()),
         None => Err(Error::RefNotFound {

@@ -2,6 +2,7 @@
 //! manifests and indexes children first, then tags. Nothing is tagged until everything
 //! under the tag is in the registry.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -221,10 +222,21 @@ impl<'a> Runner<'a> {
             plan.roots.iter().filter_map(|r| r.tag.as_ref().map(|t| (t, r))).collect();
         let max_height = tagged.iter().map(|(_, r)| planned(&r.desc).height).max().unwrap_or(0);
         let written = &Mutex::new(Vec::new());
+        // Each tag's PUT, while one is sent and unanswered (the registry may still commit it
+        // when the push stops then).
+        let on_wire: Vec<(&String, AtomicBool)> =
+            tagged.iter().map(|(t, _)| (*t, AtomicBool::new(false))).collect();
+        let on_wire = &on_wire;
+        let wire_of = |tag: &String| &on_wire.iter().find(|(t, _)| *t == tag).expect("tagged").1;
         let stopped = |signal| Error::Terminated {
             signal,
             stage: Stage::Tagging {
                 written: written.lock().expect("not poisoned").clone(),
+                in_flight: on_wire
+                    .iter()
+                    .filter(|(_, w)| w.load(Ordering::SeqCst))
+                    .map(|(t, _)| (*t).clone())
+                    .collect(),
                 total: tagged.len(),
             },
         };
@@ -244,11 +256,12 @@ impl<'a> Runner<'a> {
                                 return Err(stopped(signal));
                             }
                             self.client
-                                .put_manifest(
+                                .put_manifest_watched(
                                     self.target,
                                     TagOrDigest::Tag(tag),
                                     &m.bytes,
                                     &root.desc.media_type,
+                                    Some(wire_of(tag)),
                                 )
                                 .await?;
                             written.lock().expect("not poisoned").push((*tag).clone());
@@ -273,10 +286,11 @@ impl<'a> Runner<'a> {
             }
             Ok::<_, Error>(reports)
         };
+        // Finished work wins over a signal that arrives with it: all tags written is a push.
         let mut reports = tokio::select! {
             biased;
-            signal = stop.wait() => return Err(stopped(signal)),
             reports = waves => reports?,
+            signal = stop.wait() => return Err(stopped(signal)),
         };
         // Report tags in the order they were chosen.
         reports.sort_by_key(|t| tagged.iter().position(|(tag, _)| **tag == t.tag));

@@ -7,6 +7,13 @@ pub enum Error {
     /// The registry or its token service refused our credentials (401/403).
     #[error("authentication to {registry} failed{}: {detail}", scope_text(.scope))]
     Unauthorized { registry: String, scope: Option<String>, detail: String },
+    /// A host the registry sent a request to (a `Location`, a redirect) refused it without
+    /// credentials, which only ever go to the registry itself.
+    #[error(
+        "authentication to {registry} failed: {host}, where the registry sent the request, answered \
+         {status}; credentials for {registry} are never sent to another host"
+    )]
+    CredentialsWithheld { registry: String, host: String, status: u16 },
     /// The registry answered with a status we did not expect.
     #[error("{method} {url} answered {status}{}", code_text(.code, .message))]
     Status {

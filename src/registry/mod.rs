@@ -169,7 +169,7 @@ impl RegistryClient {
             Challenge::None => Ok(()),
             Challenge::Basic => {
                 let url = format!("{}/v2/", self.base);
-                let req = self.authorize(self.http.get(&url), &url, &[]).await?;
+                let (req, _) = self.authorize(self.http.get(&url), &url, &[]).await?;
                 let resp = req.send().await.map_err(|e| error::network("GET", &url, e))?;
                 match resp.status().as_u16() {
                     200..=299 => Ok(()),
@@ -226,16 +226,13 @@ impl RegistryClient {
     async fn token(&self, scopes: &[String]) -> Result<String, Error> {
         match self.challenge().await? {
             Challenge::Bearer { realm, service } => {
-                self.tokens
-                    .get(
-                        &self.http,
-                        &self.registry,
-                        realm,
-                        service.as_deref(),
-                        &self.credential,
-                        scopes,
-                    )
-                    .await
+                let realm = token::Realm {
+                    url: realm,
+                    service: service.as_deref(),
+                    timeout: self.request_timeout,
+                    plain_http: self.base.starts_with("http://"),
+                };
+                self.tokens.get(&self.http, &self.registry, &realm, &self.credential, scopes).await
             }
             _ => Err(Error::InvalidResponse {
                 url: self.base.clone(),
@@ -254,27 +251,40 @@ impl RegistryClient {
     }
 
     /// Adds whatever the registry's challenge asks for to a request to `url`: nothing when
-    /// `url` is not on the registry.
+    /// `url` is not on the registry. Returns the bearer token it added, if any.
     async fn authorize(
         &self,
         req: reqwest::RequestBuilder,
         url: &str,
         scopes: &[String],
-    ) -> Result<reqwest::RequestBuilder, Error> {
+    ) -> Result<(reqwest::RequestBuilder, Option<String>), Error> {
         if !self.is_registry(url) {
             tracing::debug!(url, registry = %self.base, "not sending credentials to another host");
-            return Ok(req);
+            return Ok((req, None));
         }
         Ok(match self.challenge().await? {
-            Challenge::None => req,
+            Challenge::None => (req, None),
             Challenge::Basic => match &self.credential {
                 Credential::Basic { username, password } => {
-                    req.basic_auth(username, Some(password.expose()))
+                    (req.basic_auth(username, Some(password.expose())), None)
                 }
-                _ => req,
+                _ => (req, None),
             },
-            Challenge::Bearer { .. } => req.bearer_auth(self.token(scopes).await?),
+            Challenge::Bearer { .. } => {
+                let token = self.token(scopes).await?;
+                (req.bearer_auth(&token), Some(token))
+            }
         })
+    }
+
+    /// The error for a 401 or 403 that `answered_url` gave (after any redirect): refused
+    /// credentials on the registry, or a host elsewhere that got none.
+    fn refused(&self, answered_url: &str, scopes: &[String], status: u16) -> Error {
+        if self.is_registry(answered_url) {
+            self.unauthorized(Some(scopes.join(" ")), status)
+        } else {
+            self.elsewhere_unauthorized(answered_url, status)
+        }
     }
 
     /// A host the registry sent us to (an upload `Location`) asked for credentials, which
@@ -286,15 +296,7 @@ impl RegistryClient {
                 u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
             })
             .unwrap_or_else(|| url.to_string());
-        Error::Unauthorized {
-            registry: self.registry.clone(),
-            scope: None,
-            detail: format!(
-                "{host}, where the registry's Location header sent the request, answered {status}; \
-                 credentials for {} are never sent to another host",
-                self.registry
-            ),
-        }
+        Error::CredentialsWithheld { registry: self.registry.clone(), host, status }
     }
 
     fn unauthorized(&self, scope: Option<String>, status: u16) -> Error {
@@ -378,6 +380,20 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), Error> {
+        self.put_manifest_watched(target, at, bytes, media_type, None).await
+    }
+
+    /// `put_manifest`, with `on_wire` true exactly while a request is sent and unanswered (a
+    /// caller that drops this future then knows whether the registry may still commit it).
+    pub async fn put_manifest_watched(
+        &self,
+        target: &Target,
+        at: TagOrDigest<'_>,
+        bytes: &[u8],
+        media_type: &str,
+        on_wire: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
         let url = match at {
             TagOrDigest::Tag(t) => format!("{}/v2/{}/manifests/{t}", self.base, target.repository),
             TagOrDigest::Digest(d) => {
@@ -392,13 +408,16 @@ impl RegistryClient {
         })?;
         let scopes = [push_scope(&target.repository)];
         self.retrying(&format!("PUT manifest {url}"), || async {
-            let resp = self
+            on_wire.inspect(|w| w.store(true, Ordering::SeqCst));
+            let sent = self
                 .send_with_auth("PUT", &url, &scopes, |c| {
                     c.put(&url)
                         .header(reqwest::header::CONTENT_TYPE, content_type.clone())
                         .body(bytes.to_vec())
                 })
-                .await?;
+                .await;
+            on_wire.inspect(|w| w.store(false, Ordering::SeqCst));
+            let resp = sent?;
             match resp.status().as_u16() {
                 200..=299 => Ok(()),
                 _ => Err(error::from_response("PUT", &url, resp).await),
@@ -417,20 +436,18 @@ impl RegistryClient {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
         for attempt in 0..2 {
-            let req = self
+            let (req, token) = self
                 .authorize(build(&self.http).timeout(self.request_timeout), url, scopes)
                 .await?;
             let resp = req.send().await.map_err(|e| error::network(method, url, e))?;
             let status = resp.status().as_u16();
-            if (status == 401 || status == 403) && !self.is_registry(url) {
-                return Err(self.elsewhere_unauthorized(url, status));
-            }
             if status == 401 || status == 403 {
-                if attempt == 0 && matches!(self.challenge().await?, Challenge::Bearer { .. }) {
-                    self.tokens.invalidate(scopes).await;
+                let answered = resp.url().to_string();
+                if let Some(token) = token.filter(|_| attempt == 0 && self.is_registry(&answered)) {
+                    self.tokens.invalidate(scopes, &token).await;
                     continue;
                 }
-                return Err(self.unauthorized(Some(scopes.join(" ")), status));
+                return Err(self.refused(&answered, scopes, status));
             }
             return Ok(resp);
         }

@@ -102,8 +102,19 @@ impl TokenCache {
         slots.entry(scopes.join(" ")).or_default().clone()
     }
 
-    pub async fn invalidate(&self, scopes: &[String]) {
+    /// Forgets the token for `scopes`, whichever it is.
+    pub async fn forget(&self, scopes: &[String]) {
         *self.slot(scopes).lock().await = None;
+    }
+
+    /// Forgets the token for `scopes` if it is still `refused` (requests refused together
+    /// with one stale token renew it once, not once each).
+    pub async fn invalidate(&self, scopes: &[String], refused: &str) {
+        let slot = self.slot(scopes);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|t| t.token == refused) {
+            *cached = None;
+        }
     }
 
     /// A token for `scopes`, from the cache or from the realm.
@@ -111,8 +122,7 @@ impl TokenCache {
         &self,
         http: &reqwest::Client,
         registry: &str,
-        realm: &str,
-        service: Option<&str>,
+        realm: &Realm<'_>,
         credential: &Credential,
         scopes: &[String],
     ) -> Result<String, Error> {
@@ -123,10 +133,20 @@ impl TokenCache {
         {
             return Ok(t.token.clone());
         }
-        let (token, lifetime) = fetch(http, registry, realm, service, credential, scopes).await?;
+        let (token, lifetime) = fetch(http, registry, realm, credential, scopes).await?;
         *cached = Some(CachedToken { token: token.clone(), expires: Instant::now() + lifetime });
         Ok(token)
     }
+}
+
+/// The token service a registry's challenge names.
+pub struct Realm<'a> {
+    pub url: &'a str,
+    pub service: Option<&'a str>,
+    /// Longest a token request may take (it holds back every request needing that token).
+    pub timeout: Duration,
+    /// Credentials may go to a plain-HTTP realm (only when the registry itself is HTTP).
+    pub plain_http: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -139,11 +159,23 @@ struct TokenResponse {
 async fn fetch(
     http: &reqwest::Client,
     registry: &str,
-    realm: &str,
-    service: Option<&str>,
+    realm_of: &Realm<'_>,
     credential: &Credential,
     scopes: &[String],
 ) -> Result<(String, Duration), Error> {
+    let (realm, service) = (realm_of.url, realm_of.service);
+    if realm.starts_with("http://")
+        && !realm_of.plain_http
+        && !matches!(credential, Credential::Anonymous)
+    {
+        return Err(Error::InvalidResponse {
+            url: realm.to_string(),
+            reason: format!(
+                "the token service of {registry} is plain HTTP; credentials are not sent there \
+                 (with --plain-http, for a registry that is itself plain HTTP, they are)"
+            ),
+        });
+    }
     let request = match credential {
         Credential::IdentityToken(refresh) => {
             // OAuth2 refresh-token grant, as docker does with an identity token.
@@ -160,6 +192,7 @@ async fn fetch(
             let body =
                 url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
             http.post(realm)
+                .timeout(realm_of.timeout)
                 .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(body)
                 .send()
@@ -173,7 +206,7 @@ async fn fetch(
             for s in scopes {
                 query.push(("scope", s));
             }
-            let mut req = http.get(realm).query(&query);
+            let mut req = http.get(realm).timeout(realm_of.timeout).query(&query);
             if let Credential::Basic { username, password } = other {
                 req = req.basic_auth(username, Some(password.expose()));
             }

@@ -355,7 +355,7 @@ impl RegistryClient {
             return Err(failure);
         }
         if failure.is_unauthorized() {
-            self.tokens.invalidate(scopes).await;
+            self.tokens.forget(scopes).await;
         }
         let Some(delay) = self.retry.next_delay(*attempt, started, failure.retry_after()) else {
             return Err(failure);
@@ -397,7 +397,7 @@ impl RegistryClient {
         if offset > 0 {
             req = req.header(reqwest::header::CONTENT_RANGE, format!("{offset}-{}", size - 1));
         }
-        let req = self.authorize(req.body(body), location, &scopes).await?;
+        let (req, _) = self.authorize(req.body(body), location, &scopes).await?;
         let stall_timeout = self.stall_timeout;
         let watchdog = async {
             let mut last = (moved.load(std::sync::atomic::Ordering::Relaxed), Instant::now());
@@ -428,10 +428,7 @@ impl RegistryClient {
         let resp = sent.map_err(|e| error::network("PATCH", location, e))?;
         match resp.status().as_u16() {
             202 | 204 => self.resolve_location(location, &resp),
-            401 | 403 if !self.is_registry(location) => {
-                Err(self.elsewhere_unauthorized(location, resp.status().as_u16()))
-            }
-            401 | 403 => Err(self.unauthorized(Some(scopes.join(" ")), resp.status().as_u16())),
+            401 | 403 => Err(self.refused(resp.url().as_str(), &scopes, resp.status().as_u16())),
             _ => Err(error::from_response("PATCH", location, resp).await),
         }
     }

@@ -79,10 +79,11 @@ The rules of the controller's role: exactly the API calls src/controller/ makes
 (tests/chart.rs checks them against the calls seen in an end-to-end run).
 */}}
 {{- define "imagepush.controllerRules" -}}
-# Watch ImagePush objects (the controller's reflector lists and watches; it never GETs one).
+# Watch ImagePush objects (the controller's reflector lists and watches them), and read one
+# afresh before starting a worker, so a cache that lags never starts a Job twice.
 - apiGroups: ["imagepush.dev"]
   resources: ["imagepushes"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "get"]
 # Write status, conditions and progress (JSON merge patch of the status subresource).
 - apiGroups: ["imagepush.dev"]
   resources: ["imagepushes/status"]

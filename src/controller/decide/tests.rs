@@ -21,6 +21,7 @@ fn job(generation: i64, attempt: u32) -> JobFacts {
         attempt,
         finished: None,
         deleting: false,
+        deleting_since: None,
     }
 }
 
@@ -141,8 +142,8 @@ impl Case {
 fn problem(step: &Step) -> Option<&Problem> {
     match step {
         Step::Stall { problem, .. }
-        | Step::Wait { problem, .. }
-        | Step::Pending { problem, .. }
+        | Step::Blocked { problem, .. }
+        | Step::NotStarting { problem, .. }
         | Step::RetryAt { problem, .. } => Some(problem),
         _ => None,
     }
@@ -202,7 +203,7 @@ fn a_spec_problem_stalls_for_good() {
     let mut c = case();
     c.valid = Err(Invalid { reason: "HostPathNotAllowed", message: "no".into() });
     match c.decide() {
-        Step::Stall { problem, delete: None, spec: true } => {
+        Step::Stall { problem, delete: None, spec_invalid: true } => {
             assert_eq!(problem.reason, "HostPathNotAllowed")
         }
         other => panic!("{other:?}"),
@@ -225,7 +226,7 @@ fn the_first_job_waits_for_what_it_mounts() {
     let step = with(Presence::Missing, Some(Presence::Missing));
     assert_eq!(reason(&step), reasons::PVC_NOT_FOUND);
     assert!(message(&step).contains("\"layouts\" does not exist in namespace ns"), "{step:?}");
-    assert!(matches!(step, Step::Wait { recheck, .. } if recheck == Duration::from_secs(120)));
+    assert!(matches!(step, Step::Blocked { recheck, .. } if recheck == Duration::from_secs(120)));
     assert_eq!(
         reason(&with(Presence::Present, Some(Presence::Missing))),
         reasons::SECRET_NOT_FOUND
@@ -322,6 +323,17 @@ fn a_worker_that_cannot_start_says_why() {
             "",
         ),
         (
+            "attaching",
+            Some(pod("Pending", waiting("ContainerCreating", ""))),
+            vec![event(
+                "FailedMount",
+                "Unable to attach or mount volumes: timed out waiting for the condition",
+            )],
+            Want::Pending,
+            reasons::WORKER_MOUNT_FAILED,
+            "timed out waiting",
+        ),
+        (
             "pull",
             Some(pod("Pending", waiting("ErrImagePull", "failed to pull image \"x\": not found"))),
             vec![],
@@ -413,9 +425,9 @@ fn a_worker_that_cannot_start_says_why() {
         let step = c.decide();
         let shape = match (&want, &step) {
             (Want::Running, Step::Running { .. }) => true,
-            (Want::Pending, Step::Pending { .. }) => true,
-            (Want::Wait, Step::Wait { recheck, .. }) => *recheck <= Duration::from_secs(60),
-            (Want::StallAndDelete, Step::Stall { delete: Some(j), spec: false, .. }) => {
+            (Want::Pending, Step::NotStarting { .. }) => true,
+            (Want::Wait, Step::Blocked { recheck, .. }) => *recheck <= Duration::from_secs(60),
+            (Want::StallAndDelete, Step::Stall { delete: Some(j), spec_invalid: false, .. }) => {
                 *j == job(2, 1).name
             }
             _ => false,
@@ -434,6 +446,8 @@ fn a_worker_that_cannot_start_says_why() {
                 message(&step).contains("worker job app-2-1-0a1b2 cannot start"),
                 "{name}: {step:?}"
             );
+            // A reason the worker cannot start is one that stays until there is news.
+            assert!(CANNOT_START.contains(&want_reason), "{want_reason} is not in CANNOT_START");
         }
     }
 }
@@ -469,7 +483,11 @@ fn a_reported_start_problem_stays_until_there_is_news() {
 fn a_push_that_ended_beside_a_sidecar_is_the_outcome() {
     let p = PodFacts { others_running: true, ..pod("Running", terminated(0, "Completed", "")) };
     let c = case().jobs(vec![job(2, 1)]).worker(Some(p), vec![], Some(ok_report()));
-    assert_eq!(c.decide(), Step::Succeeded { job: job(2, 1).name, report: Box::new(ok_report()) });
+    // The Job would not finish while the sidecar runs: it goes once the outcome is known.
+    let name = job(2, 1).name;
+    let want =
+        Step::Succeeded { job: name.clone(), report: Box::new(ok_report()), delete: Some(name) };
+    assert_eq!(c.decide(), want);
 }
 
 #[test]
@@ -486,7 +504,7 @@ fn finished_jobs_end_in_success_a_stall_or_a_retry() {
         Some(failed_report("AuthenticationFailed", false, None)),
         None,
     );
-    assert!(matches!(&auth, Step::Stall { delete: None, spec: false, .. }), "{auth:?}");
+    assert!(matches!(&auth, Step::Stall { delete: None, spec_invalid: false, .. }), "{auth:?}");
     assert_eq!(reason(&auth), "AuthenticationFailed");
     // The deadline ends a push for good, whatever the worker said as it was stopped.
     let late = with(
@@ -531,18 +549,20 @@ fn retries_wait_for_the_backoff_and_the_registry_and_survive_clock_skew() {
         c.decide()
     };
     let at = |step: Step| match step {
-        Step::RetryAt { at, attempt: 1, .. } => at,
+        Step::RetryAt { at, attempt: 1, delete: None, .. } => at,
         other => panic!("{other:?}"),
     };
-    // 30 s backoff, 10 s gone.
-    assert_eq!(at(retry(10, None, Default::default())), t0() + secs(20));
+    // Counted from when the controller first sees the failure, by its own clock: the Job's
+    // finish time is the cluster's clock. Whether that says 10 s ago, 10 minutes ago (a
+    // controller clock ahead of the cluster's, or a controller that was down) or 5 minutes
+    // from now (a cluster clock ahead), the whole 30 s backoff is waited.
+    for ago in [10, 600, -300] {
+        assert_eq!(at(retry(ago, None, Default::default())), t0() + secs(30), "{ago}");
+    }
     // The registry asked for 600 s.
-    assert_eq!(at(retry(10, Some(600), Default::default())), t0() + secs(590));
-    // The cluster's clock is 5 minutes ahead: the failure seems to lie in the future. That
-    // counts as no time gone (a full wait), never as "long ago".
-    assert_eq!(at(retry(-300, None, Default::default())), t0() + secs(30));
-    // Long gone: start the next attempt now.
-    assert_eq!(retry(31, None, Default::default()), Step::Create { attempt: 2 });
+    assert_eq!(at(retry(10, Some(600), Default::default())), t0() + secs(600));
+    // A registry asking for ever is asked again after 6 hours, and nothing overflows.
+    assert_eq!(at(retry(10, Some(u64::MAX), Default::default())), t0() + secs(6 * 3600));
     // Once promised (this attempt, this Job), the time stands, whatever the cluster's clock.
     let promised = |t: Timestamp| ImagePushStatus {
         attempt: Some(1),
@@ -555,7 +575,53 @@ fn retries_wait_for_the_backoff_and_the_registry_and_survive_clock_skew() {
     // A promise about another attempt does not count.
     let mut other = promised(t0() - secs(1));
     other.attempt = Some(3);
-    assert_eq!(at(retry(10, None, other)), t0() + secs(20));
+    assert_eq!(at(retry(10, None, other)), t0() + secs(30));
+}
+
+/// An earlier generation's Job that does not go away (its pod on a node that is gone) is
+/// waited for, and after two minutes that is said, stalled, with the Job named.
+#[test]
+fn an_earlier_worker_that_does_not_stop_is_reported() {
+    let stopping = |for_secs: i64| JobFacts {
+        deleting: true,
+        deleting_since: Some(t0() - secs(for_secs)),
+        ..job(1, 1)
+    };
+    let waiting = case().jobs(vec![stopping(60)]).decide();
+    assert_eq!(waiting, Step::WaitForJobs { jobs: vec![job(1, 1).name] });
+    let step = case().jobs(vec![stopping(180)]).decide();
+    assert!(matches!(step, Step::Blocked { .. }), "{step:?}");
+    assert_eq!(reason(&step), reasons::PREVIOUS_WORKER_STOPPING);
+    assert!(message(&step).contains(&job(1, 1).name), "{step:?}");
+    assert!(message(&step).contains("--force"), "{step:?}");
+}
+
+/// A worker that never started, whose Job then ran out of time, stalls with the reason it
+/// could not start (what is to fix), not as a timed-out push.
+#[test]
+fn a_timeout_keeps_the_reason_the_worker_could_not_start() {
+    let mut c = case().jobs(vec![finished_job(2, 1, false, "DeadlineExceeded", 1)]).worker(
+        None,
+        vec![],
+        None,
+    );
+    c.status.job_name = Some(job(2, 1).name);
+    let mut conditions = vec![];
+    let text = "pod p: FailedMount: secret \"regcred\" not found";
+    crate::controller::status::set_condition(
+        &mut conditions,
+        "Ready",
+        false,
+        reasons::WORKER_MOUNT_FAILED,
+        text,
+        2,
+    );
+    c.status.conditions = conditions;
+    let step = c.decide();
+    assert!(matches!(step, Step::Stall { .. }), "{step:?}");
+    assert_eq!(reason(&step), reasons::WORKER_MOUNT_FAILED);
+    assert!(message(&step).contains("regcred"), "{step:?}");
+    assert!(message(&step).contains("timed out"), "{step:?}");
 }
 
 #[test]
@@ -571,12 +637,15 @@ fn refused_jobs_stall_or_wait_with_the_server_message() {
         "Job.batch \"x\" is invalid: spec.template.spec.nodeName: Invalid value",
     )
     .unwrap();
-    assert!(matches!(invalid, Step::Stall { delete: None, spec: false, .. }), "{invalid:?}");
+    assert!(
+        matches!(invalid, Step::Stall { delete: None, spec_invalid: false, .. }),
+        "{invalid:?}"
+    );
     assert_eq!(reason(&invalid), reasons::WORKER_JOB_REJECTED);
     assert!(message(&invalid).contains("nodeName: Invalid value"));
     let forbidden = job_create_refused(403, "jobs.batch is forbidden: exceeded quota").unwrap();
     assert_eq!(reason(&forbidden), reasons::WORKER_JOB_FORBIDDEN);
-    assert!(matches!(forbidden, Step::Wait { .. }));
+    assert!(matches!(forbidden, Step::Blocked { .. }));
     for transient in [429, 500, 503, 504] {
         assert_eq!(job_create_refused(transient, "busy"), None, "{transient}");
     }

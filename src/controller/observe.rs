@@ -1,0 +1,123 @@
+//! The reads of a reconcile: the ImagePush's worker Jobs, whether what a worker mounts
+//! exists, and the worker of one Job (its newest pod, the warnings about it, what it wrote).
+//! Each returns the plain facts `decide` reasons over; none writes anything.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{ListParams, LogParams};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use super::decide::{Dependencies, Presence};
+use super::facts::{self, ContainerState, JobFacts, WorkerFacts};
+use super::{Context, Error, job};
+use crate::crd::ImagePush;
+
+/// Lines of a running worker's log read for its latest progress.
+const PROGRESS_TAIL: i64 = 20;
+
+/// Whether `ip` is `job`'s controller (ownerReferences can be written by anyone who may
+/// create Jobs; only a controller reference with the ImagePush's uid counts).
+pub fn controlled_by(job: &Job, ip: &ImagePush) -> bool {
+    job.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == ip.metadata.uid.as_ref())
+}
+
+/// The ImagePush's worker Jobs of every generation: by label, controlled by it, and named
+/// as the controller names them for their generation and attempt.
+pub async fn owned_jobs(ctx: &Context, ip: &ImagePush, ns: &str) -> Result<Vec<JobFacts>, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let name = ip.name_any();
+    let selector = format!("{}={}", job::LABEL_NAME, job::name_label(&name));
+    let list = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+    let uid = ip.metadata.uid.clone().unwrap_or_default();
+    Ok(list
+        .iter()
+        .filter(|j| controlled_by(j, ip))
+        .map(facts::job_facts)
+        .filter(|f| f.name == job::job_name(&name, &uid, f.generation, f.attempt))
+        .collect())
+}
+
+/// Whether the claim and the Secret the worker mounts exist (metadata only: the controller
+/// never reads credentials).
+pub async fn dependencies(ctx: &Context, ip: &ImagePush, ns: &str) -> Result<Dependencies, Error> {
+    let mut deps = Dependencies { claim: None, secret: None };
+    if let Some(pvc) = &ip.spec.source.persistent_volume_claim {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+        let found = claims.get_metadata_opt(&pvc.claim_name).await?.is_some();
+        deps.claim = Some((pvc.claim_name.clone(), presence(found)));
+    }
+    if let Some(secret) = &ip.spec.credentials_secret {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let seen = match secrets.get_metadata_opt(&secret.name).await {
+            Ok(found) => presence(found.is_some()),
+            // Not allowed to look (the chart's rbac.checkSecrets=false): the worker finds out.
+            Err(kube::Error::Api(e)) if e.code == 403 => Presence::Unknown,
+            Err(e) => return Err(e.into()),
+        };
+        deps.secret = Some((secret.name.clone(), seen));
+    }
+    Ok(deps)
+}
+
+fn presence(found: bool) -> Presence {
+    if found { Presence::Present } else { Presence::Missing }
+}
+
+/// The newest pod of `job` (by the Job's uid, never by its reusable name), the Warning events
+/// that say why it does not start (only while it has none or a pending one), and what the
+/// worker wrote: the log's tail while it runs, the whole log and the termination message when
+/// its end matters (the Job finished, or a sidecar keeps the pod running after it).
+pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFacts, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("controller-uid={}", job.uid);
+    let list = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    let pod = facts::newest_pod(&list).map(facts::pod_facts);
+    let mut worker = WorkerFacts { pod: pod.clone(), ..Default::default() };
+    let Some(pod) = pod else {
+        if job.finished.is_none() {
+            worker.events = warning_events(ctx, ns, &job.uid).await?;
+        }
+        return Ok(worker);
+    };
+    let tail = match &pod.push {
+        Some(ContainerState::Running) => Some(PROGRESS_TAIL),
+        Some(ContainerState::Terminated { .. }) if job.finished.is_some() || pod.others_running => {
+            None
+        }
+        Some(ContainerState::Terminated { .. }) => return Ok(worker),
+        None | Some(ContainerState::Waiting { .. }) => {
+            if pod.phase == "Pending" && pod.unscheduled.is_none() {
+                worker.events = warning_events(ctx, ns, &pod.uid).await?;
+            }
+            return Ok(worker);
+        }
+    };
+    let params = LogParams {
+        container: Some(job::CONTAINER.into()),
+        tail_lines: tail,
+        ..Default::default()
+    };
+    match pods.logs(&pod.name, &params).await {
+        Ok(log) => (worker.report, worker.progress) = facts::parse_worker_log(&log),
+        Err(e) => warn!(pod = %pod.name, error = %e, "cannot read the worker's log"),
+    }
+    if worker.report.is_none() {
+        worker.report = facts::termination_report(&pod);
+    }
+    Ok(worker)
+}
+
+/// Warning events about the object with this uid (core/v1, where the Job controller,
+/// scheduler and kubelet write them).
+async fn warning_events(
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+) -> Result<Vec<facts::EventFacts>, Error> {
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let params = ListParams::default().fields(&format!("involvedObject.uid={uid},type=Warning"));
+    Ok(facts::warning_events(&events.list(&params).await?.items))
+}
