@@ -13,3 +13,5 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod shutdown;
+pub mod source;
+pub mod worker;

@@ -271,6 +271,8 @@ async fn a_burst_of_503s_on_upload_starts_waits_out_retry_after_and_costs_no_blo
     let requests = proxy.requests();
     assert_eq!(proxy.http_faults(), 3, "{}", show(&requests));
     assert_eq!(run.stdout.matches("Retrying POST upload").count(), 3, "{}", run.stdout);
+    // Said once each: the output shows them, the log does not repeat them.
+    assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
     assert_landed(&registry, &b, &image).await;
     // The refused POSTs never opened a session: one per blob reached the registry.
     assert_eq!(count(&requests, "POST", "/blobs/uploads/", false), blobs, "{}", show(&requests));

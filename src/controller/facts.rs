@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use super::job;
 use crate::push::progress::ProgressLine;
 use crate::push::report::PushReport;
+use crate::worker::WorkerLine;
 
 /// One worker Job of the ImagePush (owned by it).
 #[derive(Debug, Clone, PartialEq)]
@@ -174,20 +175,15 @@ pub fn warning_events(events: &[Event]) -> Vec<EventFacts> {
     out
 }
 
-/// The report (`{"event":"report"}`) and the latest progress (`{"event":"progress"}`) in a
-/// worker's log of JSON lines, reading from the end.
+/// The report and the latest progress in a worker's log (its `WorkerLine`s among other
+/// output), reading from the end.
 pub fn parse_worker_log(log: &str) -> (Option<PushReport>, Option<ProgressLine>) {
     let mut report = None;
     let mut progress = None;
     for line in log.lines().rev() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        match v.get("event").and_then(|e| e.as_str()) {
-            Some("report") if report.is_none() => {
-                report = serde_json::from_value::<PushReport>(v["report"].clone()).ok();
-            }
-            Some("progress") if progress.is_none() => {
-                progress = serde_json::from_value::<ProgressLine>(v["progress"].clone()).ok();
-            }
+        match WorkerLine::parse(line) {
+            Some(WorkerLine::Report { report: r }) if report.is_none() => report = Some(*r),
+            Some(WorkerLine::Progress { progress: p }) if progress.is_none() => progress = Some(p),
             _ => {}
         }
         if report.is_some() && progress.is_some() {

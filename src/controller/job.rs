@@ -22,6 +22,7 @@ use kube::Resource;
 use sha2::Digest as _;
 
 use crate::crd::{CaSource, ImagePush, ImagePushSpec, LocalObjectReference};
+use crate::worker::WorkerCommand;
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "imagepush.dev/name";
@@ -186,16 +187,17 @@ fn ca_volume(ca: &CaSource) -> Volume {
 /// them.
 fn volumes_and_args(spec: &ImagePushSpec, layout: LayoutSource) -> (Mounts, Vec<String>) {
     let mut m = Mounts::default();
-    let mut args: Vec<String> = vec![
-        "push".into(),
-        "--progress".into(),
-        "json".into(),
-        "--termination-message".into(),
-        TERMINATION_LOG.into(),
-        // Symlinks in the volume must not lead the worker out of it.
-        "--layout-root".into(),
-        layout.root.clone(),
-    ];
+    let mut cmd = WorkerCommand {
+        layout_root: layout.root.clone(),
+        layout: layout.dir.clone(),
+        target: spec.target.clone(),
+        termination_message: TERMINATION_LOG.into(),
+        reference: spec.source.reference.clone(),
+        platform: spec.platform.clone(),
+        mount_from: spec.mount_from.clone(),
+        max_concurrent_uploads: spec.max_concurrent_uploads,
+        ..Default::default()
+    };
     m.add(layout.volume, &layout.root, true);
     // The root filesystem is read-only; the engine needs no scratch space, but a small
     // tmpfs keeps libraries that want /tmp happy.
@@ -211,33 +213,16 @@ fn volumes_and_args(spec: &ImagePushSpec, layout: LayoutSource) -> (Mounts, Vec<
     );
     if let Some(secret) = &spec.credentials_secret {
         m.add(credentials_volume(secret), CREDENTIALS_MOUNT, true);
-        args.extend(["--registry-config".into(), CREDENTIALS_MOUNT.into()]);
+        cmd.registry_config = Some(CREDENTIALS_MOUNT.into());
     }
     let connection = spec.connection.clone().unwrap_or_default();
-    if connection.plain_http {
-        args.push("--plain-http".into());
-    }
-    if connection.insecure_skip_tls_verify {
-        args.push("--insecure-skip-tls-verify".into());
-    }
+    cmd.plain_http = connection.plain_http;
+    cmd.insecure_skip_tls_verify = connection.insecure_skip_tls_verify;
     if let Some(ca) = &connection.ca {
         m.add(ca_volume(ca), CA_MOUNT, true);
-        args.extend(["--ca-file".into(), format!("{CA_MOUNT}/ca.crt")]);
+        cmd.ca_file = Some(format!("{CA_MOUNT}/ca.crt"));
     }
-    if let Some(r) = &spec.source.reference {
-        args.extend(["--ref".into(), r.clone()]);
-    }
-    if let Some(p) = &spec.platform {
-        args.extend(["--platform".into(), p.clone()]);
-    }
-    for repo in &spec.mount_from {
-        args.extend(["--mount-from".into(), repo.clone()]);
-    }
-    if let Some(n) = spec.max_concurrent_uploads {
-        args.extend(["--max-concurrent-uploads".into(), n.to_string()]);
-    }
-    args.push(layout.dir);
-    args.push(spec.target.clone());
+    let args = cmd.args();
     (m, args)
 }
 

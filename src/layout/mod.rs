@@ -9,6 +9,7 @@
 //! It never writes the layout: nothing is created, modified, locked or removed, and
 //! every file is opened read-only.
 
+pub mod content;
 mod error;
 mod files;
 mod reader;

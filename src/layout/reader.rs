@@ -7,9 +7,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
-use super::{BlobVerifier, Error, files};
+use super::{BlobVerifier, Error, content, files};
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
 
@@ -90,8 +89,8 @@ impl LayoutReader {
             });
         };
         let bytes = files::read_capped(file, &meta, &path, INDEX_JSON_LIMIT)?;
-        let index: ImageIndex = parse(&path, &bytes)?;
-        check_schema_version(&path, index.schema_version)?;
+        let index: ImageIndex = content::parse(&path, &bytes)?;
+        content::check_schema_version(&path, index.schema_version)?;
         Ok(index)
     }
 
@@ -125,20 +124,20 @@ impl LayoutReader {
     /// Reads and parses an index blob: `desc` must have an index media type, the content's
     /// schemaVersion must be 2 and its `mediaType`, if present, must equal the descriptor's.
     pub fn read_index(&self, desc: &Descriptor) -> Result<ImageIndex, Error> {
-        self.expect_media_type(desc, oci::is_index, "an image index media type")?;
-        let index: ImageIndex = self.read_json(desc)?;
-        check_schema_version(&self.blob_path(&desc.digest), index.schema_version)?;
-        self.check_content_media_type(desc, index.media_type.as_deref())?;
-        Ok(index)
+        let bytes = self.read_checked(desc, oci::is_index)?;
+        content::parse_index(&self.root, desc, &bytes)
     }
 
     /// Reads and parses a manifest blob, with the same checks as `read_index`.
     pub fn read_manifest(&self, desc: &Descriptor) -> Result<ImageManifest, Error> {
-        self.expect_media_type(desc, oci::is_manifest, "an image manifest media type")?;
-        let manifest: ImageManifest = self.read_json(desc)?;
-        check_schema_version(&self.blob_path(&desc.digest), manifest.schema_version)?;
-        self.check_content_media_type(desc, manifest.media_type.as_deref())?;
-        Ok(manifest)
+        let bytes = self.read_checked(desc, oci::is_manifest)?;
+        content::parse_manifest(&self.root, desc, &bytes)
+    }
+
+    /// The blob's bytes when its media type is of the kind `accepts`; otherwise nothing is
+    /// read and the parser names the wrong media type.
+    fn read_checked(&self, desc: &Descriptor, accepts: fn(&str) -> bool) -> Result<Vec<u8>, Error> {
+        if accepts(&desc.media_type) { self.read_blob(desc) } else { Ok(Vec::new()) }
     }
 
     /// Opens a blob for streaming: checks it is a regular file inside the layout whose
@@ -169,56 +168,6 @@ impl LayoutReader {
     /// `blobs/<alg>/<hex>`; `Digest` guarantees both parts are safe path components.
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
-    }
-
-    fn read_json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, Error> {
-        let bytes = self.read_blob(desc)?;
-        parse(&self.blob_path(&desc.digest), &bytes)
-    }
-
-    fn expect_media_type(
-        &self,
-        desc: &Descriptor,
-        accepts: fn(&str) -> bool,
-        wanted: &'static str,
-    ) -> Result<(), Error> {
-        if accepts(&desc.media_type) {
-            return Ok(());
-        }
-        Err(Error::UnexpectedMediaType {
-            digest: desc.digest.clone(),
-            media_type: desc.media_type.clone(),
-            wanted,
-            layout: self.root.clone(),
-        })
-    }
-
-    fn check_content_media_type(
-        &self,
-        desc: &Descriptor,
-        content: Option<&str>,
-    ) -> Result<(), Error> {
-        match content {
-            Some(content) if content != desc.media_type => Err(Error::MediaTypeMismatch {
-                digest: desc.digest.clone(),
-                descriptor: desc.media_type.clone(),
-                content: content.to_string(),
-                layout: self.root.clone(),
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(Error::json(path))
-}
-
-fn check_schema_version(path: &Path, found: u32) -> Result<(), Error> {
-    if found == 2 {
-        Ok(())
-    } else {
-        Err(Error::InvalidSchemaVersion { path: path.to_path_buf(), found })
     }
 }
 

@@ -1,16 +1,21 @@
 //! The push engine: from an OCI image layout to a registry with `docker push` semantics.
 //!
-//! `resolve` decides what to push (tags, platform, index fallback), `plan` lists the
-//! content children first, `run` pushes it (blobs, then manifests and indexes, then tags),
-//! and `report` is what comes out. The engine reads the layout and never writes it; the
-//! only file it may write is the sources file, after a successful push.
+//! A `Source` (a layout) gives content; the image `graph` reads each manifest and index of it
+//! once; `select` picks the entries and tags, `resolve` the platform or the index fallback,
+//! `plan` lists the content children first, and `run` pushes it into a `Destination` (one
+//! repository of a registry): blobs, then manifests and indexes, then tags. `report` is what
+//! comes out. The engine never writes the source; the only file it may write is the sources
+//! file, after a successful push.
 
+pub mod destination;
 mod error;
+pub mod graph;
 pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod resolve;
 mod run;
+pub mod select;
 pub mod sources;
 
 use std::path::PathBuf;
@@ -21,12 +26,17 @@ pub use error::{Error, ErrorClass, Stage};
 pub use progress::{Event, Progress};
 pub use report::{BlobOutcome, PushReport};
 
+use destination::{Destination, RegistryRepository};
+use graph::Graph;
+
 use crate::auth::Credential;
 use crate::layout::LayoutReader;
+use crate::oci;
 use crate::platform::Platform;
 use crate::reference::Target;
 use crate::registry::{ConnectOptions, RegistryClient};
 use crate::shutdown::Shutdown;
+use crate::source::Source;
 
 /// Uploads in flight at once unless told otherwise. Measured on a 2-core machine against
 /// distribution 2.8: 4 streams reach the registry's CPU limit; more only add contention.
@@ -57,7 +67,7 @@ pub struct PushOptions {
 
 /// Pushes the layout to the target and returns what happened. A stop requested on `stop`
 /// (a signal) ends the push at once with [`Error::Terminated`]: requests in flight are
-/// dropped, nothing more is started, and above all no tag is written after it.
+/// dropped, nothing more is started, and above all no tag PUT starts after it.
 pub async fn push(
     opts: &PushOptions,
     progress: Arc<dyn Progress>,
@@ -71,13 +81,20 @@ pub async fn push(
         });
     }
     let target = &opts.target;
-    let Prepared { layout, client, candidates, plan } =
-        until_stopped(stop, Stage::Preparing, prepare(opts, &progress)).await?;
+    let (graph, selected, candidates) =
+        until_stopped(stop, Stage::Preparing, read_source(opts)).await?;
+    let client = until_stopped(stop, Stage::Preparing, connect(opts, &progress)).await?;
+    let destination = RegistryRepository { client: &client, target };
+    let plan = until_stopped(
+        stop,
+        Stage::Preparing,
+        plan(opts, &graph, selected, &destination, &candidates, &progress),
+    )
+    .await?;
 
     let runner = run::Runner::new(
-        &client,
-        &layout,
-        target,
+        &destination,
+        &graph,
         &candidates,
         progress.clone(),
         opts.max_concurrent_uploads,
@@ -97,9 +114,12 @@ pub async fn push(
     report.manifests = manifests;
     report.recount();
 
-    if let Some(path) = &opts.sources {
+    if let Some(path) = opts.sources.clone() {
         let digests: Vec<_> = report.blobs.iter().map(|b| b.digest.clone()).collect();
-        sources::record(path, &digests, &target.repository_name())?;
+        let repository = target.repository_name();
+        tokio::task::spawn_blocking(move || sources::record(&path, &digests, &repository))
+            .await
+            .expect("recording sources does not panic")?;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -119,22 +139,25 @@ async fn until_stopped<T>(
     }
 }
 
-/// What the push works from once it knows what to push.
-struct Prepared {
-    layout: LayoutReader,
-    client: RegistryClient,
-    candidates: sources::MountCandidates,
-    plan: plan::Plan,
+/// What a push reads from files before the registry is contacted: the source's image graph,
+/// the entries the push takes, and the mount candidates (the sources file). Off the runtime's
+/// threads: it reads and hashes files.
+async fn read_source(opts: &PushOptions) -> Result<SourceRead, Error> {
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || {
+        let source: Arc<dyn Source> = Arc::new(LayoutReader::open(&opts.layout)?);
+        let graph = Arc::new(Graph::open(source)?);
+        let selected = select::select_roots(&graph, &opts.target, opts.reference.as_deref())?;
+        Ok((graph, selected, mount_candidates(&opts)?))
+    })
+    .await
+    .expect("reading the source does not panic")
 }
 
-/// Everything before the first upload: the layout, what to push, registry access, and that
-/// no content is missing everywhere.
-async fn prepare(opts: &PushOptions, progress: &Arc<dyn Progress>) -> Result<Prepared, Error> {
-    let target = &opts.target;
-    // Everything that needs only the layout is checked before the registry is contacted.
-    let layout = LayoutReader::open(&opts.layout)?;
-    let index = layout.index()?;
-    let selected = resolve::select_roots(&layout, &index, target, opts.reference.as_deref())?;
+/// What `read_source` gives.
+type SourceRead = (Arc<Graph>, Vec<(Option<String>, oci::Descriptor)>, sources::MountCandidates);
+
+fn mount_candidates(opts: &PushOptions) -> Result<sources::MountCandidates, Error> {
     let mut source_map = match &opts.sources {
         Some(path) => sources::load(path)?,
         None => sources::SourceMap::new(),
@@ -142,11 +165,25 @@ async fn prepare(opts: &PushOptions, progress: &Arc<dyn Progress>) -> Result<Pre
     for (digest, names) in &opts.known_sources {
         source_map.entry(digest.clone()).or_default().extend(names.iter().cloned());
     }
-    let candidates = sources::MountCandidates::new(target, &opts.mount_from, source_map);
+    Ok(sources::MountCandidates::new(&opts.target, &opts.mount_from, source_map))
+}
 
+/// The registry client, its retries reported as progress, with push access checked (a wrong
+/// password fails before anything is read or sent).
+async fn connect(
+    opts: &PushOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<RegistryClient, Error> {
+    let target = &opts.target;
     let mut client = RegistryClient::new(target, opts.credential.clone(), &opts.connect)?;
+    // Each retry is said once: in the output when it shows them, else in the log.
     let retry_progress = progress.clone();
     client.set_retry_observer(Arc::new(move |n: crate::registry::retry::RetryNotice| {
+        if !retry_progress.shows_retries() {
+            let delay_ms = n.delay.as_millis() as u64;
+            tracing::warn!(what = %n.what, attempt = n.attempt, max_attempts = n.max_attempts, delay_ms, error = %n.error, "retrying");
+            return;
+        }
         retry_progress.event(Event::Retry {
             what: n.what,
             attempt: n.attempt,
@@ -157,20 +194,29 @@ async fn prepare(opts: &PushOptions, progress: &Arc<dyn Progress>) -> Result<Pre
     }));
     client.check_push_access(&target.repository).await?;
     progress.event(Event::Start { repository: target.repository_name() });
+    Ok(client)
+}
 
+/// What is pushed: each chosen entry through `--platform` or the index fallback, then the
+/// plan, with no content missing everywhere.
+async fn plan<D: Destination>(
+    opts: &PushOptions,
+    graph: &Arc<Graph>,
+    selected: Vec<(Option<String>, oci::Descriptor)>,
+    destination: &D,
+    candidates: &sources::MountCandidates,
+    progress: &Arc<dyn Progress>,
+) -> Result<plan::Plan, Error> {
     let host = opts.host_platform.clone().unwrap_or_else(Platform::host);
-    let mut avail = resolve::Availability::new(&layout, &client, &candidates, target);
+    let choice = resolve::Choice {
+        wanted: opts.platform.as_ref(),
+        host: &host,
+        by_digest: opts.target.digest.is_some(),
+    };
+    let mut avail = resolve::Availability::new(graph, destination, candidates);
     let mut roots = Vec::new();
     for (tag, desc) in selected {
-        let root = resolve::resolve_root(
-            &mut avail,
-            tag,
-            desc,
-            opts.platform.as_ref(),
-            &host,
-            target.digest.is_some(),
-        )
-        .await?;
+        let root = resolve::resolve_root(&mut avail, tag, desc, &choice).await?;
         if let Some(f) = &root.fallback {
             progress.event(Event::Fallback {
                 index: f.original_index.digest.clone(),
@@ -185,13 +231,13 @@ async fn prepare(opts: &PushOptions, progress: &Arc<dyn Progress>) -> Result<Pre
         }
         roots.push(root);
     }
-    let plan = plan::Plan::build(&layout, roots)?;
-    let missing = plan.missing(&layout, &mut avail).await?;
-    drop(avail);
+    let plan = graph.off_thread(move |g| plan::Plan::build(g, roots)).await?;
+    let missing =
+        avail.missing(&plan.roots.iter().map(|r| r.desc.clone()).collect::<Vec<_>>()).await?;
     if !missing.is_empty() {
         return Err(Error::ContentMissing { digests: missing });
     }
-    Ok(Prepared { layout, client, candidates, plan })
+    Ok(plan)
 }
 
 /// The report written when a push fails: target, error reason, message and exit code.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::digest::Digest;
+use crate::worker::WorkerLine;
 
 /// One state change of a push.
 #[derive(Debug, Clone)]
@@ -77,12 +78,19 @@ pub enum BlobState {
 /// Receives push events. Must be cheap: `Pushing` arrives for every chunk sent.
 pub trait Progress: Send + Sync {
     fn event(&self, event: Event);
+    /// Whether `Event::Retry` shows (else a retry is said in the log instead).
+    fn shows_retries(&self) -> bool {
+        true
+    }
 }
 
 /// Shows nothing.
 pub struct Silent;
 impl Progress for Silent {
     fn event(&self, _: Event) {}
+    fn shows_retries(&self) -> bool {
+        false
+    }
 }
 
 /// The 12-hex short id docker shows for a blob.
@@ -286,30 +294,33 @@ impl<W: Write + Send> JsonLines<W> {
         }
     }
 
-    fn write(&self, value: serde_json::Value) {
+    fn write(&self, line: WorkerLine) {
         let mut out = self.out.lock().unwrap();
-        let _ = writeln!(out, "{value}");
+        let _ = writeln!(out, "{}", line.to_line());
         let _ = out.flush();
     }
 
-    /// Writes the final report as `{"event":"report","report":{...}}`.
+    /// Writes the last progress and the final report.
     pub fn report(&self, report: &crate::push::PushReport) {
-        let line = {
+        let progress = {
             let s = self.state.lock().unwrap();
             Self::snapshot(&s)
         };
-        self.write(serde_json::json!({ "event": "progress", "progress": line }));
-        self.write(serde_json::json!({ "event": "report", "report": report }));
+        self.write(WorkerLine::Progress { progress });
+        self.write(WorkerLine::Report { report: Box::new(report.clone()) });
     }
 }
 
 impl<W: Write + Send> Progress for JsonLines<W> {
     fn event(&self, event: Event) {
         if let Event::Retry { what, attempt, max_attempts, delay, error } = &event {
-            self.write(serde_json::json!({
-                "event": "retry", "what": what, "attempt": attempt, "maxAttempts": max_attempts,
-                "delayMs": delay.as_millis() as u64, "error": error,
-            }));
+            self.write(WorkerLine::Retry {
+                what: what.clone(),
+                attempt: *attempt,
+                max_attempts: *max_attempts,
+                delay_ms: delay.as_millis() as u64,
+                error: error.clone(),
+            });
             return;
         }
         let line = {
@@ -337,6 +348,6 @@ impl<W: Write + Send> Progress for JsonLines<W> {
             s.last = Some(Instant::now());
             Self::snapshot(&s)
         };
-        self.write(serde_json::json!({ "event": "progress", "progress": line }));
+        self.write(WorkerLine::Progress { progress: line });
     }
 }

@@ -8,15 +8,16 @@ use std::sync::{Arc, Mutex};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::sync::Semaphore;
 
+use super::destination::Destination;
+use super::graph::Graph;
 use super::plan::{Plan, PlannedManifest};
 use super::progress::{BlobState, Event, Progress};
 use super::report::{BlobOutcome, BlobReport, ManifestOutcome, ManifestReport, TagReport};
 use super::sources::MountCandidates;
 use super::{Error, Stage};
-use crate::layout::LayoutReader;
 use crate::oci::Descriptor;
-use crate::reference::{TagOrDigest, Target};
-use crate::registry::{MountOutcome, RegistryClient};
+use crate::reference::TagOrDigest;
+use crate::registry::MountOutcome;
 use crate::shutdown::Shutdown;
 
 /// HEAD requests in flight at once (cheap for the registry).
@@ -24,29 +25,27 @@ const CHECK_CONCURRENCY: usize = 16;
 /// Manifest and tag requests in flight at once.
 const MANIFEST_CONCURRENCY: usize = 8;
 
-pub struct Runner<'a> {
-    pub client: &'a RegistryClient,
-    pub layout: &'a LayoutReader,
-    pub target: &'a Target,
+/// Carries out a plan from a source into a destination.
+pub struct Runner<'a, D: Destination> {
+    pub destination: &'a D,
+    pub graph: &'a Arc<Graph>,
     pub candidates: &'a MountCandidates,
     pub progress: Arc<dyn Progress>,
     pub uploads: Semaphore,
     pub checks: Semaphore,
 }
 
-impl<'a> Runner<'a> {
+impl<'a, D: Destination> Runner<'a, D> {
     pub fn new(
-        client: &'a RegistryClient,
-        layout: &'a LayoutReader,
-        target: &'a Target,
+        destination: &'a D,
+        graph: &'a Arc<Graph>,
         candidates: &'a MountCandidates,
         progress: Arc<dyn Progress>,
         max_concurrent_uploads: usize,
     ) -> Self {
         Runner {
-            client,
-            layout,
-            target,
+            destination,
+            graph,
             candidates,
             progress,
             uploads: Semaphore::new(max_concurrent_uploads),
@@ -73,7 +72,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn blob(&self, desc: &Descriptor) -> Result<BlobReport, Error> {
-        let repo = &self.target.repository;
+        let dest = self.destination;
         let report = |outcome, from| BlobReport {
             digest: desc.digest.clone(),
             size: desc.size,
@@ -83,20 +82,21 @@ impl<'a> Runner<'a> {
         };
         {
             let _check = self.checks.acquire().await.expect("never closed");
-            if self.client.blob_exists(repo, &desc.digest).await? {
+            if dest.blob_exists(&desc.digest).await? {
                 self.blob_event(desc, BlobState::Exists);
                 return Ok(report(BlobOutcome::Existed, None));
             }
         }
-        let local = self.layout.contains(&desc.digest)?;
+        let digest = desc.digest.clone();
+        let local = self.graph.off_thread(move |g| g.has_blob(&digest)).await?;
         if self.uploads.available_permits() == 0 {
             self.blob_event(desc, BlobState::Waiting);
         }
         let _permit = self.uploads.acquire().await.expect("never closed");
         for source in self.candidates.for_blob(&desc.digest) {
-            match self.client.mount(repo, &desc.digest, &source).await {
+            match dest.mount(&desc.digest, &source).await {
                 Ok(MountOutcome::Mounted) => {
-                    let from = format!("{}/{}", self.target.registry, source);
+                    let from = format!("{}/{}", dest.registry(), source);
                     self.blob_event(desc, BlobState::Mounted { from: source.clone() });
                     return Ok(report(BlobOutcome::Mounted, Some(from)));
                 }
@@ -106,7 +106,7 @@ impl<'a> Runner<'a> {
                     return Ok(report(BlobOutcome::Uploaded, None));
                 }
                 Ok(MountOutcome::Started(session)) => {
-                    self.client.cancel_upload(repo, session).await;
+                    dest.cancel_upload(session).await;
                 }
                 // A registry that checks pull access on the mount source refuses the mount
                 // when our token lacks it; like docker, upload instead (a real credential
@@ -119,7 +119,7 @@ impl<'a> Runner<'a> {
         if !local {
             return Err(Error::ContentMissing { digests: vec![desc.digest.clone()] });
         }
-        let session = self.client.start_upload(repo).await?;
+        let session = dest.start_upload().await?;
         self.upload(desc, session).await?;
         Ok(report(BlobOutcome::Uploaded, None))
     }
@@ -140,10 +140,9 @@ impl<'a> Runner<'a> {
             })
         });
         on_progress(0);
-        let open = || self.layout.open_blob(desc);
-        self.client
-            .upload(&self.target.repository, session, &open, &desc.digest, desc.size, on_progress)
-            .await?;
+        let source = self.graph.source().clone();
+        let open = || source.open(desc);
+        self.destination.upload(session, &open, desc, on_progress).await?;
         self.blob_event(desc, BlobState::Pushed);
         Ok(())
     }
@@ -165,21 +164,12 @@ impl<'a> Runner<'a> {
                 .collect();
             let mut done: Vec<ManifestReport> = stream::iter(level)
                 .map(|m| async move {
-                    let outcome = if self
-                        .client
-                        .manifest_exists(&self.target.repository, &m.desc.digest)
-                        .await?
-                    {
+                    let dest = self.destination;
+                    let outcome = if dest.manifest_exists(&m.desc.digest).await? {
                         ManifestOutcome::Existed
                     } else {
-                        self.client
-                            .put_manifest(
-                                self.target,
-                                TagOrDigest::Digest(&m.desc.digest),
-                                &m.bytes,
-                                &m.desc.media_type,
-                            )
-                            .await?;
+                        let at = TagOrDigest::Digest(&m.desc.digest);
+                        dest.put_manifest(at, &m.bytes, &m.desc.media_type, None).await?;
                         ManifestOutcome::Pushed
                     };
                     Ok::<_, Error>(ManifestReport {
@@ -250,14 +240,13 @@ impl<'a> Runner<'a> {
                         let m = planned(&root.desc);
                         // A tag already on this digest is left alone (a HEAD is cheaper for
                         // the registry than a manifest PUT, which re-checks every reference).
-                        let current = self.client.tag_digest(&self.target.repository, tag).await?;
+                        let current = self.destination.tag_digest(tag).await?;
                         if current.as_ref() != Some(&root.desc.digest) {
                             if let Some(signal) = stop.requested() {
                                 return Err(stopped(signal));
                             }
-                            self.client
-                                .put_manifest_watched(
-                                    self.target,
+                            self.destination
+                                .put_manifest(
                                     TagOrDigest::Tag(tag),
                                     &m.bytes,
                                     &root.desc.media_type,
@@ -297,3 +286,6 @@ impl<'a> Runner<'a> {
         Ok(reports)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -134,7 +134,10 @@ pub fn notify(
     delay: Duration,
     e: &Error,
 ) {
-    tracing::warn!(what, attempt, max_attempts = policy.max_attempts, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+    // Said once: by whoever observes retries (the push's output), else in the log.
+    if observer.is_none() {
+        tracing::warn!(what, attempt, max_attempts = policy.max_attempts, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+    }
     if let Some(o) = observer {
         o(RetryNotice {
             what: what.to_string(),

@@ -408,8 +408,10 @@ async fn an_interrupted_upload_resumes_from_the_registrys_range() {
     let (addr, state) = resumable_registry(1024 * 1024).await;
     let (c, seen) = flaky_client(&addr, 4);
     let session = c.start_upload("team/app").await.unwrap();
-    let open =
-        || Ok((std::fs::File::open(&path).unwrap(), crate::layout::BlobVerifier::new(&desc)));
+    let open = || {
+        let file: Box<dyn std::io::Read + Send> = Box::new(std::fs::File::open(&path).unwrap());
+        Ok((file, crate::layout::BlobVerifier::new(&desc)))
+    };
     c.upload("team/app", session, &open, &desc.digest, desc.size, Arc::new(|_| {})).await.unwrap();
     let (received, log) = state.lock().unwrap().clone();
     assert_eq!(received, bytes, "the registry holds exactly the blob");

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::stream;
-use tokio::io::AsyncReadExt;
+use std::io::Read;
+
+use futures_util::StreamExt;
 
 use super::error::{self, Error};
 use super::{Challenge, RegistryClient, pull_scope, push_scope};
 use crate::digest::Digest;
 use crate::layout::BlobVerifier;
+use crate::source::BlobStream;
 
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 256 * 1024;
@@ -24,6 +27,14 @@ const SMALL_BLOB: u64 = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct UploadSession {
     pub(super) location: String,
+}
+
+impl UploadSession {
+    /// A session for tests of what sits above the registry client.
+    #[cfg(test)]
+    pub fn for_tests(location: String) -> UploadSession {
+        UploadSession { location }
+    }
 }
 
 /// What a mount request did.
@@ -178,7 +189,7 @@ impl RegistryClient {
         &self,
         repository: &str,
         session: UploadSession,
-        open: &(dyn Fn() -> Result<(std::fs::File, BlobVerifier), crate::layout::Error> + Sync),
+        open: &(dyn Fn() -> Result<BlobStream, crate::layout::Error> + Sync),
         digest: &Digest,
         size: u64,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
@@ -192,7 +203,7 @@ impl RegistryClient {
         let mut attempt = 1;
         let started = Instant::now();
         loop {
-            let (file, mut verifier) = match open() {
+            let stream = match open() {
                 Ok(opened) => opened,
                 Err(e) => {
                     self.cancel_upload(repository, UploadSession { location }).await;
@@ -200,21 +211,8 @@ impl RegistryClient {
                 }
             };
             // (An empty blob is small: `upload_small` has it.)
-            let result = match skip_verified(file, &mut verifier, offset) {
-                Ok(file) => {
-                    self.patch(
-                        repository,
-                        &location,
-                        file,
-                        verifier,
-                        offset,
-                        size,
-                        progress.clone(),
-                    )
-                    .await
-                }
-                Err(e) => Err(Error::Content(e)),
-            };
+            let result =
+                self.patch(repository, &location, stream, offset, size, progress.clone()).await;
             let failure = match result {
                 Ok(next) => {
                     location = next;
@@ -288,12 +286,20 @@ impl RegistryClient {
         &self,
         repository: &str,
         session: UploadSession,
-        open: &(dyn Fn() -> Result<(std::fs::File, BlobVerifier), crate::layout::Error> + Sync),
+        open: &(dyn Fn() -> Result<BlobStream, crate::layout::Error> + Sync),
         digest: &Digest,
         size: u64,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<(), Error> {
-        let bytes = match open().and_then(|(file, verifier)| read_verified(file, verifier, size)) {
+        let read = match open() {
+            Ok((reader, verifier)) => {
+                tokio::task::spawn_blocking(move || read_verified(reader, verifier, size))
+                    .await
+                    .expect("reading a blob does not panic")
+            }
+            Err(e) => Err(e),
+        };
+        let bytes = match read {
             Ok(bytes) => bytes::Bytes::from(bytes),
             Err(e) => {
                 self.cancel_upload(repository, session).await;
@@ -372,8 +378,7 @@ impl RegistryClient {
         &self,
         repository: &str,
         location: &str,
-        file: std::fs::File,
-        verifier: BlobVerifier,
+        (reader, verifier): BlobStream,
         offset: u64,
         size: u64,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
@@ -388,7 +393,7 @@ impl RegistryClient {
             moved_by_body.store(done, std::sync::atomic::Ordering::Relaxed);
             progress(done)
         });
-        let body = verified_body(file, verifier, offset, size, failure.clone(), progress);
+        let body = verified_body(reader, verifier, offset, size, failure.clone(), progress);
         let mut req = self
             .http
             .patch(location)
@@ -445,14 +450,13 @@ fn commit_url(location: &str, digest: &Digest) -> Result<String, Error> {
 /// Reads a whole (small) blob through its verifier: its size and digest are checked before
 /// a byte of it is sent.
 fn read_verified(
-    file: std::fs::File,
+    reader: Box<dyn Read + Send>,
     mut verifier: BlobVerifier,
     size: u64,
 ) -> Result<Vec<u8>, crate::layout::Error> {
-    use std::io::Read;
     let mut bytes = Vec::with_capacity(size as usize);
     // One byte more than the descriptor says, so a longer file is noticed.
-    file.take(size + 1).read_to_end(&mut bytes).map_err(|e| crate::layout::Error::Io {
+    reader.take(size + 1).read_to_end(&mut bytes).map_err(|e| crate::layout::Error::Io {
         path: std::path::PathBuf::from(format!("blob of {size} bytes")),
         source: e,
     })?;
@@ -464,16 +468,15 @@ fn read_verified(
 /// Feeds the first `offset` bytes of the blob (which the registry already has) to the
 /// verifier, so the digest still covers the whole blob, and leaves the file there.
 fn skip_verified(
-    mut file: std::fs::File,
+    reader: &mut (dyn Read + Send),
     verifier: &mut BlobVerifier,
     offset: u64,
-) -> Result<std::fs::File, crate::layout::Error> {
-    use std::io::Read;
+) -> Result<(), crate::layout::Error> {
     let mut left = offset;
     let mut buf = vec![0u8; CHUNK];
     while left > 0 {
         let want = (left as usize).min(buf.len());
-        let n = file.read(&mut buf[..want]).map_err(|e| crate::layout::Error::Io {
+        let n = reader.read(&mut buf[..want]).map_err(|e| crate::layout::Error::Io {
             path: std::path::PathBuf::from(format!("blob being resumed at byte {offset}")),
             source: e,
         })?;
@@ -483,75 +486,83 @@ fn skip_verified(
         verifier.update(&buf[..n])?;
         left -= n as u64;
     }
-    Ok(file)
+    Ok(())
 }
 
-struct BodyState {
-    file: tokio::fs::File,
-    verifier: Option<BlobVerifier>,
-    size: u64,
-    sent: u64,
-    failure: Arc<Mutex<Option<crate::layout::Error>>>,
-    progress: Arc<dyn Fn(u64) + Send + Sync>,
-}
-
-/// A request body that reads `file` in chunks and checks them with `verifier`. The digest is
-/// checked when the last byte is read, before that chunk is handed to the connection.
+/// The bytes of a blob from `offset` to `size` as a request body. They are read and verified
+/// on a blocking thread (files and hashing stay off the runtime's threads), at most a few
+/// chunks ahead of the network: the first `offset` bytes are only hashed (the registry has
+/// them), the rest sent. A verification failure ends the body with an error and is left in
+/// `failure`; a body dropped (the request given up) ends the thread.
 fn verified_body(
-    file: std::fs::File,
-    verifier: BlobVerifier,
+    mut reader: Box<dyn Read + Send>,
+    mut verifier: BlobVerifier,
     offset: u64,
     size: u64,
     failure: Arc<Mutex<Option<crate::layout::Error>>>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> reqwest::Body {
-    let state = BodyState {
-        file: tokio::fs::File::from_std(file),
-        verifier: Some(verifier),
-        size,
-        sent: offset,
-        failure,
-        progress,
-    };
-    let s = stream::unfold(state, |mut st| async move {
-        let verifier = st.verifier.as_mut()?;
-        let want = CHUNK.min((st.size - st.sent) as usize).max(1);
-        let mut buf = BytesMut::with_capacity(want);
-        let fail = |st: BodyState, e: crate::layout::Error| {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let fail = |e: crate::layout::Error| {
             let text = e.to_string();
-            *st.failure.lock().unwrap() = Some(e);
-            let mut st = st;
-            st.verifier = None;
-            Some((Err(std::io::Error::other(text)), st))
+            *failure.lock().unwrap() = Some(e);
+            let _ = tx.blocking_send(Err(std::io::Error::other(text)));
         };
-        match st.file.read_buf(&mut buf).await {
-            Ok(0) => {
-                // The file ended before `size` bytes (or size was reached already).
-                let v = st.verifier.take().expect("checked above");
-                match v.finish() {
-                    Ok(()) => None,
-                    Err(e) => fail(st, e),
+        if let Err(e) = skip_verified(reader.as_mut(), &mut verifier, offset) {
+            return fail(e);
+        }
+        let mut sent = offset;
+        loop {
+            let want = CHUNK.min((size - sent) as usize).max(1);
+            let mut buf = BytesMut::zeroed(want);
+            let n = match reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
                 }
+            };
+            if n == 0 {
+                // The blob ended (before `size` bytes: the verifier says so).
+                if let Err(e) = verifier.finish() {
+                    fail(e);
+                }
+                return;
             }
-            Ok(n) => {
-                if let Err(e) = verifier.update(&buf) {
-                    return fail(st, e);
-                }
-                st.sent += n as u64;
-                if st.sent == st.size {
-                    let v = st.verifier.take().expect("checked above");
-                    if let Err(e) = v.finish() {
-                        return fail(st, e);
-                    }
-                }
-                (st.progress)(st.sent);
-                Some((Ok(buf.freeze()), st))
+            buf.truncate(n);
+            if let Err(e) = verifier.update(&buf) {
+                return fail(e);
             }
-            Err(e) => {
-                st.verifier = None;
-                Some((Err(e), st))
+            sent += n as u64;
+            let last = sent == size;
+            // Checked before the last chunk goes, so the registry never commits a bad blob.
+            if last {
+                if let Err(e) = verifier.finish() {
+                    return fail(e);
+                }
+                let _ = tx.blocking_send(Ok(buf.freeze()));
+                return;
+            }
+            if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                return;
             }
         }
     });
+    let mut sent = offset;
+    let s = tokio_stream_from(rx).map(move |chunk| {
+        if let Ok(c) = &chunk {
+            sent += c.len() as u64;
+            progress(sent);
+        }
+        chunk
+    });
     reqwest::Body::wrap_stream(s)
+}
+
+/// The receiver as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
