@@ -541,7 +541,9 @@ fn worker_logs(cluster: &Cluster, ns: &str, job: &str) -> String {
 async fn a_spec_change_stops_the_previous_generation_before_the_next_pushes() {
     let registry = TestRegistry::start();
     let proxy = common::CountingProxy::start(registry.addr());
-    proxy.set_throttle(2_000_000);
+    // 8 MB per old worker at 400 kB/s: 20 s, so a loaded machine cannot finish the old push
+    // before the spec change reaches it (2 MB/s raced on CI).
+    proxy.set_throttle(400_000);
     let mut cluster = Cluster::start();
     let client = cluster.client().await;
     claim(&client, NS, "layouts").await;
@@ -616,7 +618,7 @@ async fn a_spec_change_stops_the_previous_generation_before_the_next_pushes() {
 async fn a_deleted_imagepush_stops_its_worker_within_two_seconds() {
     let registry = TestRegistry::start();
     let proxy = common::CountingProxy::start(registry.addr());
-    proxy.set_throttle(1_000_000);
+    proxy.set_throttle(500_000);
     let mut cluster = Cluster::start();
     let client = cluster.client().await;
     claim(&client, NS, "layouts").await;
