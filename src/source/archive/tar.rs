@@ -85,13 +85,15 @@ pub struct Scanner<S> {
     pub stream: S,
     /// Where the next header starts.
     next_header: u64,
+    /// The name of the entry last returned (its data is what a cut stream cuts).
+    last: Option<Vec<u8>>,
     done: bool,
 }
 
 impl<S: TarStream> Scanner<S> {
     pub fn new(stream: S) -> Self {
         let next_header = stream.position();
-        Scanner { stream, next_header, done: false }
+        Scanner { stream, next_header, last: None, done: false }
     }
 
     /// The next entry, with the stream at the start of its data (the caller may read some of
@@ -107,9 +109,20 @@ impl<S: TarStream> Scanner<S> {
         loop {
             let at = self.next_header;
             let skip = at - self.stream.position();
-            self.stream.skip(skip).map_err(|e| eof_as(e, "entry data", at))?;
+            self.stream.skip(skip).map_err(|e| match (e.kind(), &self.last) {
+                (io::ErrorKind::UnexpectedEof, Some(name)) => ScanError::Truncated(format!(
+                    "entry {:?} is cut short ({e})",
+                    String::from_utf8_lossy(name)
+                )),
+                _ => eof_as(e, "an entry's data", at),
+            })?;
             let mut block = [0u8; BLOCK as usize];
-            self.read_exact(&mut block, "a header", at)?;
+            if self.stream.read(&mut block[..1]).map_err(|e| eof_as(e, "a header", at))? == 0 {
+                return Err(ScanError::Truncated(format!(
+                    "it ends at byte {at} without the end-of-archive block"
+                )));
+            }
+            self.read_exact(&mut block[1..], "a header", at + 1)?;
             if block.iter().all(|&b| b == 0) {
                 self.done = true;
                 return Ok(None);
@@ -161,6 +174,7 @@ impl<S: TarStream> Scanner<S> {
             }
             let size = if kind.has_data() { size } else { 0 };
             self.next_header = data + padded(size);
+            self.last = Some(name.clone());
             return Ok(Some(RawEntry { name, link, kind, size, offset: data }));
         }
     }
@@ -186,7 +200,7 @@ impl<S: TarStream> Scanner<S> {
 
 fn eof_as(e: io::Error, what: &str, at: u64) -> ScanError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        ScanError::Truncated(format!("it ends in {what} that starts at byte {at}: {e}"))
+        ScanError::Truncated(format!("it ends in {what} at byte {at} ({e})"))
     } else {
         ScanError::Io(e)
     }
