@@ -95,7 +95,8 @@ pub struct PvcSource {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub claim_name: String,
-    /// The layout directory inside the volume, relative, without `..` (default: the volume root).
+    /// The layout inside the volume (a directory, or a tar archive of one, plain or gzip),
+    /// relative, without `..` (default: the volume root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "!self.startsWith('/') && self != '..' && !self.startsWith('../') && !self.endsWith('/..') && !self.contains('/../')",
@@ -113,7 +114,7 @@ pub struct PvcSource {
     "message": "set at most one of nodeName and nodeSelector"
 }]))]
 pub struct HostPathSource {
-    /// Absolute path of the layout directory on the node.
+    /// Absolute path on the node of the layout directory, or of a tar archive of one.
     #[schemars(regex(pattern = r"^/"), length(max = 4096))]
     pub path: String,
     /// The node holding the layout.

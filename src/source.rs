@@ -1,16 +1,34 @@
 //! Where the content of a push comes from: a `Source` says which entries it names (its
 //! `index.json`), whether it holds a blob, and gives blobs out, each checked against its
-//! descriptor. A layout directory (`LayoutReader`) is one; an archive is another. Everything
+//! descriptor. A layout directory (`LayoutReader`) is one; a tar archive of one, plain or
+//! gzip (`archive::ArchiveSource`), is another; `open` tells them apart. Everything
 //! above (the image graph, planning, the push) reads content only through this seam.
 //!
 //! Its methods block (files, hashing): async callers run them off the runtime's threads.
 
-use std::io::Read;
+pub mod archive;
+
+use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::layout::{BlobVerifier, Error, LayoutReader};
 use crate::oci::{Descriptor, ImageIndex};
+
+/// Opens what `path` holds, told by its content, not its name: a directory is a layout
+/// (`LayoutReader`), a regular file a tar archive of one, plain or gzip (`ArchiveSource`).
+/// Anything else is `NotALayout`, with the reason.
+pub fn open(path: &Path) -> Result<Arc<dyn Source>, Error> {
+    let not_a_layout = |reason| Error::NotALayout { path: path.to_path_buf(), reason };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(Arc::new(LayoutReader::open(path)?)),
+        Ok(meta) if meta.is_file() => Ok(Arc::new(archive::ArchiveSource::open(path)?)),
+        Ok(_) => Err(not_a_layout("it is neither a directory nor a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_a_layout("it does not exist")),
+        Err(source) => Err(Error::Io { path: path.to_path_buf(), source }),
+    }
+}
 
 /// A stream of one blob's bytes, with the verifier to feed them to.
 pub type BlobStream = (Box<dyn Read + Send>, BlobVerifier);

@@ -828,3 +828,38 @@ async fn long_multibyte_messages_fit_an_event_note() {
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. An archive as the source
+// ---------------------------------------------------------------------------------------------
+
+/// The source path may name a tar archive of a layout (here gzip, made by GNU tar, on the
+/// claim as any pipeline would leave it): the worker, as user 65532 on the read-only claim,
+/// pushes it like the directory, detected by content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_on_the_claim_pushes_like_its_layout() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    claim(&client, NS, "layouts").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (_b, image) = simple_image(&scratch.path().join("app"), "v1", &[300_000, 5000], 92);
+    let archive = cluster.pvc_dir(NS, "layouts").join("builds/app.oci");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(scratch.path().join("app"))
+        .arg("-czf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let target = format!("{}/archive/app:v1", registry.host());
+    create(&api, push_spec(NS, "app", "builds/app.oci", &target, json!({}))).await;
+    let ip = wait_for(&cluster, &api, "app", MINUTE, "Ready", is_ready).await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(registry.manifest("archive/app", "v1").await.unwrap().2, image.digest);
+}

@@ -35,6 +35,39 @@ pub fn parse_manifest(
     Ok(manifest)
 }
 
+/// Checks an `oci-layout` file's content: `imageLayoutVersion` "1.0.0" or any other 1.x.
+pub(crate) fn check_oci_layout(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    #[derive(serde::Deserialize)]
+    struct OciLayoutFile {
+        #[serde(rename = "imageLayoutVersion")]
+        image_layout_version: String,
+    }
+    let layout: OciLayoutFile = parse(path, bytes)?;
+    if !is_supported_version(&layout.image_layout_version) {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version: layout.image_layout_version,
+        });
+    }
+    tracing::debug!(path = %path.display(), version = %layout.image_layout_version, "OCI image layout");
+    Ok(())
+}
+
+/// Parses `index.json`: schemaVersion must be 2.
+pub(crate) fn parse_index_json(path: &Path, bytes: &[u8]) -> Result<ImageIndex, Error> {
+    let index: ImageIndex = parse(path, bytes)?;
+    check_schema_version(path, index.schema_version)?;
+    Ok(index)
+}
+
+/// "1.0.0" and any other 1.x (`1.<minor>` or `1.<minor>.<patch>`, decimal numbers).
+pub(super) fn is_supported_version(version: &str) -> bool {
+    let parts: Vec<&str> = version.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts[0] == "1"
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub(super) fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(Error::json(path))
 }

@@ -81,12 +81,105 @@ pub enum Error {
         layout: PathBuf,
     },
 
+    /// An entry of an archive that imagepush refuses, whatever the rest holds.
+    #[error("{}: entry {}: {problem}", .archive.display(), entry_name(.entry))]
+    ArchiveEntry { archive: PathBuf, entry: String, problem: EntryProblem },
+
+    /// The archive ends before its end: a tar whose last entry is cut short or that lacks its
+    /// end-of-archive block, or a gzip stream that stops early.
+    #[error("{}: the archive is truncated: {detail}", .archive.display())]
+    ArchiveTruncated { archive: PathBuf, detail: String },
+
+    /// Not a valid tar or gzip stream: a header with a wrong checksum, corrupt deflate data, a
+    /// gzip checksum that does not match.
+    #[error("{}: the archive is damaged: {detail}", .archive.display())]
+    ArchiveDamaged { archive: PathBuf, detail: String },
+
+    /// A docker-archive (the legacy `docker save` format), which is not an OCI layout.
+    #[error(
+        "{} is a docker-archive (manifest.json without index.json): convert it with `skopeo copy docker-archive:{} oci-archive:OUT.tar` or load it with Docker 25+ and save it again",
+        .archive.display(), .archive.display()
+    )]
+    DockerArchive { archive: PathBuf },
+
+    /// The archive holds the layout one directory down (`tar -cf x.tar app/` instead of
+    /// `tar -C app -cf x.tar .`).
+    #[error(
+        "{} holds the layout in its directory {dir:?}, not at its top: make the archive from inside the layout (`tar -C {dir} -cf FILE .`)",
+        .archive.display()
+    )]
+    ArchiveNested { archive: PathBuf, dir: String },
+
     /// The content's own `mediaType` field contradicts the descriptor's media type.
     #[error(
         "blob {digest} in layout {}: descriptor says media type {descriptor:?}, content says {content:?}",
         .layout.display()
     )]
     MediaTypeMismatch { digest: Digest, descriptor: String, content: String, layout: PathBuf },
+}
+
+/// What is wrong with an archive entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryProblem {
+    /// `/etc/passwd`.
+    Absolute,
+    /// `../x`, `blobs/../../x`.
+    ParentDir,
+    /// A symlink or hard link whose target, resolved inside the archive, leaves it.
+    LinkOutside { link: &'static str, target: String },
+    /// A hard link to something that is not a regular file before it in the archive.
+    HardLinkTarget { target: String },
+    /// A symlink or hard link where imagepush reads a file (`oci-layout`, `index.json`,
+    /// `blobs/...`).
+    LinkWhereFileRead { link: &'static str },
+    /// The same name twice.
+    Duplicate,
+    /// Below an entry that is not a directory.
+    UnderNonDirectory { parent: String },
+    /// A device, FIFO or socket.
+    Special { kind: &'static str },
+    /// An entry type imagepush does not read (GNU sparse files, volume labels, ...).
+    Unsupported { typeflag: char },
+    /// A PAX extended header or GNU long name that cannot be used.
+    BadExtendedHeader { detail: String },
+}
+
+impl std::fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryProblem::Absolute => f.write_str("an absolute name leads out of the layout"),
+            EntryProblem::ParentDir => f.write_str("a name with `..` leads out of the layout"),
+            EntryProblem::LinkOutside { link, target } => {
+                write!(f, "a {link} to {target:?}, which leads out of the layout")
+            }
+            EntryProblem::HardLinkTarget { target } => write!(
+                f,
+                "a hard link to {target:?}, which is not a regular file earlier in the archive"
+            ),
+            EntryProblem::LinkWhereFileRead { link } => write!(
+                f,
+                "is a {link}; oci-layout, index.json and everything under blobs/ must be regular files in an archive"
+            ),
+            EntryProblem::Duplicate => f.write_str("appears more than once"),
+            EntryProblem::UnderNonDirectory { parent } => {
+                write!(f, "lies below {parent:?}, which is not a directory")
+            }
+            EntryProblem::Special { kind } => {
+                write!(f, "is a {kind}; an image archive holds only files, directories and links")
+            }
+            EntryProblem::Unsupported { typeflag } => {
+                write!(f, "has the entry type {typeflag:?}, which imagepush does not read")
+            }
+            EntryProblem::BadExtendedHeader { detail } => {
+                write!(f, "bad extended header: {detail}")
+            }
+        }
+    }
+}
+
+/// An entry name as written in messages: quoted, control characters escaped.
+fn entry_name(name: &str) -> String {
+    format!("{name:?}")
 }
 
 impl Error {

@@ -17,7 +17,7 @@ mod reader;
 mod testutil;
 mod verify;
 
-pub use error::Error;
+pub use error::{EntryProblem, Error};
 pub use files::resolve_lexically;
 pub use reader::{IN_MEMORY_BLOB_LIMIT, INDEX_JSON_LIMIT, LayoutReader, OCI_LAYOUT_LIMIT};
 pub use verify::BlobVerifier;

@@ -6,8 +6,6 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use super::{BlobVerifier, Error, content, files};
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
@@ -24,12 +22,6 @@ pub const IN_MEMORY_BLOB_LIMIT: u64 = 4 * 1024 * 1024;
 pub struct LayoutReader {
     /// Canonical: absolute, no symlinks. Every path read must stay below it.
     root: PathBuf,
-}
-
-#[derive(Deserialize)]
-struct OciLayoutFile {
-    #[serde(rename = "imageLayoutVersion")]
-    image_layout_version: String,
 }
 
 impl LayoutReader {
@@ -54,23 +46,13 @@ impl LayoutReader {
             return Err(not_a_layout(&root, "it has no oci-layout file"));
         };
         let bytes = files::read_capped(file, &meta, &marker, OCI_LAYOUT_LIMIT)?;
-        let layout: OciLayoutFile = serde_json::from_slice(&bytes).map_err(Error::json(&marker))?;
-        if !is_supported_version(&layout.image_layout_version) {
-            return Err(Error::UnsupportedVersion {
-                path: marker,
-                version: layout.image_layout_version,
-            });
-        }
+        content::check_oci_layout(&marker, &bytes)?;
 
         let reader = LayoutReader { root };
         if files::resolve(&reader.root, &reader.index_json_path())?.is_none() {
             return Err(not_a_layout(&reader.root, "it has no index.json"));
         }
-        tracing::debug!(
-            layout = %reader.root.display(),
-            version = %layout.image_layout_version,
-            "opened OCI image layout"
-        );
+        tracing::debug!(layout = %reader.root.display(), "opened OCI image layout");
         Ok(reader)
     }
 
@@ -89,9 +71,7 @@ impl LayoutReader {
             });
         };
         let bytes = files::read_capped(file, &meta, &path, INDEX_JSON_LIMIT)?;
-        let index: ImageIndex = content::parse(&path, &bytes)?;
-        content::check_schema_version(&path, index.schema_version)?;
-        Ok(index)
+        content::parse_index_json(&path, &bytes)
     }
 
     /// Whether the blob is present as a regular file inside the layout. `Ok(false)` when
@@ -169,14 +149,6 @@ impl LayoutReader {
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join(digest.algorithm().as_str()).join(digest.hex())
     }
-}
-
-/// "1.0.0" and any other 1.x (`1.<minor>` or `1.<minor>.<patch>`, decimal numbers).
-fn is_supported_version(version: &str) -> bool {
-    let parts: Vec<&str> = version.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts[0] == "1"
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

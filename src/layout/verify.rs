@@ -30,7 +30,7 @@ impl BlobVerifier {
     }
 
     /// A verifier whose errors name the layout the blob is read from.
-    pub(super) fn in_layout(desc: &Descriptor, layout: &Path) -> BlobVerifier {
+    pub(crate) fn in_layout(desc: &Descriptor, layout: &Path) -> BlobVerifier {
         BlobVerifier { layout: Some(layout.to_path_buf()), ..BlobVerifier::new(desc) }
     }
 

@@ -30,13 +30,11 @@ use destination::{Destination, RegistryRepository};
 use graph::Graph;
 
 use crate::auth::Credential;
-use crate::layout::LayoutReader;
 use crate::oci;
 use crate::platform::Platform;
 use crate::reference::Target;
 use crate::registry::{ConnectOptions, RegistryClient};
 use crate::shutdown::Shutdown;
-use crate::source::Source;
 
 /// Uploads in flight at once unless told otherwise. Measured on a 2-core machine against
 /// distribution 2.8: 4 streams reach the registry's CPU limit; more only add contention.
@@ -45,7 +43,7 @@ pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
 /// Everything a push needs.
 #[derive(Debug, Clone)]
 pub struct PushOptions {
-    /// The OCI image layout directory.
+    /// The OCI image layout: a directory, or a tar archive of one (plain or gzip).
     pub layout: PathBuf,
     pub target: Target,
     /// A tag (`org.opencontainers.image.ref.name`) or digest in the layout.
@@ -145,7 +143,7 @@ async fn until_stopped<T>(
 async fn read_source(opts: &PushOptions) -> Result<SourceRead, Error> {
     let opts = opts.clone();
     tokio::task::spawn_blocking(move || {
-        let source: Arc<dyn Source> = Arc::new(LayoutReader::open(&opts.layout)?);
+        let source = crate::source::open(&opts.layout)?;
         let graph = Arc::new(Graph::open(source)?);
         let selected = select::select_roots(&graph, &opts.target, opts.reference.as_deref())?;
         Ok((graph, selected, mount_candidates(&opts)?))
