@@ -243,6 +243,7 @@ mod tests {
                 media_type: "x".into(),
                 outcome,
                 from: (outcome == BlobOutcome::Mounted).then(|| "reg/base".to_string()),
+                repository: None,
             });
         }
         r.recount();

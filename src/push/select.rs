@@ -1,6 +1,7 @@
 //! Which entries of the source a push takes, and under which tags: the target's tag, `--ref`
-//! (a full name, a tag or a digest), or every tag. A tag must stand for one image. Pure over
-//! the image graph's entries.
+//! (a full name, a tag or a digest), or every tag. A tag must stand for one image. A mirror
+//! takes every entry, each to its own repository (`bundle`). Pure over the image graph's
+//! entries.
 
 use std::path::Path;
 
@@ -8,7 +9,30 @@ use super::Error;
 use super::graph::Graph;
 use crate::digest::Digest;
 use crate::oci::Descriptor;
-use crate::reference::{Target, is_valid_tag};
+use crate::reference::{PushTarget, Target, is_valid_tag};
+
+/// One repository a push goes to and the entries that go there, each under its tag (`None`:
+/// by digest only).
+#[derive(Debug, Clone)]
+pub struct Destined {
+    pub target: Target,
+    pub roots: Vec<(Option<String>, Descriptor)>,
+}
+
+/// The repositories a push goes to, and what goes into each: one for a target repository,
+/// one per named repository of the layout for a mirror.
+pub fn select(
+    graph: &Graph,
+    target: &PushTarget,
+    reference: Option<&str>,
+) -> Result<Vec<Destined>, Error> {
+    match target {
+        PushTarget::Repository(t) => {
+            Ok(vec![Destined { target: t.clone(), roots: select_roots(graph, t, reference)? }])
+        }
+        PushTarget::Mirror(root) => super::bundle::select(graph, root),
+    }
+}
 
 /// The tag a layout's `org.opencontainers.image.ref.name` stands for: the name itself, or
 /// the tag part of a full reference (`registry/app:v1`, as containerd exports write it).
