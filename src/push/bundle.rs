@@ -211,10 +211,7 @@ mod tests {
         }
     }
 
-    fn select(
-        entries: &[Descriptor],
-        root: &str,
-    ) -> Result<Vec<(String, Roots)>, Error> {
+    fn select(entries: &[Descriptor], root: &str) -> Result<Vec<(String, Roots)>, Error> {
         let root = MirrorRoot::parse(root).unwrap();
         Ok(select_entries(entries, Path::new("/l"), &root)?
             .into_iter()
