@@ -97,7 +97,8 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathSource>,
     /// The layout entry to push: a full name (`docker.io/library/app:v1`, as
-    /// `org.opencontainers.image.ref.name` holds it), a tag, or a digest.
+    /// `org.opencontainers.image.ref.name` or `io.containerd.image.name` holds it), a tag, or a
+    /// digest.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub reference: Option<String>,

@@ -23,7 +23,8 @@ pub struct PushArgs {
     /// Without a tag and without --ref, every tag of the layout is pushed.
     /// With --mirror: `registry[:port][/prefix]`, no tag or digest.
     pub target: String,
-    /// The layout entry to push: a tag (org.opencontainers.image.ref.name) or a digest.
+    /// The layout entry to push: a full name (org.opencontainers.image.ref.name or
+    /// io.containerd.image.name, such as docker.io/library/app:v1), a tag, or a digest.
     #[arg(long = "ref", value_name = "REF")]
     pub reference: Option<String>,
     /// Push every image of the layout to its own repository under TARGET

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::Error;
 use super::graph::Graph;
 use crate::digest::Digest;
-use crate::oci::Descriptor;
+use crate::oci::{CONTAINERD_NAME_ANNOTATION, Descriptor};
 use crate::reference::{PushTarget, Target, is_valid_tag};
 
 /// One repository a push goes to and the entries that go there, each under its tag (`None`:
@@ -54,7 +54,7 @@ fn names(graph: &Graph) -> Vec<String> {
     graph.entries().iter().filter_map(|d| d.ref_name().map(str::to_string)).collect()
 }
 
-/// Finds `reference` (a tag name or a digest) in the layout: among `index.json`'s entries
+/// Finds `reference` (a full name, a tag or a digest) in the layout: among `index.json`'s entries
 /// first, then (for a digest) inside nested indexes.
 fn find_ref(graph: &Graph, reference: &str) -> Result<Descriptor, Error> {
     if reference.contains(':')
@@ -67,12 +67,21 @@ fn find_ref(graph: &Graph, reference: &str) -> Result<Descriptor, Error> {
             available: names(graph),
         });
     }
-    // A full name (`docker.io/library/app:v1`) chooses exactly; a tag must name one image,
-    // whether entries carry it as their whole name or as the tag of a full one.
+    // A full name (`docker.io/library/app:v1`, as `org.opencontainers.image.ref.name` or
+    // containerd's `io.containerd.image.name` holds it) chooses exactly; a tag must name one
+    // image, whether entries carry it as their whole name or as the tag of a full one.
     let carrying: Vec<&Descriptor> = if is_valid_tag(reference) {
         entries_tagged(graph, reference)
     } else {
-        graph.entries().iter().filter(|d| d.ref_name() == Some(reference)).collect()
+        graph
+            .entries()
+            .iter()
+            .filter(|d| {
+                d.ref_name() == Some(reference)
+                    || d.annotations.get(CONTAINERD_NAME_ANNOTATION).map(String::as_str)
+                        == Some(reference)
+            })
+            .collect()
     };
     match one_image(graph, reference, &carrying)? {
         Some(d) => Ok(d.clone()),
