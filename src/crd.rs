@@ -31,13 +31,31 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.mirror) || !self.mirror || !has(self.source.ref)",
+        "message": "source.ref cannot be set with mirror: a mirror pushes every named image of the layout"
+    },
+    {
+        "rule": "!has(self.mirror) || !self.mirror || !(self.target.contains('@') || self.target.matches('/[^/]*:[^/]*$'))",
+        "message": "a mirror target is registry[:port][/prefix], without a tag or digest"
+    }
+]))]
 pub struct ImagePushSpec {
     /// Where the OCI image layout is: exactly one of persistentVolumeClaim or hostPath.
     pub source: Source,
     /// Where to push: `registry[:port]/repository[:tag]` pushes one tag, a target without a tag
-    /// pushes every tag of the layout, `...@sha256:<hex>` pushes that digest.
+    /// pushes every tag of the layout, `...@sha256:<hex>` pushes that digest. With `mirror`:
+    /// `registry[:port][/prefix]`, no tag or digest.
     #[schemars(length(min = 1, max = 512))]
     pub target: String,
+    /// Push every image of the layout to its own repository under the target
+    /// (`registry[:port][/prefix]`), named by its full name (`io.containerd.image.name`, or an
+    /// `org.opencontainers.image.ref.name` such as `docker.io/library/nginx:1.27`, which goes
+    /// to `<target>/library/nginx:1.27`). Each distinct blob is uploaded once and mounted into
+    /// the other repositories. Not with `source.ref`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirror: bool,
     /// Push only this platform's manifest of an index (`os/arch[/variant]`, strict match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9._-]+/[a-z0-9._-]+(/[a-z0-9._-]+)?$"))]
@@ -79,7 +97,8 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathSource>,
     /// The layout entry to push: a full name (`docker.io/library/app:v1`, as
-    /// `org.opencontainers.image.ref.name` holds it), a tag, or a digest.
+    /// `org.opencontainers.image.ref.name` or `io.containerd.image.name` holds it), a tag, or a
+    /// digest.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub reference: Option<String>,
@@ -205,9 +224,16 @@ pub struct ImagePushStatus {
     /// Media type of that manifest or index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    /// Every pushed tag.
+    /// Every pushed tag (of a push to one repository).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<TagStatus>,
+    /// A mirror: the images pushed, each in its repository (the first 500; `imageCount` says
+    /// how many there are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageStatus>,
+    /// A mirror: how many images were pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_count: Option<u64>,
     /// Set when an index was only partly in the layout and one manifest was pushed instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_pushed_instead_of_index: Option<IndexFallbackStatus>,
@@ -218,9 +244,14 @@ pub struct ImagePushStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountStatus>,
     /// Digests of every blob the target repository now holds for this image (the mount
-    /// knowledge later pushes in the namespace use).
+    /// knowledge later pushes in the namespace use). Empty for a mirror (see
+    /// `repositoryBlobs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blob_digests: Vec<String>,
+    /// A mirror: each distinct blob once, under the first repository that holds it (the mount
+    /// knowledge later pushes in the namespace use); at most 1000 digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_blobs: Vec<RepositoryBlobs>,
     /// Progress of a running push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressStatus>,
@@ -261,6 +292,27 @@ pub struct TagStatus {
     pub digest: String,
     /// Size in bytes of that manifest or index.
     pub size: u64,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// `registry/repository` the image went to.
+    pub repository: String,
+    /// Its tag there; absent for an image pushed by digest (named by digest in the layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Digest of the pushed manifest or index.
+    pub digest: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryBlobs {
+    /// `registry/repository` that holds the blobs.
+    pub repository: String,
+    /// Digests of the blobs.
+    pub digests: Vec<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -325,6 +377,7 @@ impl ImagePushSpec {
                 reference: None,
             },
             target: target.into(),
+            mirror: false,
             platform: None,
             credentials_secret: None,
             mount_from: vec![],

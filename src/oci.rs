@@ -15,6 +15,9 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 
 /// The annotation that names a tag in an OCI layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The annotation containerd (`ctr export`, `docker save` of Docker Engine 25+) writes
+/// with an entry's full image name (`docker.io/library/nginx:1.27`).
+pub const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
 /// BuildKit marks its attestation manifests inside an index with this annotation.
 pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";

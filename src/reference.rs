@@ -30,16 +30,7 @@ impl Target {
     pub fn parse(value: &str) -> Result<Target, ReferenceError> {
         let err =
             |reason: String| ReferenceError { value: value.chars().take(300).collect(), reason };
-        if value.trim() != value || value.is_empty() {
-            return Err(err("empty, or surrounded by whitespace".into()));
-        }
-        if let Some(scheme) =
-            ["http://", "https://", "docker://", "oci://"].iter().find(|s| value.starts_with(**s))
-        {
-            return Err(err(format!(
-                "give the reference without the {scheme} prefix (use --plain-http for plain HTTP)"
-            )));
-        }
+        check_form(value).map_err(&err)?;
         // The distribution reference grammar, checked by hand: a parser built on the grammar's
         // regular expression (oci-spec's) compiles it on first use, tens of milliseconds a run.
         let (name_and_tag, digest) = match value.split_once('@') {
@@ -56,11 +47,7 @@ impl Target {
             return Err(err(format!("invalid reference format: {t:?} is not a valid tag")));
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest.to_string())
-            }
+            Some((first, rest)) if looks_like_host(first) => (first.to_string(), rest.to_string()),
             _ => ("docker.io".to_string(), name.to_string()),
         };
         check_registry(&registry).map_err(&err)?;
@@ -75,11 +62,7 @@ impl Target {
                 "has both a tag and a digest; push by tag or by digest, not both".into()
             ));
         }
-        let endpoint = match registry.as_str() {
-            // Docker Hub's API endpoint for the `docker.io` name.
-            "docker.io" => "index.docker.io".to_string(),
-            other => other.to_string(),
-        };
+        let endpoint = endpoint_of(&registry);
         Ok(Target { endpoint, registry, repository, tag: tag.map(str::to_string), digest })
     }
 
@@ -87,6 +70,178 @@ impl Target {
     pub fn repository_name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
+}
+
+/// Where a mirror (`--mirror`) goes: a registry and an optional path prefix, under which
+/// every image of a bundle keeps its own repository path and tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorRoot {
+    /// `host[:port]` as written (docker.io for a prefix without a host).
+    pub registry: String,
+    /// The host that is contacted (`index.docker.io` for docker.io).
+    pub endpoint: String,
+    /// Path prefix of every repository, without leading or trailing `/`.
+    pub prefix: Option<String>,
+}
+
+impl MirrorRoot {
+    /// Parses `registry[:port][/prefix]`: no tag and no digest (every image keeps its own).
+    pub fn parse(value: &str) -> Result<MirrorRoot, ReferenceError> {
+        let err =
+            |reason: String| ReferenceError { value: value.chars().take(300).collect(), reason };
+        check_form(value).map_err(&err)?;
+        let no_tag = || {
+            err("a mirror target is REGISTRY[/PREFIX], without a tag or digest: every image keeps its own".into())
+        };
+        if value.contains('@') {
+            return Err(no_tag());
+        }
+        let trimmed = value.strip_suffix('/').unwrap_or(value);
+        let (registry, prefix) = match trimmed.split_once('/') {
+            Some((first, rest)) if looks_like_host(first) => (first, Some(rest)),
+            None if looks_like_host(trimmed) => (trimmed, None),
+            _ => ("docker.io", Some(trimmed)),
+        };
+        check_registry(registry).map_err(&err)?;
+        if let Some(p) = prefix {
+            if p.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                return Err(no_tag());
+            }
+            check_repository(p).map_err(&err)?;
+        }
+        Ok(MirrorRoot {
+            registry: registry.to_string(),
+            endpoint: endpoint_of(registry),
+            prefix: prefix.map(str::to_string),
+        })
+    }
+
+    /// The repository an image whose own path is `path` (`library/nginx`) lands in.
+    pub fn repository(&self, path: &str) -> Result<Target, ReferenceError> {
+        let repository = match &self.prefix {
+            Some(p) => format!("{p}/{path}"),
+            None => path.to_string(),
+        };
+        let err = |reason: String| ReferenceError {
+            value: format!("{}/{repository}", self.registry),
+            reason,
+        };
+        check_repository(&repository).map_err(err)?;
+        Ok(Target {
+            registry: self.registry.clone(),
+            endpoint: self.endpoint.clone(),
+            repository,
+            tag: None,
+            digest: None,
+        })
+    }
+}
+
+impl fmt::Display for MirrorRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.registry)?;
+        if let Some(p) = &self.prefix {
+            write!(f, "/{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a push names as its destination: one repository, or a mirror of a whole bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushTarget {
+    /// `registry/repository[:tag|@digest]`.
+    Repository(Target),
+    /// `registry[/prefix]`: every named image of the layout under its own path (`--mirror`).
+    Mirror(MirrorRoot),
+}
+
+impl PushTarget {
+    /// A target as the command line or `spec.target` gives it; `mirror` as `--mirror` or
+    /// `spec.mirror` says.
+    pub fn parse(value: &str, mirror: bool) -> Result<PushTarget, ReferenceError> {
+        Ok(if mirror {
+            PushTarget::Mirror(MirrorRoot::parse(value)?)
+        } else {
+            PushTarget::Repository(Target::parse(value)?)
+        })
+    }
+
+    pub fn registry(&self) -> &str {
+        match self {
+            PushTarget::Repository(t) => &t.registry,
+            PushTarget::Mirror(m) => &m.registry,
+        }
+    }
+
+    /// The host that is contacted.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            PushTarget::Repository(t) => &t.endpoint,
+            PushTarget::Mirror(m) => &m.endpoint,
+        }
+    }
+
+    /// The one repository pushed to; `None` for a mirror.
+    pub fn repository(&self) -> Option<&str> {
+        match self {
+            PushTarget::Repository(t) => Some(&t.repository),
+            PushTarget::Mirror(_) => None,
+        }
+    }
+
+    /// `registry/repository`, or `registry[/prefix]` for a mirror: where reports say the push
+    /// went.
+    pub fn repository_name(&self) -> String {
+        match self {
+            PushTarget::Repository(t) => t.repository_name(),
+            PushTarget::Mirror(m) => m.to_string(),
+        }
+    }
+}
+
+impl From<Target> for PushTarget {
+    fn from(t: Target) -> PushTarget {
+        PushTarget::Repository(t)
+    }
+}
+
+impl fmt::Display for PushTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushTarget::Repository(t) => t.fmt(f),
+            PushTarget::Mirror(m) => m.fmt(f),
+        }
+    }
+}
+
+/// Whether the first path component of a name is a registry host (`host.domain`,
+/// `host:port`, `localhost`), as the distribution reference grammar tells them apart.
+pub fn looks_like_host(component: &str) -> bool {
+    component.contains('.') || component.contains(':') || component == "localhost"
+}
+
+/// The host contacted for a registry name: Docker Hub's API endpoint for `docker.io`.
+fn endpoint_of(registry: &str) -> String {
+    match registry {
+        "docker.io" => "index.docker.io".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Refuses what no reference may look like: empty, padded, or with a URL scheme.
+fn check_form(value: &str) -> Result<(), String> {
+    if value.trim() != value || value.is_empty() {
+        return Err("empty, or surrounded by whitespace".into());
+    }
+    if let Some(scheme) =
+        ["http://", "https://", "docker://", "oci://"].iter().find(|s| value.starts_with(**s))
+    {
+        return Err(format!(
+            "give the reference without the {scheme} prefix (use --plain-http for plain HTTP)"
+        ));
+    }
+    Ok(())
 }
 
 /// How a manifest is addressed in a repository.
@@ -244,6 +399,59 @@ mod tests {
             let e = Target::parse(input).unwrap_err();
             assert!(e.to_string().to_lowercase().contains(want), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn mirror_roots() {
+        let ok: &[(&str, &str, Option<&str>, &str)] = &[
+            ("127.0.0.1:5000", "127.0.0.1:5000", None, "127.0.0.1:5000"),
+            ("127.0.0.1:5000/", "127.0.0.1:5000", None, "127.0.0.1:5000"),
+            ("127.0.0.1:5000/mirror", "127.0.0.1:5000", Some("mirror"), "127.0.0.1:5000/mirror"),
+            (
+                "registry.example.com/a/b",
+                "registry.example.com",
+                Some("a/b"),
+                "registry.example.com/a/b",
+            ),
+            ("localhost", "localhost", None, "localhost"),
+            ("myorg", "docker.io", Some("myorg"), "docker.io/myorg"),
+        ];
+        for (input, registry, prefix, shown) in ok {
+            let m = MirrorRoot::parse(input).unwrap();
+            assert_eq!(
+                (m.registry.as_str(), m.prefix.as_deref(), m.to_string().as_str()),
+                (*registry, *prefix, *shown),
+                "{input}"
+            );
+        }
+        assert_eq!(MirrorRoot::parse("myorg").unwrap().endpoint, "index.docker.io");
+        let refused: &[(&str, &str)] = &[
+            ("127.0.0.1:5000/mirror:v1", "without a tag"),
+            (&format!("127.0.0.1:5000/mirror@{D}"), "without a tag"),
+            ("127.0.0.1:5000/Mirror", "lowercase"),
+            ("127.0.0.1:99999", "port"),
+            ("https://127.0.0.1:5000", "prefix"),
+            ("", "empty"),
+            ("127.0.0.1:5000//x", "format"),
+        ];
+        for (input, want) in refused {
+            let e = MirrorRoot::parse(input).unwrap_err().to_string();
+            assert!(e.to_lowercase().contains(want), "{input}: {e}");
+        }
+        let m = MirrorRoot::parse("reg:5000/mirror").unwrap();
+        let t = m.repository("library/nginx").unwrap();
+        assert_eq!(t.repository_name(), "reg:5000/mirror/library/nginx");
+        assert_eq!(
+            MirrorRoot::parse("reg:5000").unwrap().repository("a/b").unwrap().repository,
+            "a/b"
+        );
+        let long = "a".repeat(250);
+        assert!(m.repository(&long).unwrap_err().to_string().contains("255"));
+        assert_eq!(
+            PushTarget::parse("reg:5000/mirror", true).unwrap().repository_name(),
+            "reg:5000/mirror"
+        );
+        assert_eq!(PushTarget::parse("reg:5000/app", false).unwrap().repository(), Some("app"));
     }
 
     #[test]

@@ -127,23 +127,25 @@ pub mod memory {
         /// config for `platform` (`os/arch[/variant]`); returns its manifest's descriptor,
         /// with the platform set as an index would set it.
         pub fn image(&mut self, platform: &str, layers: usize, layer_size: usize) -> Descriptor {
+            let layers: Vec<Descriptor> = (0..layers).map(|_| self.layer(layer_size)).collect();
+            self.image_of(platform, &layers)
+        }
+
+        /// A layer of `size` bytes of content no other layer has.
+        pub fn layer(&mut self, size: usize) -> Descriptor {
+            let bytes = format!("layer {} ", self.seed).into_bytes().repeat(size / 8 + 1);
+            self.seed += 1;
+            self.put("application/vnd.oci.image.layer.v1.tar+gzip", bytes[..size].to_vec())
+        }
+
+        /// An image of `layers` (which other images may share), as `image` builds it.
+        pub fn image_of(&mut self, platform: &str, layer_descs: &[Descriptor]) -> Descriptor {
             let p: Platform = platform.parse().expect("a platform");
             let config = serde_json::json!({"os": p.os, "architecture": p.architecture,
                 "variant": p.variant, "rootfs": {"type": "layers", "diff_ids": []}, "seed": self.seed});
             self.seed += 1;
             let config = self
                 .put("application/vnd.oci.image.config.v1+json", config.to_string().into_bytes());
-            let layer_descs: Vec<Descriptor> = (0..layers)
-                .map(|i| {
-                    let bytes =
-                        format!("layer {} {i} ", self.seed).into_bytes().repeat(layer_size / 8 + 1);
-                    self.seed += 1;
-                    self.put(
-                        "application/vnd.oci.image.layer.v1.tar+gzip",
-                        bytes[..layer_size].to_vec(),
-                    )
-                })
-                .collect();
             let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
                 "config": config, "layers": layer_descs});
             let mut desc = self.put(oci::OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap());
@@ -164,6 +166,17 @@ pub mod memory {
             entry.platform = None;
             if !name.is_empty() {
                 entry.annotations.insert(oci::REF_NAME_ANNOTATION.into(), name.into());
+            }
+            self.index.manifests.push(entry);
+        }
+
+        /// Names `desc` in `index.json` with these annotations (`io.containerd.image.name`,
+        /// `org.opencontainers.image.ref.name`, ...).
+        pub fn name(&mut self, desc: &Descriptor, annotations: &[(&str, &str)]) {
+            let mut entry = desc.clone();
+            entry.platform = None;
+            for (k, v) in annotations {
+                entry.annotations.insert(k.to_string(), v.to_string());
             }
             self.index.manifests.push(entry);
         }

@@ -16,6 +16,8 @@ pub struct WorkerCommand {
     /// The layout, at or below `layout_root`.
     pub layout: String,
     pub target: String,
+    /// Push every named image of the layout under `target` (`registry[/prefix]`).
+    pub mirror: bool,
     /// Where kubelet reads the termination message.
     pub termination_message: String,
     /// The mounted credentials Secret.
@@ -47,6 +49,9 @@ impl WorkerCommand {
         opt("--ref", &self.reference);
         opt("--platform", &self.platform);
         opt("--max-concurrent-uploads", &self.max_concurrent_uploads.map(|n| n.to_string()));
+        if self.mirror {
+            args.push("--mirror".into());
+        }
         if self.plain_http {
             args.push("--plain-http".into());
         }
@@ -101,6 +106,7 @@ mod tests {
             layout_root: "/var/lib/images".into(),
             layout: "/var/lib/images/-odd dir".into(),
             target: "registry.example.com:5000/team/app:v1".into(),
+            mirror: false,
             termination_message: "/dev/termination-log".into(),
             registry_config: Some("/var/run/imagepush/credentials".into()),
             plain_http: true,
@@ -118,7 +124,13 @@ mod tests {
             termination_message: "/dev/termination-log".into(),
             ..Default::default()
         };
-        for sent in [full, plain] {
+        let mirror = WorkerCommand {
+            target: "registry.example.com:5000/mirror".into(),
+            mirror: true,
+            reference: None,
+            ..full.clone()
+        };
+        for sent in [full, plain, mirror] {
             let cli = Cli::try_parse_from(["imagepush".to_string()].into_iter().chain(sent.args()))
                 .unwrap_or_else(|e| panic!("{e}\n{:?}", sent.args()));
             let Command::Push(got) = cli.command else { panic!("not a push") };
@@ -126,6 +138,7 @@ mod tests {
                 layout_root: got.layout_root.unwrap().display().to_string(),
                 layout: got.layout.display().to_string(),
                 target: got.target,
+                mirror: got.mirror,
                 termination_message: got.termination_message.unwrap().display().to_string(),
                 registry_config: got.registry_config.map(|p| p.display().to_string()),
                 plain_http: got.plain_http,

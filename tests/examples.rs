@@ -80,6 +80,17 @@ fn cel(rule: &str, s: &Value) -> Option<bool> {
         "has(self.secretName) != has(self.configMapName)" => {
             has("secretName") != has("configMapName")
         }
+        "!has(self.mirror) || !self.mirror || !has(self.source.ref)" => {
+            s["mirror"] != true || s["source"].get("ref").is_none_or(Value::is_null)
+        }
+        "!has(self.mirror) || !self.mirror || !(self.target.contains('@') || self.target.matches('/[^/]*:[^/]*$'))" =>
+        {
+            if s["mirror"] != true {
+                return Some(true);
+            }
+            let t = s["target"].as_str()?;
+            !(t.contains('@') || regex::Regex::new("/[^/]*:[^/]*$").unwrap().is_match(t))
+        }
         "!self.startsWith('/') && self != '..' && !self.startsWith('../') && !self.endsWith('/..') && !self.contains('/../')" =>
         {
             let p = s.as_str()?;
@@ -256,6 +267,7 @@ fn the_promised_examples_exist() {
         "secret-basic-auth.yaml",
         "secret-dockerconfigjson.yaml",
         "quickstart.yaml",
+        "mirror.yaml",
     ] {
         assert!(names.iter().any(|n| n == want), "examples/{want} is missing: {names:?}");
     }
@@ -311,6 +323,10 @@ fn examples_cover_the_features_they_are_named_after() {
         "no tag: every tag is pushed"
     );
     assert_eq!(spec("platform.yaml", 0)["platform"], "linux/arm64");
+    let mirror = spec("mirror.yaml", 0);
+    assert_eq!(mirror["mirror"], true);
+    let root = imagepush::reference::MirrorRoot::parse(mirror["target"].as_str().unwrap()).unwrap();
+    assert_eq!(root.to_string(), mirror["target"].as_str().unwrap());
     let promotion = example("promotion.yaml");
     assert_eq!(promotion.len(), 2);
     let (dev, prod) = (&promotion[0]["spec"], &promotion[1]["spec"]);
@@ -499,6 +515,30 @@ fn broken_variants_of_an_example_are_refused() {
         ("bad timeout", |v| v["spec"]["timeout"] = json!("1d"), "does not match"),
         ("unknown field", |v| v["spec"]["targett"] = json!("x"), ".spec.targett: unknown field"),
         (
+            "mirror to a tag",
+            |v| v["spec"]["mirror"] = json!(true),
+            "a mirror target is registry[:port][/prefix], without a tag or digest",
+        ),
+        (
+            "mirror to a digest",
+            |v| {
+                v["spec"]["mirror"] = json!(true);
+                v["spec"]["target"] =
+                    json!(format!("registry.example.com/m@sha256:{}", "a".repeat(64)));
+            },
+            "without a tag or digest",
+        ),
+        (
+            "mirror with a ref",
+            |v| {
+                v["spec"]["mirror"] = json!(true);
+                v["spec"]["target"] = json!("registry.example.com:5000/mirror");
+                v["spec"]["source"]["ref"] = json!("v1");
+            },
+            "source.ref cannot be set with mirror",
+        ),
+        ("string mirror", |v| v["spec"]["mirror"] = json!("yes"), "must be of type boolean"),
+        (
             "ca from both",
             |v| v["spec"]["connection"]["ca"] = json!({"secretName": "a", "configMapName": "b"}),
             "set exactly one of secretName and configMapName",
@@ -539,7 +579,7 @@ fn every_cel_rule_of_the_crd_has_an_equivalent() {
     }
     let mut rules = Vec::new();
     walk(&crd_schema(), &mut rules);
-    assert_eq!(rules.len(), 4, "{rules:?}");
+    assert_eq!(rules.len(), 6, "{rules:?}");
     for r in rules {
         assert!(
             cel(&r, &json!({})).is_some() || cel(&r, &json!("x")).is_some(),

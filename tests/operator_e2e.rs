@@ -187,6 +187,95 @@ async fn all_tags_platform_and_promotion_with_mounts_from_earlier_pushes() {
     assert!(st.mounts.iter().all(|m| m.from == format!("{host}/team/arm")), "{:?}", st.mounts);
 }
 
+/// A mirror over a PVC layout of three images (named as `ctr export` names them) reaches
+/// Ready with every image in its status and in the registry, the shared base uploaded once;
+/// a later push of one of them to another repository mounts every blob from what the mirror
+/// recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_pushes_every_image_of_a_bundle_and_teaches_later_pushes() {
+    use common::layout::{CONTAINERD_NAME, REF_NAME};
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let mut b = LayoutBuilder::new(&cluster.pvc_dir(NS, "layouts").join("bundle"));
+    let names = ["docker.io/library/nginx:1.27", "ghcr.io/org/app:v1", "docker.io/library/redis:7"];
+    let mut images = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let spec = common::ImageSpec::new(&[(7, 300_000), (70 + i as u64, 20_000)], 70 + i as u64);
+        let image = b.image(&spec);
+        b.name(&image, &[(CONTAINERD_NAME, name), (REF_NAME, name.rsplit_once(':').unwrap().1)]);
+        images.push(image);
+    }
+    b.write();
+    let base = b.children(&images[0]).1[0].digest.clone();
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    let target = format!("{host}/mirror");
+    create(&api, image_push("bundle", "layouts", "bundle", &target, json!({"mirror": true}))).await;
+    let ip = wait_for(&cluster, &api, "bundle", TIMEOUT, "Ready", is_ready).await;
+    let st = ip.status.clone().unwrap();
+    let seen: Vec<(String, Option<String>, String)> =
+        st.images.iter().map(|i| (i.repository.clone(), i.tag.clone(), i.digest.clone())).collect();
+    let paths = ["library/nginx", "org/app", "library/redis"];
+    let tags = ["1.27", "v1", "7"];
+    let want: Vec<(String, Option<String>, String)> = (0..3)
+        .map(|i| {
+            (format!("{target}/{}", paths[i]), Some(tags[i].to_string()), images[i].digest.clone())
+        })
+        .collect();
+    assert_eq!(seen, want);
+    assert_eq!(st.image_count, Some(3));
+    assert!(st.tags.is_empty() && st.blob_digests.is_empty());
+    assert_eq!(st.digest.as_deref(), Some(images[0].digest.as_str()));
+    let totals = st.blobs.clone().unwrap();
+    assert_eq!((totals.uploaded, totals.mounted, totals.existed), (7, 2, 0), "{totals:?}");
+    assert!(st.mounts.is_empty(), "mounts inside the bundle are not listed: {:?}", st.mounts);
+    assert_eq!(st.repository_blobs[0].repository, format!("{target}/library/nginx"));
+    assert!(st.repository_blobs[0].digests.contains(&base));
+    let held: usize = st.repository_blobs.iter().map(|h| h.digests.len()).sum();
+    assert_eq!(held, 7, "each distinct blob once: {:?}", st.repository_blobs);
+    let ready = condition(&ip, "Ready").unwrap();
+    assert_eq!(ready.1, "Pushed");
+    assert!(message_of_ready(&ip).contains("pushed 3 images to 3 repositories"), "{ip:?}");
+    for i in 0..3 {
+        let (_, _, digest) =
+            registry.manifest(&format!("mirror/{}", paths[i]), tags[i]).await.unwrap();
+        assert_eq!(digest, images[i].digest, "{}", paths[i]);
+    }
+
+    // One image of the bundle promoted alone: the mirror's knowledge makes every blob mount.
+    create(
+        &api,
+        image_push(
+            "redis-prod",
+            "layouts",
+            "bundle",
+            &format!("{host}/prod/redis:7"),
+            json!({"source": {"persistentVolumeClaim": {"claimName": "layouts", "path": "bundle"}, "ref": names[2]}}),
+        ),
+    )
+    .await;
+    let prod = wait_for(&cluster, &api, "redis-prod", TIMEOUT, "Ready", is_ready).await;
+    let st = prod.status.unwrap();
+    let totals = st.blobs.unwrap();
+    assert_eq!((totals.uploaded, totals.mounted), (0, 3), "{totals:?}");
+    let froms: std::collections::BTreeSet<&str> =
+        st.mounts.iter().map(|m| m.from.as_str()).collect();
+    let nginx = format!("{target}/library/nginx");
+    let redis = format!("{target}/library/redis");
+    assert_eq!(froms, [nginx.as_str(), redis.as_str()].into(), "{:?}", st.mounts);
+    assert_eq!(registry.manifest("prod/redis", "7").await.unwrap().2, images[2].digest);
+}
+
+fn message_of_ready(ip: &ImagePush) -> String {
+    let st = ip.status.as_ref();
+    st.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_stall_with_a_reason_and_no_retry_storm() {
     let registry = TestRegistry::start_with_htpasswd("alice", "right-password");

@@ -287,7 +287,8 @@ async fn max_concurrent_uploads_is_respected() {
                 "{}/{repo}/app:v1",
                 registry.host()
             ))
-            .unwrap(),
+            .unwrap()
+            .into(),
             reference: None,
             platform: None,
             host_platform: None,

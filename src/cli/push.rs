@@ -11,7 +11,7 @@ use crate::auth::{self, Credential, Secret};
 use crate::platform::Platform;
 use crate::push::progress::{Bars, JsonLines, Lines, Progress, Silent};
 use crate::push::{self, DEFAULT_MAX_CONCURRENT_UPLOADS, Error, PushOptions, PushReport};
-use crate::reference::Target;
+use crate::reference::PushTarget;
 use crate::registry::ConnectOptions;
 use crate::shutdown::Shutdown;
 
@@ -21,10 +21,19 @@ pub struct PushArgs {
     pub layout: PathBuf,
     /// Where to push: `registry[:port]/repository[:tag]` or `...@sha256:<hex>`.
     /// Without a tag and without --ref, every tag of the layout is pushed.
+    /// With --mirror: `registry[:port][/prefix]`, no tag or digest.
     pub target: String,
-    /// The layout entry to push: a tag (org.opencontainers.image.ref.name) or a digest.
+    /// The layout entry to push: a full name (org.opencontainers.image.ref.name or
+    /// io.containerd.image.name, such as docker.io/library/app:v1), a tag, or a digest.
     #[arg(long = "ref", value_name = "REF")]
     pub reference: Option<String>,
+    /// Push every image of the layout to its own repository under TARGET
+    /// (`registry[:port][/prefix]`), named by its full name (io.containerd.image.name, or an
+    /// org.opencontainers.image.ref.name such as docker.io/library/nginx:1.27 →
+    /// TARGET/library/nginx:1.27). Each distinct blob is uploaded once and mounted into the
+    /// other repositories that need it.
+    #[arg(long, conflicts_with = "reference")]
+    pub mirror: bool,
     /// Refuse a LAYOUT that, with symlinks resolved, is not inside this directory (the
     /// operator's workers pass their volume's mount point, so a path cannot escape it).
     #[arg(long, value_name = "DIR")]
@@ -164,11 +173,11 @@ fn check_layout_root(layout: &Path, root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn options(args: &PushArgs, target: Target) -> Result<PushOptions, Error> {
+fn options(args: &PushArgs, target: PushTarget) -> Result<PushOptions, Error> {
     if let Some(root) = &args.layout_root {
         check_layout_root(&args.layout, root)?;
     }
-    let credential = credential(args, &target.registry)?;
+    let credential = credential(args, target.registry())?;
     let known_sources = match args.known_sources.as_deref().map(str::trim) {
         None | Some("") => Default::default(),
         Some(json) => serde_json::from_str(json).map_err(|e| Error::InvalidOption {
@@ -233,8 +242,17 @@ pub fn write_report(path: &Path, report: &PushReport) -> std::io::Result<()> {
 
 fn summary(report: &PushReport) -> String {
     let t = &report.totals;
+    let images = match report.images.len() {
+        0 => String::new(),
+        n => {
+            let mut repositories: Vec<&str> =
+                report.images.iter().map(|i| i.repository.as_str()).collect();
+            repositories.dedup();
+            format!("pushed {n} images to {} repositories; ", repositories.len())
+        }
+    };
     format!(
-        "pushed {} blobs ({} uploaded, {} mounted, {} already existed), {} bytes uploaded in {:.1}s",
+        "{images}pushed {} blobs ({} uploaded, {} mounted, {} already existed), {} bytes uploaded in {:.1}s",
         report.blobs.len(),
         t.uploaded,
         t.mounted,
@@ -250,7 +268,7 @@ pub async fn run(args: PushArgs, stop: Shutdown) -> i32 {
     let started = Instant::now();
     let json = (args.progress == ProgressMode::Json)
         .then(|| Arc::new(JsonLines::new(std::io::stdout(), Duration::from_secs(1))));
-    let result = match Target::parse(&args.target) {
+    let result = match PushTarget::parse(&args.target, args.mirror) {
         Err(e) => Err((args.target.clone(), String::new(), Error::from(e))),
         Ok(target) => {
             let shown = target.to_string();
@@ -285,7 +303,14 @@ pub async fn run(args: PushArgs, stop: Shutdown) -> i32 {
                 for t in &report.tags {
                     println!("{}:{}@{}", report.repository, t.tag, t.digest);
                 }
+                for i in &report.images {
+                    match &i.tag {
+                        Some(tag) => println!("{}:{tag}@{}", i.repository, i.digest),
+                        None => println!("{}@{}", i.repository, i.digest),
+                    }
+                }
                 if report.tags.is_empty()
+                    && report.images.is_empty()
                     && let Some(d) = &report.digest
                 {
                     println!("{}@{d}", report.repository);

@@ -20,7 +20,7 @@ use super::status::{self, reasons};
 use super::{Context, Error, job, knowledge, metrics, validate};
 use crate::crd::{ImagePush, ImagePushStatus, Phase};
 use crate::push::report::PushReport;
-use crate::reference::Target;
+use crate::reference::PushTarget;
 
 /// How soon to look again while Jobs of an older generation stop.
 const STOPPING_POLL: Duration = Duration::from_secs(2);
@@ -211,7 +211,7 @@ impl Act<'_> {
     /// that is reported.
     pub async fn create_job(
         &self,
-        target: &Target,
+        target: &PushTarget,
         attempt: u32,
     ) -> Result<Result<String, Step>, Error> {
         let (ctx, ip) = (self.ctx, self.ip);

@@ -191,6 +191,7 @@ fn volumes_and_args(spec: &ImagePushSpec, layout: LayoutSource) -> (Mounts, Vec<
         layout_root: layout.root.clone(),
         layout: layout.dir.clone(),
         target: spec.target.clone(),
+        mirror: spec.mirror,
         termination_message: TERMINATION_LOG.into(),
         reference: spec.source.reference.clone(),
         platform: spec.platform.clone(),
@@ -413,6 +414,7 @@ mod tests {
             ImagePushSpec {
                 source,
                 target: "reg.example.com/team/app:v1".into(),
+                mirror: false,
                 platform: Some("linux/arm64".into()),
                 credentials_secret: Some(LocalObjectReference { name: "regcred".into() }),
                 mount_from: vec!["team/base".into()],
@@ -482,6 +484,7 @@ mod tests {
         let args = c.args.clone().unwrap();
         assert_eq!(args[0], "push");
         assert_eq!(&args[args.len() - 2..], ["/layout/builds/app", "reg.example.com/team/app:v1"]);
+        assert!(!args.iter().any(|a| a == "--mirror"), "{args:?}");
         for want in [
             "--plain-http",
             "--ref",
@@ -520,6 +523,22 @@ mod tests {
         assert!(env.iter().any(|e| e.name == "IMAGEPUSH_KNOWN_SOURCES"));
         // No credential material in the Job itself.
         assert!(!serde_json::to_string(&pod.containers).unwrap().contains("password"));
+    }
+
+    #[test]
+    fn a_mirror_worker_is_told_so() {
+        let source = Source {
+            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
+            host_path: None,
+            reference: None,
+        };
+        let mut ip = ip(source);
+        ip.spec.mirror = true;
+        ip.spec.target = "reg.example.com/mirror".into();
+        let job = build(&ip, 1, 1, &settings(), "", None);
+        let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.iter().any(|a| a == "--mirror"), "{args:?}");
+        assert_eq!(&args[args.len() - 2..], ["/layout", "reg.example.com/mirror"]);
     }
 
     #[test]

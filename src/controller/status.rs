@@ -5,10 +5,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{
-    BlobTotals, ImagePushStatus, IndexFallbackStatus, MountStatus, ProgressStatus, TagStatus,
+    BlobTotals, ImagePushStatus, ImageStatus, IndexFallbackStatus, MountStatus, ProgressStatus,
+    RepositoryBlobs, TagStatus,
 };
 use crate::push::progress::ProgressLine;
 use crate::push::report::{BlobOutcome, PushReport};
+
+/// Images of a mirror listed in `status.images` (about 150 bytes each); `imageCount` has
+/// them all, the report in the worker's log every one.
+pub const MAX_STATUS_IMAGES: usize = 500;
+/// Blob digests of a mirror kept as mount knowledge in `status.repositoryBlobs` (73 bytes
+/// each); the sources handed to a worker are bounded anyway.
+pub const MAX_STATUS_BLOB_DIGESTS: usize = 1000;
+/// Mounts listed in `status.mounts` (a mirror lists only those from outside the bundle).
+pub const MAX_STATUS_MOUNTS: usize = 256;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -158,8 +168,12 @@ pub fn progress_status(p: &ProgressLine) -> ProgressStatus {
     }
 }
 
-/// A successful report as status: Ready True (Pushed), no Reconciling or Stalled.
+/// A successful report as status: Ready True (Pushed), no Reconciling or Stalled. A mirror's
+/// report (it has `images`) gives `images`, `imageCount` and `repositoryBlobs` instead of
+/// `tags` and `blobDigests`; every list bounded, so a bundle of thousands of images still
+/// fits the object.
 pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generation: i64) {
+    let mirror = !report.images.is_empty() || report.images_omitted.is_some();
     status.phase = Some(crate::crd::Phase::Succeeded);
     status.observed_generation = Some(generation);
     status.digest = report.digest.as_ref().map(|d| d.to_string());
@@ -182,16 +196,38 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
         existed: report.totals.existed,
         bytes_uploaded: report.totals.bytes_uploaded,
     });
+    let bundle: std::collections::HashSet<&str> =
+        report.blobs.iter().filter_map(|b| b.repository.as_deref()).collect();
+    let in_bundle = |from: &Option<String>| from.as_deref().is_some_and(|f| bundle.contains(f));
     status.mounts = report
         .blobs
         .iter()
-        .filter(|b| b.outcome == BlobOutcome::Mounted)
+        .filter(|b| b.outcome == BlobOutcome::Mounted && !in_bundle(&b.from))
+        .take(MAX_STATUS_MOUNTS)
         .map(|b| MountStatus {
             digest: b.digest.to_string(),
             from: b.from.clone().unwrap_or_default(),
         })
         .collect();
-    status.blob_digests = report.blobs.iter().map(|b| b.digest.to_string()).collect();
+    status.images = report
+        .images
+        .iter()
+        .take(MAX_STATUS_IMAGES)
+        .map(|i| ImageStatus {
+            repository: i.repository.clone(),
+            tag: i.tag.clone(),
+            digest: i.digest.to_string(),
+        })
+        .collect();
+    status.image_count =
+        mirror.then(|| report.images.len() as u64 + report.images_omitted.unwrap_or(0));
+    if mirror {
+        status.blob_digests = Vec::new();
+        status.repository_blobs = first_holders(report);
+    } else {
+        status.blob_digests = report.blobs.iter().map(|b| b.digest.to_string()).collect();
+        status.repository_blobs = Vec::new();
+    }
     let total: u64 = report.blobs.iter().map(|b| b.size).sum();
     status.progress = Some(progress_status(&ProgressLine {
         bytes_done: total,
@@ -201,7 +237,15 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
     }));
     status.completion_time = Some(now());
     status.message = None;
+    let repositories: std::collections::BTreeSet<&str> =
+        report.images.iter().map(|i| i.repository.as_str()).collect();
     let what = match (report.tags.len(), &report.digest) {
+        _ if mirror => format!(
+            "pushed {} images to {} repositories under {}",
+            status.image_count.unwrap_or_default(),
+            repositories.len(),
+            report.repository
+        ),
         (0, Some(d)) => format!("pushed {d} to {}", report.repository),
         (1, _) => format!(
             "pushed {}:{} as {}",
@@ -212,6 +256,28 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
     set_condition(&mut status.conditions, READY, true, reasons::PUSHED, &what, generation);
     remove_condition(&mut status.conditions, RECONCILING);
     remove_condition(&mut status.conditions, STALLED);
+}
+
+/// A mirror's mount knowledge: each distinct blob once, under the first repository of the
+/// report that holds it (every repository of a successful mirror holds its blobs), at most
+/// `MAX_STATUS_BLOB_DIGESTS` of them.
+fn first_holders(report: &PushReport) -> Vec<RepositoryBlobs> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<RepositoryBlobs> = Vec::new();
+    for b in &report.blobs {
+        let Some(repository) = &b.repository else { continue };
+        if seen.len() == MAX_STATUS_BLOB_DIGESTS || !seen.insert(&b.digest) {
+            continue;
+        }
+        match out.iter_mut().find(|h| h.repository == *repository) {
+            Some(h) => h.digests.push(b.digest.to_string()),
+            None => out.push(RepositoryBlobs {
+                repository: repository.clone(),
+                digests: vec![b.digest.to_string()],
+            }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -243,6 +309,7 @@ mod tests {
                 media_type: "x".into(),
                 outcome,
                 from: (outcome == BlobOutcome::Mounted).then(|| "reg/base".to_string()),
+                repository: None,
             });
         }
         r.recount();
@@ -266,6 +333,65 @@ mod tests {
         assert_eq!(s.blob_digests.len(), 3);
         assert_eq!(s.tags[0].tag, "v1");
         assert_eq!(s.progress.as_ref().unwrap().summary, "blobs 3/3, 0.0/0.0 MiB");
+    }
+
+    /// A mirror of 600 images sharing a base, with one blob mounted from outside: the images
+    /// and knowledge bounded, the count whole, mounts inside the bundle left out.
+    #[test]
+    fn a_large_mirror_is_stored_bounded() {
+        use crate::push::report::ImageReport;
+        let mut r = PushReport::new("reg/m".into(), "reg/m".into());
+        let base = Digest::sha256(b"base");
+        let blob = |digest: &Digest, repo: &str, outcome, from: Option<&str>| BlobReport {
+            digest: digest.clone(),
+            size: 10,
+            media_type: "x".into(),
+            outcome,
+            from: from.map(String::from),
+            repository: Some(repo.to_string()),
+        };
+        for i in 0..600u32 {
+            let repo = format!("reg/m/app{i}");
+            r.images.push(ImageReport {
+                repository: repo.clone(),
+                tag: Some("v1".into()),
+                digest: Digest::sha256(&i.to_le_bytes()),
+                size: 5,
+                media_type: crate::oci::OCI_MANIFEST.into(),
+                manifest_pushed_instead_of_index: None,
+            });
+            r.blobs.push(match i {
+                0 => blob(&base, &repo, BlobOutcome::Mounted, Some("reg/elsewhere")),
+                _ => blob(&base, &repo, BlobOutcome::Mounted, Some("reg/m/app0")),
+            });
+            for own in [i + 1000, i + 2000] {
+                let digest = Digest::sha256(&own.to_le_bytes());
+                r.blobs.push(blob(&digest, &repo, BlobOutcome::Uploaded, None));
+            }
+        }
+        r.recount();
+        let mut s = ImagePushStatus::default();
+        apply_success(&mut s, &r, 1);
+        assert_eq!((s.images.len(), s.image_count), (MAX_STATUS_IMAGES, Some(600)));
+        assert!(s.tags.is_empty() && s.blob_digests.is_empty());
+        assert_eq!(s.mounts.len(), 1, "only the mount from outside the bundle: {:?}", s.mounts);
+        let held: usize = s.repository_blobs.iter().map(|h| h.digests.len()).sum();
+        assert_eq!(held, MAX_STATUS_BLOB_DIGESTS);
+        assert_eq!(s.repository_blobs[0].repository, "reg/m/app0");
+        assert_eq!(s.repository_blobs[0].digests[0], base.to_string());
+        assert_eq!(
+            condition(&s, READY).unwrap().message,
+            "pushed 600 images to 600 repositories under reg/m"
+        );
+        let bytes = serde_json::to_vec(&s).unwrap().len();
+        assert!(bytes < 256 * 1024, "{bytes} bytes of status");
+
+        // The compact report of a termination message keeps the count.
+        let compact: PushReport = serde_json::from_str(&r.compact_json(4096)).unwrap();
+        let mut s = ImagePushStatus::default();
+        apply_success(&mut s, &compact, 1);
+        assert_eq!(s.image_count, Some(600));
+        assert!(!s.images.is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::names::{config_key, dns_subdomain, label_key, label_value};
 use crate::crd::ImagePushSpec;
 use crate::platform::Platform;
-use crate::reference::Target;
+use crate::reference::PushTarget;
 
 /// A spec problem: a condition reason and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +119,15 @@ fn name_field(
 }
 
 /// Checks everything that can be checked without the API.
-pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<Target, Invalid> {
-    let target =
-        Target::parse(&spec.target).map_err(|e| invalid("ReferenceInvalid", e.to_string()))?;
+pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<PushTarget, Invalid> {
+    let target = PushTarget::parse(&spec.target, spec.mirror)
+        .map_err(|e| invalid("ReferenceInvalid", e.to_string()))?;
+    if spec.mirror && spec.source.reference.is_some() {
+        return Err(invalid(
+            "SpecInvalid",
+            "source.ref cannot be set with mirror: a mirror pushes every named image of the layout",
+        ));
+    }
     if let Some(p) = &spec.platform {
         p.parse::<Platform>().map_err(|e| invalid("PlatformInvalid", e.to_string()))?;
     }
@@ -260,7 +266,12 @@ mod tests {
     #[test]
     fn accepts_a_plain_spec() {
         let t = validate(&spec(), &[]).unwrap();
-        assert_eq!(t.repository, "team/app");
+        assert_eq!(t.repository(), Some("team/app"));
+        let mut mirror = spec();
+        mirror.mirror = true;
+        mirror.target = "registry.example.com/mirror".into();
+        let t = validate(&mirror, &[]).unwrap();
+        assert_eq!((t.repository(), t.to_string().as_str()), (None, "registry.example.com/mirror"));
     }
 
     #[test]
@@ -270,6 +281,20 @@ mod tests {
         let cases: Vec<(Edit, &str, &str)> = vec![
             (|s| s.target = "Reg/Upper:v1".into(), "ReferenceInvalid", "lowercase"),
             (|s| s.target = "r:70000/app".into(), "ReferenceInvalid", "port"),
+            (
+                |s| s.mirror = true, // the target has a tag
+                "ReferenceInvalid",
+                "without a tag or digest",
+            ),
+            (
+                |s| {
+                    s.mirror = true;
+                    s.target = "registry.example.com/mirror".into();
+                    s.source.reference = Some("v1".into());
+                },
+                "SpecInvalid",
+                "source.ref cannot be set with mirror",
+            ),
             (|s| s.platform = Some("linux/".into()), "PlatformInvalid", "linux/"),
             (
                 |s| s.source.persistent_volume_claim.as_mut().unwrap().path = Some("../x".into()),

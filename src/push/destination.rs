@@ -26,6 +26,8 @@ pub trait Destination: Sync {
     fn name(&self) -> String;
     /// The registry, as the user named it (mount sources are reported as `registry/repo`).
     fn registry(&self) -> &str;
+    /// The repository's path in its registry (what another repository mounts from).
+    fn repository(&self) -> &str;
     async fn blob_exists(&self, digest: &Digest) -> Result<bool, registry::Error>;
     /// Whether another repository of the same registry holds the blob.
     async fn blob_exists_in(
@@ -72,6 +74,10 @@ impl Destination for RegistryRepository<'_> {
 
     fn registry(&self) -> &str {
         &self.target.registry
+    }
+
+    fn repository(&self) -> &str {
+        &self.target.repository
     }
 
     async fn blob_exists(&self, digest: &Digest) -> Result<bool, registry::Error> {
@@ -134,8 +140,8 @@ impl Destination for RegistryRepository<'_> {
 pub mod memory {
     use std::collections::{HashMap, HashSet};
     use std::io::Read;
-    use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
 
     use super::{BlobOpener, Destination, OnProgress};
     use crate::digest::Digest;
@@ -156,11 +162,32 @@ pub mod memory {
         pub uploaded: u64,
     }
 
+    /// One in-memory registry, shared by its repositories.
     #[derive(Default)]
+    pub struct RegistryState {
+        /// What every repository holds: `repository -> digests`.
+        pub blobs: HashMap<String, HashSet<Digest>>,
+        /// Every call to any of its repositories, in order (`team/app: PUT tag v1`).
+        pub calls: Vec<String>,
+    }
+
+    pub type Registry = Arc<Mutex<RegistryState>>;
+
     pub struct MemoryRepository {
+        /// Its path (`team/app` unless built `in_registry`).
+        pub repository: String,
         pub state: Mutex<State>,
         /// Mounts answer 202 (the registry could not mount) instead of 201.
         pub refuse_mounts: bool,
+        /// The registry it is part of, shared with its other repositories (which it can
+        /// mount from).
+        registry: Registry,
+    }
+
+    impl Default for MemoryRepository {
+        fn default() -> Self {
+            MemoryRepository::in_registry("team/app", &Registry::default())
+        }
     }
 
     impl MemoryRepository {
@@ -168,8 +195,44 @@ pub mod memory {
             Self::default()
         }
 
+        /// Repository `repository` of `registry`.
+        pub fn in_registry(repository: &str, registry: &Registry) -> Self {
+            MemoryRepository {
+                repository: repository.to_string(),
+                state: Mutex::default(),
+                refuse_mounts: false,
+                registry: registry.clone(),
+            }
+        }
+
         fn call(&self, what: String) {
+            self.registry.lock().unwrap().calls.push(format!("{}: {what}", self.repository));
             self.state.lock().unwrap().calls.push(what);
+        }
+
+        /// Puts a blob into the repository, as an earlier push would have.
+        pub fn seed(&self, digest: &Digest) {
+            let mut st = self.state.lock().unwrap();
+            self.holds(&mut st, digest);
+        }
+
+        /// Records that this repository holds `digest`.
+        fn holds(&self, st: &mut State, digest: &Digest) {
+            st.blobs.insert(digest.clone());
+            let mut registry = self.registry.lock().unwrap();
+            registry.blobs.entry(self.repository.clone()).or_default().insert(digest.clone());
+        }
+
+        /// Whether another repository of the registry holds `digest`.
+        fn elsewhere(&self, st: &State, repository: &str, digest: &Digest) -> bool {
+            st.elsewhere.get(repository).is_some_and(|b| b.contains(digest))
+                || self
+                    .registry
+                    .lock()
+                    .unwrap()
+                    .blobs
+                    .get(repository)
+                    .is_some_and(|b| b.contains(digest))
         }
 
         pub fn calls(&self) -> Vec<String> {
@@ -179,11 +242,15 @@ pub mod memory {
 
     impl Destination for MemoryRepository {
         fn name(&self) -> String {
-            "registry.test/team/app".into()
+            format!("registry.test/{}", self.repository)
         }
 
         fn registry(&self) -> &str {
             "registry.test"
+        }
+
+        fn repository(&self) -> &str {
+            &self.repository
         }
 
         async fn blob_exists(&self, digest: &Digest) -> Result<bool, registry::Error> {
@@ -198,7 +265,7 @@ pub mod memory {
         ) -> Result<bool, registry::Error> {
             self.call(format!("HEAD blob {digest} in {repository}"));
             let st = self.state.lock().unwrap();
-            Ok(st.elsewhere.get(repository).is_some_and(|b| b.contains(digest)))
+            Ok(self.elsewhere(&st, repository, digest))
         }
 
         async fn mount(
@@ -208,9 +275,8 @@ pub mod memory {
         ) -> Result<MountOutcome, registry::Error> {
             self.call(format!("mount {digest} from {from}"));
             let mut st = self.state.lock().unwrap();
-            let there = st.elsewhere.get(from).is_some_and(|b| b.contains(digest));
-            if there && !self.refuse_mounts {
-                st.blobs.insert(digest.clone());
+            if self.elsewhere(&st, from, digest) && !self.refuse_mounts {
+                self.holds(&mut st, digest);
                 return Ok(MountOutcome::Mounted);
             }
             Ok(MountOutcome::Started(UploadSession::for_tests(format!("session for {digest}"))))
@@ -241,7 +307,7 @@ pub mod memory {
             progress(desc.size);
             let mut st = self.state.lock().unwrap();
             st.uploaded += desc.size;
-            st.blobs.insert(desc.digest.clone());
+            self.holds(&mut st, &desc.digest);
             Ok(())
         }
 
@@ -286,14 +352,15 @@ pub mod memory {
                 named.is_empty(),
                 "PUT of {digest} names content the repository lacks: {named:?}"
             );
-            match at {
-                TagOrDigest::Tag(t) => {
-                    st.calls.push(format!("PUT tag {t}"));
-                    st.tags.insert(t.to_string(), digest.clone());
-                }
-                TagOrDigest::Digest(d) => st.calls.push(format!("PUT manifest {d}")),
+            if let TagOrDigest::Tag(t) = at {
+                st.tags.insert(t.to_string(), digest.clone());
             }
             st.manifests.insert(digest, bytes.to_vec());
+            drop(st);
+            self.call(match at {
+                TagOrDigest::Tag(t) => format!("PUT tag {t}"),
+                TagOrDigest::Digest(d) => format!("PUT manifest {d}"),
+            });
             Ok(())
         }
     }

@@ -31,6 +31,12 @@ pub enum Error {
     AmbiguousSource { layout: PathBuf, tag: String, count: usize, tags: Vec<String> },
     #[error("tag {tag} stands for different images in {layout}: {}; choose one with --ref and its full name (spec.source.ref)", .entries.join(", "))]
     AmbiguousTag { tag: String, layout: PathBuf, entries: Vec<String> },
+    #[error("--mirror pushes every entry of {layout} under its full name (io.containerd.image.name, or org.opencontainers.image.ref.name such as docker.io/library/nginx:1.27), and these have none: {}", .entries.join("; "))]
+    UnnamedEntries { layout: PathBuf, entries: Vec<String> },
+    #[error("names in {layout} stand for different images: {}; a mirror pushes each name once", .conflicts.join("; "))]
+    AmbiguousNames { layout: PathBuf, conflicts: Vec<String> },
+    #[error("the layout {layout} has no entries to mirror")]
+    NoImages { layout: PathBuf },
     #[error("{name:?} in {layout} is not a valid tag")]
     InvalidTagName { name: String, layout: PathBuf },
     #[error("no manifest for platform {wanted} in {index} (available: {})", list_or_none(.available))]
@@ -159,11 +165,14 @@ impl Error {
             | Sources { .. }
             | InvalidTagName { .. }
             | AmbiguousTag { .. }
+            | UnnamedEntries { .. }
+            | AmbiguousNames { .. }
             | UnsupportedMediaType { .. }
             | IndexCycle { .. }
             | PlatformWithDigestTarget { .. } => ErrorClass::BadInput,
             RefNotFound { .. }
             | NoTags { .. }
+            | NoImages { .. }
             | AmbiguousSource { .. }
             | PlatformNotFound { .. }
             | PlatformConflict { .. }
@@ -199,10 +208,13 @@ impl Error {
             InvalidOption { .. } | PlatformWithDigestTarget { .. } => "SpecInvalid",
             LayoutOutsideRoot { .. } => "LayoutOutsideRoot",
             Sources { .. } => "SourcesInvalid",
-            RefNotFound { .. } | NoTags { .. } | AmbiguousSource { .. } | InvalidTagName { .. } => {
-                "RefNotFound"
-            }
-            AmbiguousTag { .. } => "RefAmbiguous",
+            RefNotFound { .. }
+            | NoTags { .. }
+            | NoImages { .. }
+            | AmbiguousSource { .. }
+            | InvalidTagName { .. } => "RefNotFound",
+            AmbiguousTag { .. } | AmbiguousNames { .. } => "RefAmbiguous",
+            UnnamedEntries { .. } => "ImageNameMissing",
             PlatformNotFound { .. } | PlatformMismatch { .. } => "PlatformNotFound",
             PlatformConflict { .. } | NoHostMatch { .. } => "PlatformConflict",
             ContentMissing { .. } => "ContentMissing",

@@ -1,12 +1,14 @@
 //! The push engine: from an OCI image layout to a registry with `docker push` semantics.
 //!
 //! A `Source` (a layout) gives content; the image `graph` reads each manifest and index of it
-//! once; `select` picks the entries and tags, `resolve` the platform or the index fallback,
-//! `plan` lists the content children first, and `run` pushes it into a `Destination` (one
-//! repository of a registry): blobs, then manifests and indexes, then tags. `report` is what
-//! comes out. The engine never writes the source; the only file it may write is the sources
-//! file, after a successful push.
+//! once; `select` picks the entries and tags (for a mirror, `bundle` sends each named entry
+//! to its own repository), `resolve` the platform or the index fallback, `plan` lists the
+//! content children first, and `run` pushes it into one `Destination` per repository (all
+//! of one registry): blobs, then manifests and indexes, then tags. `report` is what comes
+//! out. The engine never writes the source; the only file it may write is the sources file,
+//! after a successful push.
 
+pub mod bundle;
 pub mod destination;
 mod error;
 pub mod graph;
@@ -27,12 +29,13 @@ pub use progress::{Event, Progress};
 pub use report::{BlobOutcome, PushReport};
 
 use destination::{Destination, RegistryRepository};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use graph::Graph;
+use select::Destined;
 
 use crate::auth::Credential;
-use crate::oci;
 use crate::platform::Platform;
-use crate::reference::Target;
+use crate::reference::PushTarget;
 use crate::registry::{ConnectOptions, RegistryClient};
 use crate::shutdown::Shutdown;
 
@@ -45,7 +48,8 @@ pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 4;
 pub struct PushOptions {
     /// The OCI image layout: a directory, or a tar archive of one (plain or gzip).
     pub layout: PathBuf,
-    pub target: Target,
+    /// One repository, or (`--mirror`) a registry and prefix for every named image.
+    pub target: PushTarget,
     /// A tag (`org.opencontainers.image.ref.name`) or digest in the layout.
     pub reference: Option<String>,
     /// `os/arch[/variant]`: push only this platform's manifest of an index.
@@ -78,49 +82,114 @@ pub async fn push(
             reason: "must be at least 1".into(),
         });
     }
-    let target = &opts.target;
     let (graph, selected, candidates) =
         until_stopped(stop, Stage::Preparing, read_source(opts)).await?;
-    let client = until_stopped(stop, Stage::Preparing, connect(opts, &progress)).await?;
-    let destination = RegistryRepository { client: &client, target };
-    let plan = until_stopped(
-        stop,
-        Stage::Preparing,
-        plan(opts, &graph, selected, &destination, &candidates, &progress),
-    )
-    .await?;
+    let client = until_stopped(stop, Stage::Preparing, connect(opts, &selected, &progress)).await?;
+    let destinations: Vec<RegistryRepository> = selected
+        .iter()
+        .map(|d| RegistryRepository { client: &client, target: &d.target })
+        .collect();
+    let mut report =
+        execute(opts, &graph, &selected, &destinations, &candidates, progress, stop).await?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
 
-    let runner = run::Runner::new(
-        &destination,
-        &graph,
-        &candidates,
-        progress.clone(),
-        opts.max_concurrent_uploads,
-    );
-    let blobs = until_stopped(stop, Stage::Blobs, runner.blobs(&plan)).await?;
-    let manifests = until_stopped(stop, Stage::Manifests, runner.manifests(&plan)).await?;
-    let tags = runner.tags(&plan, stop).await?;
-
-    let mut report = PushReport::new(target.to_string(), target.repository_name());
-    let first = &plan.roots[0];
-    report.digest = Some(first.desc.digest.clone());
-    report.size = Some(first.desc.size);
-    report.media_type = Some(first.desc.media_type.clone());
-    report.manifest_pushed_instead_of_index = plan.roots.iter().find_map(|r| r.fallback.clone());
-    report.tags = tags;
-    report.blobs = blobs;
-    report.manifests = manifests;
-    report.recount();
-
+/// The push once the source is read and the registry reached: each repository's plan, then
+/// the blobs, manifests and tags of all of them, the report, and the sources file.
+async fn execute<D: Destination>(
+    opts: &PushOptions,
+    graph: &Arc<Graph>,
+    selected: &[Destined],
+    destinations: &[D],
+    candidates: &sources::MountCandidates,
+    progress: Arc<dyn Progress>,
+    stop: &Shutdown,
+) -> Result<PushReport, Error> {
+    let mut repositories = Vec::with_capacity(selected.len());
+    for (destined, destination) in selected.iter().zip(destinations) {
+        let candidates = candidates.for_repository(&destined.target.repository);
+        let plan = until_stopped(
+            stop,
+            Stage::Preparing,
+            plan(opts, graph, destined.roots.clone(), destination, &candidates, &progress),
+        )
+        .await?;
+        repositories.push(run::Repository { destination, plan, candidates });
+    }
+    let mirror = matches!(opts.target, PushTarget::Mirror(_));
+    let mut runner =
+        run::Runner::new(&repositories, graph, progress.clone(), opts.max_concurrent_uploads);
+    runner.qualified = mirror;
+    let blobs = until_stopped(stop, Stage::Blobs, runner.blobs()).await?;
+    let manifests = until_stopped(stop, Stage::Manifests, runner.manifests()).await?;
+    let tags = runner.tags(stop).await?;
+    let report = assemble(&opts.target, &repositories, blobs, manifests, tags);
     if let Some(path) = opts.sources.clone() {
-        let digests: Vec<_> = report.blobs.iter().map(|b| b.digest.clone()).collect();
-        let repository = target.repository_name();
-        tokio::task::spawn_blocking(move || sources::record(&path, &digests, &repository))
+        let held: Vec<(String, Vec<_>)> = repositories
+            .iter()
+            .map(|r| {
+                (r.destination.name(), r.plan.blobs.iter().map(|b| b.digest.clone()).collect())
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || sources::record(&path, &held))
             .await
             .expect("recording sources does not panic")?;
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The report of a finished push: the first image's digest, size and media type; for one
+/// repository its tags, blobs and manifests; for a mirror every image, and every
+/// repository's blobs and manifests, each named with its repository. Totals across all.
+fn assemble<D: Destination>(
+    target: &PushTarget,
+    repositories: &[run::Repository<D>],
+    blobs: Vec<Vec<report::BlobReport>>,
+    manifests: Vec<Vec<report::ManifestReport>>,
+    tags: Vec<Vec<report::TagReport>>,
+) -> PushReport {
+    let mut report = PushReport::new(target.to_string(), target.repository_name());
+    let roots = || repositories.iter().flat_map(|r| &r.plan.roots);
+    if let Some(first) = roots().next() {
+        report.digest = Some(first.desc.digest.clone());
+        report.size = Some(first.desc.size);
+        report.media_type = Some(first.desc.media_type.clone());
+    }
+    report.manifest_pushed_instead_of_index = roots().find_map(|r| r.fallback.clone());
+    if let PushTarget::Repository(_) = target {
+        report.tags = tags.into_iter().flatten().collect();
+        report.blobs = blobs.into_iter().flatten().collect();
+        report.manifests = manifests.into_iter().flatten().collect();
+        report.recount();
+        return report;
+    }
+    let per_repository = repositories.iter().zip(blobs).zip(manifests).zip(tags);
+    for (((repo, blobs), manifests), tags) in per_repository {
+        let name = repo.destination.name();
+        for root in &repo.plan.roots {
+            let tagged = tags.iter().find(|t| Some(&t.tag) == root.tag.as_ref());
+            report.images.push(report::ImageReport {
+                repository: name.clone(),
+                tag: tagged.map(|t| t.tag.clone()),
+                digest: root.desc.digest.clone(),
+                size: root.desc.size,
+                media_type: root.desc.media_type.clone(),
+                manifest_pushed_instead_of_index: root.fallback.clone(),
+            });
+        }
+        let named = Some(name);
+        report.blobs.extend(
+            blobs.into_iter().map(|b| report::BlobReport { repository: named.clone(), ..b }),
+        );
+        report.manifests.extend(
+            manifests
+                .into_iter()
+                .map(|m| report::ManifestReport { repository: named.clone(), ..m }),
+        );
+    }
+    report.recount();
+    report
 }
 
 /// `work`, unless a stop is requested first: then `work` is dropped (with its requests) and
@@ -145,7 +214,7 @@ async fn read_source(opts: &PushOptions) -> Result<SourceRead, Error> {
     tokio::task::spawn_blocking(move || {
         let source = crate::source::open(&opts.layout)?;
         let graph = Arc::new(Graph::open(source)?);
-        let selected = select::select_roots(&graph, &opts.target, opts.reference.as_deref())?;
+        let selected = select::select(&graph, &opts.target, opts.reference.as_deref())?;
         Ok((graph, selected, mount_candidates(&opts)?))
     })
     .await
@@ -153,7 +222,7 @@ async fn read_source(opts: &PushOptions) -> Result<SourceRead, Error> {
 }
 
 /// What `read_source` gives.
-type SourceRead = (Arc<Graph>, Vec<(Option<String>, oci::Descriptor)>, sources::MountCandidates);
+type SourceRead = (Arc<Graph>, Vec<Destined>, sources::MountCandidates);
 
 fn mount_candidates(opts: &PushOptions) -> Result<sources::MountCandidates, Error> {
     let mut source_map = match &opts.sources {
@@ -163,17 +232,27 @@ fn mount_candidates(opts: &PushOptions) -> Result<sources::MountCandidates, Erro
     for (digest, names) in &opts.known_sources {
         source_map.entry(digest.clone()).or_default().extend(names.iter().cloned());
     }
-    Ok(sources::MountCandidates::new(&opts.target, &opts.mount_from, source_map))
+    Ok(sources::MountCandidates::for_registry(opts.target.registry(), &opts.mount_from, source_map))
 }
 
-/// The registry client, its retries reported as progress, with push access checked (a wrong
-/// password fails before anything is read or sent).
+/// Repositories whose push access is checked at once.
+const ACCESS_CHECKS: usize = 8;
+
+/// The registry client for every repository of the push, its retries reported as progress,
+/// with push access checked (a wrong password fails before anything is read or sent).
 async fn connect(
     opts: &PushOptions,
+    selected: &[Destined],
     progress: &Arc<dyn Progress>,
 ) -> Result<RegistryClient, Error> {
     let target = &opts.target;
-    let mut client = RegistryClient::new(target, opts.credential.clone(), &opts.connect)?;
+    let mut client = RegistryClient::for_repositories(
+        target.registry(),
+        target.endpoint(),
+        selected.iter().map(|d| d.target.repository.clone()),
+        opts.credential.clone(),
+        &opts.connect,
+    )?;
     // Each retry is said once: in the output when it shows them, else in the log.
     let retry_progress = progress.clone();
     client.set_retry_observer(Arc::new(move |n: crate::registry::retry::RetryNotice| {
@@ -190,30 +269,43 @@ async fn connect(
             error: n.error,
         })
     }));
-    client.check_push_access(&target.repository).await?;
-    progress.event(Event::Start { repository: target.repository_name() });
+    stream::iter(selected)
+        .map(|d| client.check_push_access(&d.target.repository))
+        .buffer_unordered(ACCESS_CHECKS)
+        .try_collect::<()>()
+        .await?;
+    progress.event(match target {
+        PushTarget::Repository(t) => Event::Start { repository: t.repository_name() },
+        PushTarget::Mirror(m) => {
+            Event::StartMirror { root: m.to_string(), repositories: selected.len() }
+        }
+    });
     Ok(client)
 }
 
-/// What is pushed: each chosen entry through `--platform` or the index fallback, then the
-/// plan, with no content missing everywhere.
+/// What is pushed into one repository: each chosen entry through `--platform` or the index
+/// fallback, then the plan, with no content missing everywhere.
 async fn plan<D: Destination>(
     opts: &PushOptions,
     graph: &Arc<Graph>,
-    selected: Vec<(Option<String>, oci::Descriptor)>,
+    selected: Vec<(Option<String>, crate::oci::Descriptor)>,
     destination: &D,
     candidates: &sources::MountCandidates,
     progress: &Arc<dyn Progress>,
 ) -> Result<plan::Plan, Error> {
     let host = opts.host_platform.clone().unwrap_or_else(Platform::host);
-    let choice = resolve::Choice {
-        wanted: opts.platform.as_ref(),
-        host: &host,
-        by_digest: opts.target.digest.is_some(),
-    };
     let mut avail = resolve::Availability::new(graph, destination, candidates);
     let mut roots = Vec::new();
     for (tag, desc) in selected {
+        let choice = resolve::Choice {
+            wanted: opts.platform.as_ref(),
+            host: &host,
+            // A mirror pushes an entry named by digest (`…@sha256:`) by that digest.
+            by_digest: match &opts.target {
+                PushTarget::Repository(t) => t.digest.is_some(),
+                PushTarget::Mirror(_) => tag.is_none(),
+            },
+        };
         let root = resolve::resolve_root(&mut avail, tag, desc, &choice).await?;
         if let Some(f) = &root.fallback {
             progress.event(Event::Fallback {
@@ -258,3 +350,6 @@ pub fn failure_report(
     });
     report
 }
+
+#[cfg(test)]
+mod tests;

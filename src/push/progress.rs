@@ -18,6 +18,11 @@ pub enum Event {
     Start {
         repository: String,
     },
+    /// A mirror starts: `repositories` repositories under `root` (`registry[/prefix]`).
+    StartMirror {
+        root: String,
+        repositories: usize,
+    },
     Blob {
         digest: Digest,
         size: u64,
@@ -29,14 +34,16 @@ pub enum Event {
         manifest: Digest,
         platform: String,
     },
-    /// A tag now points at `digest`.
+    /// A tag now points at `digest`; `repository` (`registry/repository`) is set in a mirror.
     Tagged {
+        repository: Option<String>,
         tag: String,
         digest: Digest,
         size: u64,
     },
-    /// The image was pushed by digest (no tag).
+    /// The image was pushed by digest (no tag); `repository` is set in a mirror.
     PushedDigest {
+        repository: Option<String>,
         digest: Digest,
         size: u64,
     },
@@ -73,6 +80,36 @@ pub enum BlobState {
     Pushed,
     Mounted { from: String },
     Exists,
+}
+
+/// What a sink prints for the events every sink shows as a line (all but blob states and
+/// retries, which each shows its own way).
+fn status_line(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Start { repository } => format!("The push refers to repository [{repository}]"),
+        Event::StartMirror { root, repositories } => {
+            format!("The push refers to {repositories} repositories under [{root}]")
+        }
+        Event::Fallback { index, manifest, platform } => format!(
+            "index {index} is only partly in the layout; pushing the {platform} manifest {manifest} instead"
+        ),
+        Event::Tagged { repository: None, tag, digest, size } => {
+            format!("{tag}: digest: {digest} size: {size}")
+        }
+        Event::Tagged { repository: Some(r), tag, digest, size } => {
+            format!("{r}:{tag}: digest: {digest} size: {size}")
+        }
+        Event::PushedDigest { repository: None, digest, size } => {
+            format!("digest: {digest} size: {size}")
+        }
+        Event::PushedDigest { repository: Some(r), digest, size } => {
+            format!("{r}: digest: {digest} size: {size}")
+        }
+        Event::Retry { what, attempt, max_attempts, delay, error } => {
+            retry_line(what, *attempt, *max_attempts, *delay, error)
+        }
+        Event::Blob { .. } => return None,
+    })
 }
 
 /// Receives push events. Must be cheap: `Pushing` arrives for every chunk sent.
@@ -113,7 +150,6 @@ impl<W: Write + Send> Lines<W> {
 impl<W: Write + Send> Progress for Lines<W> {
     fn event(&self, event: Event) {
         let line = match event {
-            Event::Start { repository } => format!("The push refers to repository [{repository}]"),
             Event::Blob { digest, state, .. } => {
                 let id = short_id(&digest);
                 match state {
@@ -130,14 +166,7 @@ impl<W: Write + Send> Progress for Lines<W> {
                     BlobState::Exists => format!("{id}: Layer already exists"),
                 }
             }
-            Event::Fallback { index, manifest, platform } => format!(
-                "index {index} is only partly in the layout; pushing the {platform} manifest {manifest} instead"
-            ),
-            Event::Tagged { tag, digest, size } => format!("{tag}: digest: {digest} size: {size}"),
-            Event::PushedDigest { digest, size } => format!("digest: {digest} size: {size}"),
-            Event::Retry { what, attempt, max_attempts, delay, error } => {
-                retry_line(&what, attempt, max_attempts, delay, &error)
-            }
+            other => status_line(&other).expect("a status line"),
         };
         let mut out = self.out.lock().unwrap();
         let _ = writeln!(out, "{line}");
@@ -184,9 +213,6 @@ impl Default for Bars {
 impl Progress for Bars {
     fn event(&self, event: Event) {
         match event {
-            Event::Start { repository } => {
-                let _ = self.multi.println(format!("The push refers to repository [{repository}]"));
-            }
             Event::Blob { digest, size, state } => {
                 let bar = self.bar(&digest, size);
                 match state {
@@ -203,19 +229,8 @@ impl Progress for Bars {
                     BlobState::Exists => bar.finish_with_message("Layer already exists"),
                 }
             }
-            Event::Fallback { index, manifest, platform } => {
-                let _ = self.multi.println(format!(
-                    "index {index} is only partly in the layout; pushing the {platform} manifest {manifest} instead"
-                ));
-            }
-            Event::Tagged { tag, digest, size } => {
-                let _ = self.multi.println(format!("{tag}: digest: {digest} size: {size}"));
-            }
-            Event::PushedDigest { digest, size } => {
-                let _ = self.multi.println(format!("digest: {digest} size: {size}"));
-            }
-            Event::Retry { what, attempt, max_attempts, delay, error } => {
-                let _ = self.multi.println(retry_line(&what, attempt, max_attempts, delay, &error));
+            other => {
+                let _ = self.multi.println(status_line(&other).expect("a status line"));
             }
         }
     }
@@ -240,13 +255,36 @@ mod tests {
         ] {
             sink.event(Event::Blob { digest: d.clone(), size: 5, state });
         }
-        sink.event(Event::Tagged { tag: "v1".into(), digest: d.clone(), size: 5 });
+        sink.event(Event::Tagged {
+            repository: None,
+            tag: "v1".into(),
+            digest: d.clone(),
+            size: 5,
+        });
         let text = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
         let id = &d.hex()[..12];
         assert_eq!(
             text,
             format!(
                 "The push refers to repository [127.0.0.1:5000/team/app]\n{id}: Preparing\n{id}: Pushing\n{id}: Pushed\n{id}: Mounted from team/base\n{id}: Layer already exists\nv1: digest: {d} size: 5\n"
+            )
+        );
+        // A mirror names its repositories.
+        let sink = Lines::new(Vec::new());
+        sink.event(Event::StartMirror { root: "reg:5000/m".into(), repositories: 2 });
+        let repository = Some("reg:5000/m/library/a".to_string());
+        sink.event(Event::Tagged {
+            repository: repository.clone(),
+            tag: "v1".into(),
+            digest: d.clone(),
+            size: 5,
+        });
+        sink.event(Event::PushedDigest { repository, digest: d.clone(), size: 5 });
+        let text = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "The push refers to 2 repositories under [reg:5000/m]\nreg:5000/m/library/a:v1: digest: {d} size: 5\nreg:5000/m/library/a: digest: {d} size: 5\n"
             )
         );
     }
@@ -265,8 +303,10 @@ pub struct JsonLines<W: Write + Send> {
 struct JsonState {
     sizes: HashMap<Digest, u64>,
     in_flight: HashMap<Digest, u64>,
+    /// Blobs in their (first) repository: a mirror mounts a blob into more repositories
+    /// after that, which moves nothing.
+    finished: std::collections::HashSet<Digest>,
     finished_bytes: u64,
-    finished: usize,
     last: Option<Instant>,
 }
 
@@ -289,7 +329,7 @@ impl<W: Write + Send> JsonLines<W> {
         ProgressLine {
             bytes_done: s.finished_bytes + s.in_flight.values().sum::<u64>(),
             bytes_total: s.sizes.values().sum(),
-            blobs_done: s.finished as u64,
+            blobs_done: s.finished.len() as u64,
             blobs_total: s.sizes.len() as u64,
         }
     }
@@ -335,8 +375,9 @@ impl<W: Write + Send> Progress for JsonLines<W> {
                     }
                     BlobState::Pushed | BlobState::Mounted { .. } | BlobState::Exists => {
                         s.in_flight.remove(digest);
-                        s.finished_bytes += size;
-                        s.finished += 1;
+                        if s.finished.insert(digest.clone()) {
+                            s.finished_bytes += size;
+                        }
                     }
                     BlobState::Waiting => {}
                 }

@@ -27,9 +27,13 @@ pub struct PushReport {
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    /// One entry per pushed tag; empty for a push by digest.
+    /// One entry per pushed tag; empty for a push by digest and for a mirror (see `images`).
     #[serde(default)]
     pub tags: Vec<TagReport>,
+    /// A mirror (`--mirror`): every image pushed, each in its repository, under its tag or by
+    /// digest. Empty for a push to one repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageReport>,
     /// Set when an index was only partly in the layout and one of its manifests was pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_pushed_instead_of_index: Option<IndexFallback>,
@@ -45,6 +49,25 @@ pub struct PushReport {
     /// Only in a compact report (a termination message): how many tags did not fit in `tags`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags_omitted: Option<u64>,
+    /// Only in a compact report: how many images did not fit in `images`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_omitted: Option<u64>,
+}
+
+/// One image of a mirror.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    /// `registry/repository`.
+    pub repository: String,
+    /// `None`: pushed by digest only (its name in the layout was pinned to a digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_pushed_instead_of_index: Option<IndexFallback>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +116,10 @@ pub struct BlobReport {
     /// For a mount: the repository (`registry/repository`) it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// A mirror: the repository (`registry/repository`) the blob went into; a blob several
+    /// repositories need has one entry for each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +136,9 @@ pub struct ManifestReport {
     pub size: u64,
     pub media_type: String,
     pub outcome: ManifestOutcome,
+    /// A mirror: the repository (`registry/repository`) the manifest went into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +176,7 @@ impl PushReport {
             size: None,
             media_type: None,
             tags: Vec::new(),
+            images: Vec::new(),
             manifest_pushed_instead_of_index: None,
             blobs: Vec::new(),
             manifests: Vec::new(),
@@ -153,6 +184,7 @@ impl PushReport {
             duration_ms: 0,
             error: None,
             tags_omitted: None,
+            images_omitted: None,
         }
     }
 

@@ -1,14 +1,38 @@
 //! Which entries of the source a push takes, and under which tags: the target's tag, `--ref`
-//! (a full name, a tag or a digest), or every tag. A tag must stand for one image. Pure over
-//! the image graph's entries.
+//! (a full name, a tag or a digest), or every tag. A tag must stand for one image. A mirror
+//! takes every entry, each to its own repository (`bundle`). Pure over the image graph's
+//! entries.
 
 use std::path::Path;
 
 use super::Error;
 use super::graph::Graph;
 use crate::digest::Digest;
-use crate::oci::Descriptor;
-use crate::reference::{Target, is_valid_tag};
+use crate::oci::{CONTAINERD_NAME_ANNOTATION, Descriptor};
+use crate::reference::{PushTarget, Target, is_valid_tag};
+
+/// One repository a push goes to and the entries that go there, each under its tag (`None`:
+/// by digest only).
+#[derive(Debug, Clone)]
+pub struct Destined {
+    pub target: Target,
+    pub roots: Vec<(Option<String>, Descriptor)>,
+}
+
+/// The repositories a push goes to, and what goes into each: one for a target repository,
+/// one per named repository of the layout for a mirror.
+pub fn select(
+    graph: &Graph,
+    target: &PushTarget,
+    reference: Option<&str>,
+) -> Result<Vec<Destined>, Error> {
+    match target {
+        PushTarget::Repository(t) => {
+            Ok(vec![Destined { target: t.clone(), roots: select_roots(graph, t, reference)? }])
+        }
+        PushTarget::Mirror(root) => super::bundle::select(graph, root),
+    }
+}
 
 /// The tag a layout's `org.opencontainers.image.ref.name` stands for: the name itself, or
 /// the tag part of a full reference (`registry/app:v1`, as containerd exports write it).
@@ -30,7 +54,7 @@ fn names(graph: &Graph) -> Vec<String> {
     graph.entries().iter().filter_map(|d| d.ref_name().map(str::to_string)).collect()
 }
 
-/// Finds `reference` (a tag name or a digest) in the layout: among `index.json`'s entries
+/// Finds `reference` (a full name, a tag or a digest) in the layout: among `index.json`'s entries
 /// first, then (for a digest) inside nested indexes.
 fn find_ref(graph: &Graph, reference: &str) -> Result<Descriptor, Error> {
     if reference.contains(':')
@@ -43,12 +67,21 @@ fn find_ref(graph: &Graph, reference: &str) -> Result<Descriptor, Error> {
             available: names(graph),
         });
     }
-    // A full name (`docker.io/library/app:v1`) chooses exactly; a tag must name one image,
-    // whether entries carry it as their whole name or as the tag of a full one.
+    // A full name (`docker.io/library/app:v1`, as `org.opencontainers.image.ref.name` or
+    // containerd's `io.containerd.image.name` holds it) chooses exactly; a tag must name one
+    // image, whether entries carry it as their whole name or as the tag of a full one.
     let carrying: Vec<&Descriptor> = if is_valid_tag(reference) {
         entries_tagged(graph, reference)
     } else {
-        graph.entries().iter().filter(|d| d.ref_name() == Some(reference)).collect()
+        graph
+            .entries()
+            .iter()
+            .filter(|d| {
+                d.ref_name() == Some(reference)
+                    || d.annotations.get(CONTAINERD_NAME_ANNOTATION).map(String::as_str)
+                        == Some(reference)
+            })
+            .collect()
     };
     match one_image(graph, reference, &carrying)? {
         Some(d) => Ok(d.clone()),

@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::Error;
 use crate::digest::Digest;
-use crate::reference::Target;
+use crate::reference::{Target, looks_like_host};
 
 /// The sources file's content: digest → `registry/repository` names.
 pub type SourceMap = BTreeMap<Digest, BTreeSet<String>>;
@@ -43,21 +44,18 @@ pub fn load(path: &Path) -> Result<SourceMap, Error> {
     })
 }
 
-/// Adds `repository` (`registry/repository`) for every digest and writes the file
-/// atomically (a temporary file beside it, then rename).
-pub fn record(path: &Path, digests: &[Digest], repository: &str) -> Result<(), Error> {
+/// Adds each repository (`registry/repository`) for every digest it was given and writes
+/// the file once, atomically (a temporary file beside it, then rename).
+pub fn record(path: &Path, held: &[(String, Vec<Digest>)]) -> Result<(), Error> {
     let mut map = load(path)?;
-    for d in digests {
-        map.entry(d.clone()).or_default().insert(repository.to_string());
+    for (repository, digests) in held {
+        for d in digests {
+            map.entry(d.clone()).or_default().insert(repository.clone());
+        }
     }
     let io = |source: std::io::Error| Error::Io { path: path.to_path_buf(), source };
     let text = serde_json::to_vec_pretty(&map).expect("a map of strings serializes");
     crate::atomic_file::write_json_file(path, &text).map_err(io)
-}
-
-/// Whether the first path component of a name is a registry host.
-fn looks_like_host(component: &str) -> bool {
-    component.contains('.') || component.contains(':') || component == "localhost"
 }
 
 fn same_registry(a: &str, b: &str) -> bool {
@@ -68,42 +66,68 @@ fn same_registry(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// Mount candidates for one push target.
+/// Mount candidates for one repository pushed to.
 #[derive(Debug, Clone)]
 pub struct MountCandidates {
     registry: String,
     target_repository: String,
-    /// `--mount-from` repositories on the target registry, in the order given.
+    /// `--mount-from` repositories on the target registry, in the order given, the target
+    /// left out.
     named: Vec<String>,
-    sources: SourceMap,
+    /// All of them (another repository of a mirror may be among them).
+    named_all: Arc<[String]>,
+    sources: Arc<SourceMap>,
 }
 
 impl MountCandidates {
     /// `mount_from` entries may be `repository` or `registry/repository`; entries naming
     /// another registry are dropped with a warning (mounts only work within one registry).
     pub fn new(target: &Target, mount_from: &[String], sources: SourceMap) -> MountCandidates {
-        let mut named = Vec::new();
+        MountCandidates::for_registry(&target.registry, mount_from, sources)
+            .for_repository(&target.repository)
+    }
+
+    /// Candidates on `registry` for no repository yet (see `for_repository`).
+    pub fn for_registry(registry: &str, mount_from: &[String], sources: SourceMap) -> Self {
+        let mut named: Vec<String> = Vec::new();
         for m in mount_from {
             let m = m.trim().trim_matches('/');
             let repo = match m.split_once('/') {
                 Some((first, rest)) if looks_like_host(first) => {
-                    if !same_registry(first, &target.registry) {
-                        tracing::warn!(candidate = m, registry = %target.registry, "--mount-from names another registry; ignored");
+                    if !same_registry(first, registry) {
+                        tracing::warn!(
+                            candidate = m,
+                            registry,
+                            "--mount-from names another registry; ignored"
+                        );
                         continue;
                     }
                     rest.to_string()
                 }
                 _ => m.to_string(),
             };
-            if !repo.is_empty() && repo != target.repository && !named.contains(&repo) {
+            if !repo.is_empty() && !named.contains(&repo) {
                 named.push(repo);
             }
         }
         MountCandidates {
-            registry: target.registry.clone(),
-            target_repository: target.repository.clone(),
-            named,
-            sources,
+            registry: registry.to_string(),
+            target_repository: String::new(),
+            named: named.clone(),
+            named_all: named.into(),
+            sources: Arc::new(sources),
+        }
+    }
+
+    /// The same candidates for a push to `repository` (of the same registry), which is never
+    /// its own candidate. Shares the sources map.
+    pub fn for_repository(&self, repository: &str) -> MountCandidates {
+        MountCandidates {
+            registry: self.registry.clone(),
+            target_repository: repository.to_string(),
+            named: self.named_all.iter().filter(|r| *r != repository).cloned().collect(),
+            named_all: self.named_all.clone(),
+            sources: self.sources.clone(),
         }
     }
 
@@ -183,6 +207,10 @@ mod tests {
         assert_eq!(c.named(), ["team/lib", "zzz"]);
         assert_eq!(c.for_blob(&d(1)), ["team/app/api", "team/lib", "other/base", "zzz"]);
         assert_eq!(c.for_blob(&d(2)), ["team/lib", "zzz"]);
+        // Another repository of the same push (a mirror) has the others as candidates.
+        let lib = c.for_repository("team/lib");
+        assert_eq!(lib.named(), ["zzz", "team/app/web"]);
+        assert_eq!(lib.recorded(&d(1)), ["other/base", "team/app/api", "team/app/web"]);
     }
 
     #[test]
@@ -190,10 +218,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sources.json");
         assert!(load(&path).unwrap().is_empty());
-        record(&path, &[d(1), d(2)], "r:5000/a").unwrap();
-        record(&path, &[d(1)], "r:5000/b").unwrap();
+        record(&path, &[("r:5000/a".into(), vec![d(1), d(2)])]).unwrap();
+        record(&path, &[("r:5000/b".into(), vec![d(1)]), ("r:5000/c".into(), vec![d(1)])]).unwrap();
         let map = load(&path).unwrap();
-        assert_eq!(map[&d(1)].len(), 2);
+        assert_eq!(map[&d(1)].len(), 3);
         assert_eq!(map[&d(2)].iter().collect::<Vec<_>>(), ["r:5000/a"]);
         std::fs::write(&path, b"[1,2]").unwrap();
         let e = load(&path).unwrap_err().to_string();

@@ -13,6 +13,7 @@ pub mod retry;
 mod token;
 mod upload;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
@@ -71,11 +72,12 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// A connection to one registry, authenticated for pushes to one target repository.
+/// A connection to one registry, authenticated for pushes to the repositories it is built
+/// for (one target, or every repository of a mirror). One token cache serves them all.
 pub struct RegistryClient {
     registry: String,
-    /// The repository pushes go to: tokens for it carry push scope, others only pull.
-    repository: String,
+    /// The repositories pushes go to: tokens for them carry push scope, others only pull.
+    push_repositories: HashSet<String>,
     base: String,
     http: reqwest::Client,
     credential: Credential,
@@ -88,8 +90,22 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
+    /// A client for pushes to `target`'s repository.
     pub fn new(
         target: &Target,
+        credential: Credential,
+        opts: &ConnectOptions,
+    ) -> Result<RegistryClient, Error> {
+        let repositories = [target.repository.clone()];
+        Self::for_repositories(&target.registry, &target.endpoint, repositories, credential, opts)
+    }
+
+    /// A client for pushes to every repository of `repositories` on `registry` (reached at
+    /// `endpoint`); credentials and tokens still go only to the registry itself.
+    pub fn for_repositories(
+        registry: &str,
+        endpoint: &str,
+        repositories: impl IntoIterator<Item = String>,
         credential: Credential,
         opts: &ConnectOptions,
     ) -> Result<RegistryClient, Error> {
@@ -126,9 +142,9 @@ impl RegistryClient {
 
         let scheme = if opts.plain_http { "http" } else { "https" };
         Ok(RegistryClient {
-            registry: target.registry.clone(),
-            repository: target.repository.clone(),
-            base: format!("{scheme}://{}", target.endpoint),
+            registry: registry.to_string(),
+            push_repositories: repositories.into_iter().collect(),
+            base: format!("{scheme}://{endpoint}"),
             http,
             credential,
             challenge: OnceCell::new(),
@@ -328,9 +344,13 @@ impl RegistryClient {
         .await
     }
 
-    /// Push scope on the target repository, pull scope on any other.
+    /// Push scope on a repository pushed to, pull scope on any other.
     fn scope_for(&self, repository: &str) -> String {
-        if repository == self.repository { push_scope(repository) } else { pull_scope(repository) }
+        if self.push_repositories.contains(repository) {
+            push_scope(repository)
+        } else {
+            pull_scope(repository)
+        }
     }
 
     /// `HEAD /v2/<repository>/manifests/<reference>`: `None` when absent, else the

@@ -18,6 +18,7 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
@@ -260,6 +261,16 @@ impl LayoutBuilder {
         self.entries.retain(|e| e["annotations"][REF_NAME].as_str() != Some(name));
         let entry = desc.clone().with_annotation(REF_NAME, name).json;
         self.entries.push(entry);
+    }
+
+    /// Adds an index.json entry for `desc` with these annotations (`io.containerd.image.name`
+    /// and `org.opencontainers.image.ref.name`, as `ctr export` writes them, or any others).
+    pub fn name(&mut self, desc: &Desc, annotations: &[(&str, &str)]) {
+        let mut entry = desc.clone();
+        for (k, v) in annotations {
+            entry = entry.with_annotation(k, v);
+        }
+        self.entries.push(entry.json);
     }
 
     /// Adds an index.json entry for `desc` without a name.

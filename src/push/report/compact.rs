@@ -5,7 +5,8 @@
 //! hostile layout's media types and platform features), the result is a valid `PushReport`
 //! of at most the limit in bytes. It gives up what the controller needs least first and keeps
 //! the error's reason, exit code, `transient` and `retryAfterSeconds`, the digest, the
-//! totals and the number of tags (`tags` plus `tagsOmitted`).
+//! totals and the number of tags (`tags` plus `tagsOmitted`) and of a mirror's images
+//! (`images` plus `imagesOmitted`).
 
 use super::PushReport;
 
@@ -22,9 +23,10 @@ pub const MIN_LIMIT: usize = 1024;
 impl PushReport {
     /// The report as JSON of at most `limit` bytes (at least [`MIN_LIMIT`]). Dropped in this
     /// order until it fits: the per-blob and per-manifest lists (the totals keep the counts),
-    /// the per-tag copies of the index fallback, the tags that do not fit (counted in
-    /// `tagsOmitted`), the tail of the longest strings (the error message first, as a rule;
-    /// cut strings end with `…`), then the index fallback and every tag.
+    /// the per-tag and per-image copies of the index fallback, the tags and then the images
+    /// that do not fit (counted in `tagsOmitted` and `imagesOmitted`), the tail of the longest
+    /// strings (the error message first, as a rule; cut strings end with `…`), then the index
+    /// fallback and every tag and image.
     pub fn compact_json(&self, limit: usize) -> String {
         debug_assert!(limit >= MIN_LIMIT, "a compact report needs {MIN_LIMIT} bytes");
         let full = json(self);
@@ -37,41 +39,56 @@ impl PushReport {
         for tag in &mut small.tags {
             tag.manifest_pushed_instead_of_index = None;
         }
+        for image in &mut small.images {
+            image.manifest_pushed_instead_of_index = None;
+        }
         let text = json(&small);
         if text.len() <= limit {
             return text;
         }
-        keep_tags_that_fit(&mut small, limit);
+        keep_lists_that_fit(&mut small, limit);
         if let Some(text) = cut_strings_to_fit(&mut small, limit) {
             return text;
         }
         small.manifest_pushed_instead_of_index = None;
-        keep_tags_that_fit(&mut small, 0);
+        keep_lists_that_fit(&mut small, 0);
         cut_strings_to_fit(&mut small, limit).unwrap_or_else(|| json(&small))
     }
+}
+
+/// The tags, then the images, that fit within `limit` (none for 0); the others counted.
+fn keep_lists_that_fit(report: &mut PushReport, limit: usize) {
+    keep_first_that_fit(report, limit, |r| (&mut r.tags, &mut r.tags_omitted));
+    keep_first_that_fit(report, limit, |r| (&mut r.images, &mut r.images_omitted));
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("a report serializes")
 }
 
-/// Keeps the first tags that fit beside the rest of the report within `limit` (none for 0)
-/// and counts the others in `tagsOmitted`.
-fn keep_tags_that_fit(report: &mut PushReport, limit: usize) {
-    let tags = std::mem::take(&mut report.tags);
-    let total = tags.len() as u64 + report.tags_omitted.unwrap_or(0);
-    report.tags_omitted = Some(total);
+/// One of the report's lists and its count of omitted entries.
+type List<T> = fn(&mut PushReport) -> (&mut Vec<T>, &mut Option<u64>);
+
+/// Keeps the first entries of a list that fit beside the rest of the report within `limit`
+/// (none for 0) and counts the others.
+fn keep_first_that_fit<T: serde::Serialize>(report: &mut PushReport, limit: usize, list: List<T>) {
+    let (entries, omitted) = list(report);
+    let entries = std::mem::take(entries);
+    let total = entries.len() as u64 + omitted.unwrap_or(0);
+    *omitted = Some(total);
     let mut room = limit.saturating_sub(json(report).len());
-    for tag in tags {
-        let len = json(&tag).len() + usize::from(!report.tags.is_empty()); // and a comma
+    let mut kept = 0;
+    for entry in entries {
+        let len = json(&entry).len() + usize::from(kept > 0); // and a comma
         if len > room {
             break;
         }
         room -= len;
-        report.tags.push(tag);
+        list(report).0.push(entry);
+        kept += 1;
     }
-    let omitted = total - report.tags.len() as u64;
-    report.tags_omitted = (omitted > 0).then_some(omitted);
+    let omitted = total - kept;
+    *list(report).1 = (omitted > 0).then_some(omitted);
 }
 
 /// Cuts the longest of the report's own strings until the JSON fits; None when every one is
@@ -143,8 +160,8 @@ fn escaped_char_len(c: char) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::{
-        BlobOutcome, BlobReport, DescriptorSummary, IndexFallback, ManifestOutcome, ManifestReport,
-        ReportError, TagReport,
+        BlobOutcome, BlobReport, DescriptorSummary, ImageReport, IndexFallback, ManifestOutcome,
+        ManifestReport, ReportError, TagReport,
     };
     use super::*;
     use crate::digest::Digest;
@@ -246,6 +263,19 @@ mod tests {
                     manifest_pushed_instead_of_index: self.fallback(),
                 })
                 .collect();
+            // A mirror has images instead of tags.
+            let images =
+                if r.tags.is_empty() { [0, 1, 3, 40, 500][self.below(5) as usize] } else { 0 };
+            r.images = (0..images)
+                .map(|i| ImageReport {
+                    repository: format!("reg:5000/m/{i}/{}", self.word()),
+                    tag: (self.below(4) != 0).then(|| self.word()),
+                    digest: self.digest(),
+                    size: self.next(),
+                    media_type: self.word(),
+                    manifest_pushed_instead_of_index: self.fallback(),
+                })
+                .collect();
             r.blobs = (0..self.below(100))
                 .map(|_| BlobReport {
                     digest: self.digest(),
@@ -253,6 +283,7 @@ mod tests {
                     media_type: self.word(),
                     outcome: BlobOutcome::Mounted,
                     from: Some(self.word()),
+                    repository: (images > 0).then(|| self.word()),
                 })
                 .collect();
             r.manifests = (0..self.below(20))
@@ -261,6 +292,7 @@ mod tests {
                     size: self.next(),
                     media_type: self.word(),
                     outcome: ManifestOutcome::Pushed,
+                    repository: (images > 0).then(|| self.word()),
                 })
                 .collect();
             r.recount();
@@ -304,6 +336,21 @@ mod tests {
                 .map(|mut t| {
                     t.manifest_pushed_instead_of_index = None;
                     t
+                })
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            back.images.len() as u64 + back.images_omitted.unwrap_or(0),
+            report.images.len() as u64
+        );
+        assert_eq!(
+            back.images[..],
+            report.images[..back.images.len()]
+                .iter()
+                .cloned()
+                .map(|mut i| {
+                    i.manifest_pushed_instead_of_index = None;
+                    i
                 })
                 .collect::<Vec<_>>()[..]
         );
@@ -374,6 +421,23 @@ mod tests {
         assert!(back.tags.len() > 10, "{}", back.tags.len());
         assert_eq!(back.tags[0].tag, "v0");
         assert_eq!(back.tags.len() as u64 + back.tags_omitted.unwrap(), 200);
-        assert_eq!(back.digest, Some(digest));
+        assert_eq!(back.digest, Some(digest.clone()));
+
+        // A mirror of 500 images: the first that fit, and the count.
+        let mut report = PushReport::new("reg:5000/m".into(), "reg:5000/m".into());
+        report.images = (0..500)
+            .map(|i| ImageReport {
+                repository: format!("reg:5000/m/library/app{i}"),
+                tag: Some("1.0".into()),
+                digest: digest.clone(),
+                size: 500,
+                media_type: crate::oci::OCI_MANIFEST.into(),
+                manifest_pushed_instead_of_index: None,
+            })
+            .collect();
+        let back: PushReport = serde_json::from_str(&report.compact_json(4096)).unwrap();
+        assert!(back.images.len() > 10, "{}", back.images.len());
+        assert_eq!(back.images[0].repository, "reg:5000/m/library/app0");
+        assert_eq!(back.images.len() as u64 + back.images_omitted.unwrap(), 500);
     }
 }

@@ -101,6 +101,21 @@ fn a_single_entry_goes_under_any_tag_and_a_tag_must_name_one_image() {
                 && err.to_string().contains(&b.digest.to_string())
         );
     }
+    // As `ctr export` names entries: the short tag as the ref name, the full name beside;
+    // --ref chooses by that full name.
+    let mut src = MemorySource::default();
+    let a = src.image("linux/amd64", 1, 10);
+    let b = src.image("linux/amd64", 1, 11);
+    let ctr = crate::oci::CONTAINERD_NAME_ANNOTATION;
+    let oci = crate::oci::REF_NAME_ANNOTATION;
+    src.name(&a, &[(ctr, "docker.io/library/a:v1"), (oci, "v1")]);
+    src.name(&b, &[(ctr, "docker.io/library/b:v1"), (oci, "v1")]);
+    let g = graph(src);
+    let got = selected(&g, "registry.test/team/app", Some("docker.io/library/b:v1")).unwrap();
+    assert_eq!(got, [(Some("v1".to_string()), b.digest.clone())]);
+    let err = selected(&g, "registry.test/team/app", Some("v1")).unwrap_err();
+    assert!(matches!(err, Error::AmbiguousTag { .. }), "{err:?}");
+
     let untagged = MemorySource::default();
     let err = selected(&graph(untagged), "registry.test/team/app", None).unwrap_err();
     assert!(matches!(err, Error::NoTags { .. }), "{err:?}");

@@ -46,10 +46,11 @@ async fn push(
 ) -> Pushed {
     let graph = Arc::new(Graph::open(Arc::new(src)).unwrap());
     let plan = Plan::build(&graph, roots).unwrap();
-    let runner = Runner::new(repo, &graph, cands, Arc::new(Silent), 2);
-    let blobs = runner.blobs(&plan).await.unwrap();
-    let manifests = runner.manifests(&plan).await.unwrap();
-    let tags = runner.tags(&plan, stop).await;
+    let repositories = [Repository { destination: repo, plan, candidates: cands.clone() }];
+    let runner = Runner::new(&repositories, &graph, Arc::new(Silent), 2);
+    let blobs = runner.blobs().await.unwrap().remove(0);
+    let manifests = runner.manifests().await.unwrap().remove(0);
+    let tags = runner.tags(stop).await.map(|mut t| t.remove(0));
     Pushed { blobs, manifests, tags }
 }
 
