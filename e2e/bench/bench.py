@@ -49,10 +49,13 @@ CASE_TITLES = {
     4: "4: {n4} small images as {n4} tags",
     5: "5: one {l5} layer",
     6: "6: 4-platform index, shared base",
+    7: "7: case 1's layout as a plain tar archive",
+    8: "8: case 1's layout as a gzip tar archive",
+    9: "9: bundle of {n9} images, shared {b9} base (--mirror)",
 }
 # Cases whose traffic (bytes, requests) is measured in one extra, untimed run through a
 # counting proxy: the proxy is Python and would slow down the timed pushes.
-TRAFFIC_CASES = (2, 3, 4, 6)
+TRAFFIC_CASES = (2, 3, 4, 6, 9)
 
 
 def log(msg):
@@ -77,9 +80,11 @@ def human(n):
 def sizes(quick):
     if quick:
         return dict(c1_layers=8, c1_layer=8 * MiB, c4_images=20, c5_layer=256 * MiB,
-                    c6_base=(4 * MiB, 4 * MiB), c6_own=(2 * MiB, 2 * MiB), op_count=20)
+                    c6_base=(4 * MiB, 4 * MiB), c6_own=(2 * MiB, 2 * MiB), op_count=20,
+                    c9_images=5, c9_base=4 * MiB, c9_own=1 * MiB)
     return dict(c1_layers=8, c1_layer=128 * MiB, c4_images=200, c5_layer=4 * GiB,
-                c6_base=(32 * MiB, 32 * MiB), c6_own=(16 * MiB, 16 * MiB), op_count=200)
+                c6_base=(32 * MiB, 32 * MiB), c6_own=(16 * MiB, 16 * MiB), op_count=200,
+                c9_images=20, c9_base=64 * MiB, c9_own=8 * MiB)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +110,8 @@ class Layout:
         self.tags = {}           # tag -> (digest, mediaType, size)
         self.layer_files = []    # (digest, size, path) of every layer written
         self.children = {}       # index digest -> [child manifest digests]
+        self.named = []          # (full name, repository path, tag, digest) of named entries
+        self.configs = {}        # config digest -> size
 
     def put(self, data):
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -159,6 +166,7 @@ class Layout:
         manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                     "config": {"mediaType": OCI_CONFIG, "digest": cdigest, "size": csize},
                     "layers": [desc for desc, _ in layers]}
+        self.configs[cdigest] = csize
         mdigest, msize = self.put(canonical(manifest))
         desc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": msize}
         plat = {"architecture": arch, "os": os_}
@@ -176,12 +184,24 @@ class Layout:
         self.entries.append(dict(desc, annotations={"org.opencontainers.image.ref.name": tag}))
         self.tags[tag] = (desc["digest"], desc["mediaType"], desc["size"])
 
+    def named_entry(self, desc, repo_path, tag):
+        """An entry named as `ctr export` and `docker save` (Engine 25+) name it: the full name in
+        `io.containerd.image.name` and in `org.opencontainers.image.ref.name`."""
+        full = f"docker.io/{repo_path}:{tag}"
+        self.entries.append(dict(desc, annotations={"io.containerd.image.name": full,
+                                                    "org.opencontainers.image.ref.name": full}))
+        self.named.append((full, repo_path, tag, desc["digest"]))
+
     def write(self):
         with open(os.path.join(self.root, "oci-layout"), "w") as f:
             f.write('{"imageLayoutVersion":"1.0.0"}')
         with open(os.path.join(self.root, "index.json"), "wb") as f:
             f.write(canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.entries}))
         return self
+
+    def blob_bytes(self):
+        """Bytes of the distinct layers and configs: what a push must upload at least once."""
+        return sum(size for _, size, _ in self.layer_files) + sum(self.configs.values())
 
     def total_bytes(self):
         return sum(os.path.getsize(os.path.join(self.blob_dir, n)) for n in os.listdir(self.blob_dir))
@@ -227,6 +247,27 @@ def make_multi(root, sz):
         images.append(lay.image(base + own, arch=arch, variant=variant, label=f"multi {arch}"))
     lay.tag(lay.index(images), "v1")
     return lay.write()
+
+
+def make_bundle(root, sz):
+    """Case 9: n images, each a shared base layer plus one own layer, named
+    docker.io/library/app-NN:v1 (a bundle of several repositories)."""
+    lay = Layout(root, "bundle")
+    base = lay.layer("bundle-base", sz["c9_base"])
+    for i in range(sz["c9_images"]):
+        desc, _ = lay.image([base, lay.layer(f"bundle-{i}", sz["c9_own"])], label=f"bundle {i}")
+        lay.named_entry(desc, f"library/app-{i:02d}", "v1")
+    return lay.write()
+
+
+def make_archive(lay, path, gzip):
+    """The layout as one tar archive (entries without a leading `./`, as Go's archive/tar and
+    skopeo write them), plain or gzip at level 1 (the layers are incompressible anyway)."""
+    mode, kw = ("w:gz", {"compresslevel": 1}) if gzip else ("w", {})
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT, **kw) as t:
+        for name in ("oci-layout", "index.json", "blobs"):
+            t.add(os.path.join(lay.root, name), arcname=name)
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,22 +631,29 @@ class Bench:
         return os.path.join(self.logs, f"{self.seq:04d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.log")
 
     # -- the push commands --
-    def imagepush(self, lay, host, repo, tags, all_tags=False, mount_from=None, report=None):
+    def imagepush(self, lay, host, repo, tags, all_tags=False, mount_from=None, report=None, archive=None,
+                  mirror=False):
         argv = [self.args.binary, "push", "--plain-http", "--progress", "none"]
         if mount_from:
             argv += ["--mount-from", mount_from]
         if report:
             argv += ["--report", report]
-        target = f"{host}/{repo}" if all_tags else f"{host}/{repo}:{tags[0]}"
-        return [run_proc(argv + [lay.root, target], err_path=self.err_path(f"imagepush-{repo}"))]
+        if mirror:
+            argv.append("--mirror")
+        target = f"{host}/{repo}" if all_tags or mirror else f"{host}/{repo}:{tags[0]}"
+        return [run_proc(argv + [archive or lay.root, target], err_path=self.err_path(f"imagepush-{repo}"))]
 
-    def skopeo(self, lay, host, repo, tags, index=False, **_):
+    def skopeo(self, lay, host, repo, tags, index=False, archive=None, mirror=False, **_):
+        """One `skopeo copy` per tag (per image of a bundle, each to its own repository)."""
+        transport = f"oci-archive:{archive}" if archive else f"oci:{lay.root}"
+        copies = ([(full, f"{repo}/{path}:{tag}") for full, path, tag, _ in lay.named] if mirror
+                  else [(tag, f"{repo}:{tag}") for tag in tags])
         out = []
-        for tag in tags:
+        for ref, dest in copies:
             argv = ["skopeo", "copy", "-q", "--dest-tls-verify=false", "--preserve-digests"]
             if index:
                 argv.append("--all")
-            argv += [f"oci:{lay.root}:{tag}", f"docker://{host}/{repo}:{tag}"]
+            argv += [f"{transport}:{ref}", f"docker://{host}/{dest}"]
             r = run_proc(argv, err_path=self.err_path(f"skopeo-{repo}"))
             out.append(r)
             if r.rc != 0:
@@ -658,11 +706,15 @@ class Bench:
         return results
 
     # -- checks from the registry's side --
-    def verify(self, lay, repo, tags):
+    def verify(self, lay, repo, tags, mirror=False):
         h, p = self.registry.host.rsplit(":", 1)
         conn = http.client.HTTPConnection(h, int(p), timeout=30)
         try:
-            for tag in tags:
+            for _, path, tag, want in (lay.named if mirror else []):
+                got = self.registry.manifest_digest(f"{repo}/{path}", tag, conn)
+                if got != want:
+                    return f"{repo}/{path}:{tag} is {got}, expected {want}"
+            for tag in ([] if mirror else tags):
                 want = lay.tags[tag][0]
                 got = self.registry.manifest_digest(repo, tag, conn)
                 if got != want:
@@ -685,18 +737,20 @@ def median(xs):
 
 class Case:
     def __init__(self, num, title, layout, tags, repo, all_tags=False, index=False, prep_repo=None,
-                 mount_from=None, bound=False):
+                 mount_from=None, bound=False, archive=None, mirror=False):
         self.num, self.title, self.layout, self.tags, self.repo = num, title, layout, tags, repo
         self.all_tags, self.index, self.prep_repo, self.mount_from, self.bound = all_tags, index, prep_repo, mount_from, bound
+        self.archive, self.mirror = archive, mirror
 
 
 def run_tool(bench, case, tool, host, repo, report=None):
     lay = case.layout
     if tool == "imagepush":
         return bench.imagepush(lay, host, repo, case.tags, all_tags=case.all_tags,
-                               mount_from=case.mount_from if repo != case.prep_repo else None, report=report)
+                               mount_from=case.mount_from if repo != case.prep_repo else None, report=report,
+                               archive=case.archive, mirror=case.mirror)
     if tool == "skopeo":
-        return bench.skopeo(lay, host, repo, case.tags, index=case.index)
+        return bench.skopeo(lay, host, repo, case.tags, index=case.index, archive=case.archive, mirror=case.mirror)
     if tool == "ctr":
         return bench.ctr(lay, host, repo, case.tags)
     if tool.startswith("curl-x"):
@@ -742,7 +796,7 @@ def measure(bench, case, tool, run):
         elif case.bound:
             sample["ok"] = True
         else:
-            err = bench.verify(case.layout, case.repo, case.tags)
+            err = bench.verify(case.layout, case.repo, case.tags, mirror=case.mirror)
             sample["ok"] = err is None
             if err:
                 sample["error"] = err
@@ -1071,6 +1125,16 @@ def goals(result):
                          f"{tot.get('bytesUploaded')} (goal: zero layer bytes): "
                          f"{'met' if tot.get('bytesUploaded') == 0 and up is not None and up < 1 * MiB else 'NOT met'}")
     ratio_goal(4, "skopeo", 0.5, "all tags vs skopeo one tag at a time")
+    ratio_goal(7, "skopeo", 0.7, "1 GiB from a plain archive")
+    ratio_goal(8, "skopeo", 0.7, "1 GiB from a gzip archive")
+    for c in result["cases"]:
+        t = c["tools"].get("imagepush", {}).get("traffic") if c["num"] == 9 else None
+        if t and "bytesToRegistry" in t:
+            distinct = c.get("distinctBlobBytes")
+            up = (t.get("imagepushTotals") or {}).get("bytesUploaded")
+            lines.append(f"case 9: imagepush uploaded {up:,} blob bytes ({t['bytesToRegistry']:,} bytes on the wire), "
+                         f"distinct blob bytes {distinct:,} (goal: uploaded = distinct): "
+                         f"{'met' if up == distinct else 'NOT met'}")
     rss = [(c["num"], c["tools"]["imagepush"]["summary"]["peakRssKiB"]) for c in result["cases"]
            if "imagepush" in c["tools"] and c["tools"]["imagepush"]["summary"]["peakRssKiB"]]
     if rss:
@@ -1095,7 +1159,7 @@ def tool_version(argv):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, help="timed runs per tool and case (default 5, --quick 2)")
-    ap.add_argument("--cases", default="1,2,3,4,5,6", help="comma-separated case numbers (default all)")
+    ap.add_argument("--cases", default="1,2,3,4,5,6", help="comma-separated case numbers (default 1-6; 7-9 on request)")
     ap.add_argument("--quick", action="store_true", help="small sizes and 2 runs: a smoke test")
     ap.add_argument("--tools", default="imagepush,skopeo,ctr",
                     help="peers to compare (default imagepush,skopeo,ctr; ctr is skipped when containerd is not installed)")
@@ -1112,7 +1176,7 @@ def main():
     args = ap.parse_args()
     cases = sorted({int(c) for c in args.cases.split(",") if c.strip()})
     if any(c not in CASE_TITLES for c in cases):
-        ap.error("cases are 1..6")
+        ap.error(f"cases are 1..{max(CASE_TITLES)}")
     runs = args.runs or (2 if args.quick else 5)
     sz = sizes(args.quick)
     count = args.operator_count or sz["op_count"]
@@ -1177,14 +1241,26 @@ def main():
             root = os.path.join(args.workdir, "layouts", name)
             shutil.rmtree(root, ignore_errors=True)
             lay = {"big": lambda: make_big(root, sz), "many": lambda: make_many(root, sz["c4_images"]),
-                   "huge": lambda: make_huge(root, sz), "multi": lambda: make_multi(root, sz)}[name]()
+                   "huge": lambda: make_huge(root, sz), "multi": lambda: make_multi(root, sz),
+                   "bundle": lambda: make_bundle(root, sz)}[name]()
             layouts[name] = lay
             log(f"generated layout {name}: {human(lay.total_bytes())} in {time.time() - t0:.1f}s")
         return layouts[name]
 
+    archives = {}
+
+    def archive(gzip):
+        if gzip not in archives:
+            t0 = time.time()
+            path = os.path.join(args.workdir, "layouts", "big.tar" + (".gz" if gzip else ""))
+            archives[gzip] = make_archive(layout("big"), path, gzip)
+            log(f"wrote {path}: {human(os.path.getsize(path))} in {time.time() - t0:.1f}s")
+        return archives[gzip]
+
     try:
         for num in cases:
-            title = CASE_TITLES[num].format(l1=human(sz["c1_layer"]), n4=sz["c4_images"], l5=human(sz["c5_layer"]))
+            title = CASE_TITLES[num].format(l1=human(sz["c1_layer"]), n4=sz["c4_images"], l5=human(sz["c5_layer"]),
+                                            n9=sz["c9_images"], b9=human(sz["c9_base"]))
             if num == 1:
                 case = Case(1, title, layout("big"), ["v1"], "bench/c1")
             elif num == 2:
@@ -1197,8 +1273,12 @@ def main():
                 case = Case(4, title, lay, sorted(lay.tags), "bench/c4", all_tags=True)
             elif num == 5:
                 case = Case(5, title, layout("huge"), ["v1"], "bench/c5")
-            else:
+            elif num == 6:
                 case = Case(6, title, layout("multi"), ["v1"], "bench/c6", index=True)
+            elif num in (7, 8):
+                case = Case(num, title, layout("big"), ["v1"], f"bench/c{num}", archive=archive(num == 8))
+            else:
+                case = Case(9, title, layout("bundle"), [], "bench/c9", mirror=True)
             case_tools = list(tools)
             if num == 1 and not args.no_bound:
                 case_tools += ["curl-x8", "curl-x4"]
@@ -1213,6 +1293,10 @@ def main():
                                                             f"registry cpu {fmt(s.get('registryCpu'))}s, other load {s['otherLoadPct']}%"
                                                             if s.get("ok") else f"FAILED {s.get('error')}"))
             entry = {"num": num, "title": title, "layoutBytes": case.layout.total_bytes(), "tools": {}}
+            if case.archive:
+                entry["archiveBytes"] = os.path.getsize(case.archive)
+            if case.mirror:
+                entry["distinctBlobBytes"] = case.layout.blob_bytes()
             for tool in case_tools:
                 entry["tools"][tool] = {"summary": summarize(samples[tool]), "samples": samples[tool]}
             if num in TRAFFIC_CASES and not args.no_traffic:
@@ -1226,9 +1310,12 @@ def main():
                 json.dump(result, f, indent=1)
             # Free the disk before the next case when a layout is no longer needed.
             later = {n for n in cases if n > num}
-            for name, users in (("big", {1, 2, 3}), ("huge", {5})):
+            for name, users in (("big", {1, 2, 3, 7, 8}), ("huge", {5})):
                 if name in layouts and not (later & users) and not args.keep:
                     shutil.rmtree(layouts.pop(name).root, ignore_errors=True)
+            for gz, users in ((False, {7}), (True, {8})):
+                if gz in archives and not (later & users) and not args.keep:
+                    os.remove(archives.pop(gz))
         if args.operator:
             log(f"operator: {count} ImagePush objects against the API test double")
             lay = layouts.get("many") or layout("many")
