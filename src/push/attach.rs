@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::Error;
 use super::destination::Destination;
 use super::graph::Graph;
 use super::plan::Plan;
@@ -15,7 +16,6 @@ use super::referrers::{self, Found, KnownBy, Referrer};
 use super::report::{BlobReport, LeftOut, ManifestReport, ReferrerReport, TagReport};
 use super::resolve::Root;
 use super::run::{Repository, Runner};
-use super::Error;
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor};
 use crate::reference::TagOrDigest;
@@ -123,7 +123,8 @@ pub async fn attach<D: Destination>(
 
 /// How many referrers were left out, and why (`None`: none).
 fn left_out(found: &[Found]) -> Option<LeftOut> {
-    let missed: HashSet<&Digest> = found.iter().flat_map(|f| f.left_out.iter().map(|(r, _)| r)).collect();
+    let missed: HashSet<&Digest> =
+        found.iter().flat_map(|f| f.left_out.iter().map(|(r, _)| r)).collect();
     let subjects: HashSet<&Digest> =
         found.iter().flat_map(|f| f.left_out.iter().map(|(_, s)| s)).collect();
     (!missed.is_empty()).then(|| LeftOut {

@@ -131,7 +131,8 @@ async fn execute<D: Destination>(
     let tags = runner.tags(stop).await?;
     let attached =
         attach_referrers(opts, graph, selected, &repositories, &progress, mirror, stop).await?;
-    let blobs = blobs.into_iter().zip(attached.blobs.into_iter().chain(std::iter::repeat_with(Vec::new)));
+    let blobs =
+        blobs.into_iter().zip(attached.blobs.into_iter().chain(std::iter::repeat_with(Vec::new)));
     let blobs = blobs.map(|(mut a, b)| {
         a.extend(b);
         a

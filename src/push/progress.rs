@@ -116,9 +116,13 @@ fn status_line(event: &Event) -> Option<String> {
         Event::Retry { what, attempt, max_attempts, delay, error } => {
             retry_line(what, *attempt, *max_attempts, *delay, error)
         }
-        Event::Referrer { repository, digest, artifact_type, subject, known_by } => {
-            referrer_line(repository.as_deref(), digest, artifact_type.as_deref(), subject, *known_by)
-        }
+        Event::Referrer { repository, digest, artifact_type, subject, known_by } => referrer_line(
+            repository.as_deref(),
+            digest,
+            artifact_type.as_deref(),
+            subject,
+            *known_by,
+        ),
         Event::Blob { .. } => return None,
     })
 }

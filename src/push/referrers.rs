@@ -105,7 +105,8 @@ pub fn is_referrers_tag(tag: &str) -> bool {
 /// Whether a layout entry is a referrer rather than an image of its own: it carries a
 /// referrers tag, a cosign kind other than the image's, or a `subject`.
 pub fn is_referrer_entry(graph: &Graph, entry: &Descriptor) -> bool {
-    if entry.ref_name().is_some_and(|n| is_referrers_tag(tag_part(n))) || cosign_kind(entry).is_some()
+    if entry.ref_name().is_some_and(|n| is_referrers_tag(tag_part(n)))
+        || cosign_kind(entry).is_some()
     {
         return true;
     }
@@ -158,7 +159,9 @@ fn candidates(graph: &Graph) -> Vec<Referrer> {
     let cosign_image: Vec<&Descriptor> = graph
         .entries()
         .iter()
-        .filter(|e| e.annotations.get(COSIGN_KIND).is_some_and(|k| COSIGN_IMAGE_KINDS.contains(&k.as_str())))
+        .filter(|e| {
+            e.annotations.get(COSIGN_KIND).is_some_and(|k| COSIGN_IMAGE_KINDS.contains(&k.as_str()))
+        })
         .collect();
     for entry in graph.entries() {
         let closure = match graph.closure(std::slice::from_ref(entry)) {
@@ -170,13 +173,16 @@ fn candidates(graph: &Graph) -> Vec<Referrer> {
         };
         for reached in &closure.nodes {
             if let Some(subject) = reached.node.subject() {
-                add(&mut out, Referrer {
-                    desc: plain(&reached.desc),
-                    listing: listing(&reached.desc, &reached.node),
-                    subject: subject.digest.clone(),
-                    has_subject: true,
-                    cosign_tag: None,
-                });
+                add(
+                    &mut out,
+                    Referrer {
+                        desc: plain(&reached.desc),
+                        listing: listing(&reached.desc, &reached.node),
+                        subject: subject.digest.clone(),
+                        has_subject: true,
+                        cosign_tag: None,
+                    },
+                );
             }
         }
         let tag = entry.ref_name().map(tag_part).filter(|t| cosign_subject(t).is_some());
@@ -191,13 +197,16 @@ fn candidates(graph: &Graph) -> Vec<Referrer> {
         let Some(root) = closure.nodes.iter().find(|r| r.desc.digest == entry.digest) else {
             continue;
         };
-        add(&mut out, Referrer {
-            desc: plain(entry),
-            listing: listing(entry, &root.node),
-            subject,
-            has_subject: false,
-            cosign_tag: Some(tag),
-        });
+        add(
+            &mut out,
+            Referrer {
+                desc: plain(entry),
+                listing: listing(entry, &root.node),
+                subject,
+                has_subject: false,
+                cosign_tag: Some(tag),
+            },
+        );
     }
     out
 }
@@ -227,7 +236,11 @@ fn add(out: &mut Vec<Referrer>, r: Referrer) {
 /// The referrers of `pushed` (every manifest and index a repository received), recursively
 /// (a signature of an SBOM), with the manifests below each referrer counted as pushed too;
 /// and those of `related` content that is not pushed (left out).
-pub fn find(graph: &Graph, pushed: &HashSet<Digest>, related: &HashSet<Digest>) -> Result<Found, Error> {
+pub fn find(
+    graph: &Graph,
+    pushed: &HashSet<Digest>,
+    related: &HashSet<Digest>,
+) -> Result<Found, Error> {
     let all = candidates(graph);
     let mut by_subject: HashMap<&Digest, Vec<&Referrer>> = HashMap::new();
     for r in &all {
@@ -252,7 +265,8 @@ pub fn find(graph: &Graph, pushed: &HashSet<Digest>, related: &HashSet<Digest>) 
         }
     }
     // Left out: referrers of related content the push did not take, and theirs.
-    let mut missed: Vec<Digest> = related.iter().filter(|d| !reached.contains(*d)).cloned().collect();
+    let mut missed: Vec<Digest> =
+        related.iter().filter(|d| !reached.contains(*d)).cloned().collect();
     missed.sort();
     let mut seen: HashSet<Digest> = HashSet::new();
     while let Some(d) = missed.pop() {
@@ -270,11 +284,16 @@ pub fn find(graph: &Graph, pushed: &HashSet<Digest>, related: &HashSet<Digest>) 
 /// holds under the schema tag, if any): everything listed stays as it is (fields this code
 /// does not know included), nothing is listed twice, new ones are appended in order. `None`
 /// when nothing changes (no write needed).
-pub fn merged_index(existing: Option<&[u8]>, new: &[Descriptor]) -> Result<Option<Vec<u8>>, String> {
+pub fn merged_index(
+    existing: Option<&[u8]>,
+    new: &[Descriptor],
+) -> Result<Option<Vec<u8>>, String> {
     let mut index = match existing {
         Some(bytes) => serde_json::from_slice::<serde_json::Value>(bytes)
             .map_err(|e| format!("it is not JSON: {e}"))?,
-        None => serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": []}),
+        None => {
+            serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": []})
+        }
     };
     let manifests = index
         .as_object_mut()

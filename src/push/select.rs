@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use super::Error;
-use super::referrers;
 use super::graph::Graph;
+use super::referrers;
 use crate::digest::Digest;
 use crate::oci::{CONTAINERD_NAME_ANNOTATION, Descriptor};
 use crate::reference::{PushTarget, Target, is_valid_tag};

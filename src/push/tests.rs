@@ -234,19 +234,29 @@ async fn a_digest_pinned_name_is_pushed_by_digest_and_platform_choice_applies_pe
 // ---------------------------------------------------------------------------------------
 
 /// An artifact manifest of `kind` with a `subject` (none: a plain cosign signature).
-fn artifact(src: &mut MemorySource, kind: &str, subject: Option<&crate::oci::Descriptor>, note: &str) -> crate::oci::Descriptor {
+fn artifact(
+    src: &mut MemorySource,
+    kind: &str,
+    subject: Option<&crate::oci::Descriptor>,
+    note: &str,
+) -> crate::oci::Descriptor {
     let config = src.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
     let layer = src.put(kind, format!("payload {note}").into_bytes());
     let mut m = serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_MANIFEST,
         "artifactType": kind, "config": config, "layers": [layer], "annotations": {"note": note}});
     if let Some(s) = subject {
-        m["subject"] = serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
+        m["subject"] =
+            serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
     }
     src.put(crate::oci::OCI_MANIFEST, serde_json::to_vec(&m).unwrap())
 }
 
 /// Pushes `src` to `registry.test/team/app:v1` in `repo`.
-async fn push_one(src: MemorySource, repo: &MemoryRepository, policy: referrers::Policy) -> PushReport {
+async fn push_one(
+    src: MemorySource,
+    repo: &MemoryRepository,
+    policy: referrers::Policy,
+) -> PushReport {
     let mut opts = options(PushTarget::parse("registry.test/team/app:v1", false).unwrap());
     opts.referrers = policy;
     let graph = Arc::new(Graph::open(Arc::new(src)).unwrap());
@@ -263,9 +273,11 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
     let mut src = MemorySource::default();
     let image = src.image("linux/amd64", 1, 300);
     src.tag(&image, "v1");
-    let sig = artifact(&mut src, "application/vnd.dev.cosign.artifact.sig.v1+json", Some(&image), "sig");
+    let sig =
+        artifact(&mut src, "application/vnd.dev.cosign.artifact.sig.v1+json", Some(&image), "sig");
     src.tag(&sig, "");
-    let cosign = artifact(&mut src, "application/vnd.dev.cosign.simplesigning.v1+json", None, "legacy");
+    let cosign =
+        artifact(&mut src, "application/vnd.dev.cosign.simplesigning.v1+json", None, "legacy");
     let cosign_tag = format!("{}.sig", referrers::schema_tag(&image.digest));
     src.tag(&cosign, &cosign_tag);
     let repo = MemoryRepository::new();
@@ -275,7 +287,11 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
         report.referrers.iter().map(|r| (r.digest.clone(), r.known_by, r.tag.clone())).collect();
     assert_eq!(known.len(), 2, "{known:?}");
     assert!(known.contains(&(sig.digest.clone(), referrers::KnownBy::TagSchema, None)));
-    assert!(known.contains(&(cosign.digest.clone(), referrers::KnownBy::CosignTag, Some(cosign_tag.clone()))));
+    assert!(known.contains(&(
+        cosign.digest.clone(),
+        referrers::KnownBy::CosignTag,
+        Some(cosign_tag.clone())
+    )));
     assert_eq!(report.totals.referrers, 2);
     assert_eq!(report.tags.len(), 1, "cosign's tag is reported with the referrers, not as a tag");
     // Their blobs are in the totals: the image's config and layer, and each artifact's layer
@@ -287,13 +303,19 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
     let index: serde_json::Value = serde_json::from_slice(&st.manifests[schema]).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(index["manifests"][0]["digest"], sig.digest.to_string());
-    assert_eq!(index["manifests"][0]["artifactType"], "application/vnd.dev.cosign.artifact.sig.v1+json");
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.dev.cosign.artifact.sig.v1+json"
+    );
     assert_eq!(index["manifests"][0]["annotations"]["note"], "sig");
     // Nothing referring was written before the image's tag.
     let calls = st.calls.clone();
     drop(st);
     let tagged = calls.iter().position(|c| c == "PUT tag v1").unwrap();
-    let first_referrer = calls.iter().position(|c| c.contains(&sig.digest.to_string()) && c.starts_with("PUT")).unwrap();
+    let first_referrer = calls
+        .iter()
+        .position(|c| c.contains(&sig.digest.to_string()) && c.starts_with("PUT"))
+        .unwrap();
     assert!(tagged < first_referrer, "{calls:?}");
 
     // A later push of another referrer of the same image keeps the first in the index.
@@ -304,8 +326,12 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
     let st = repo.state.lock().unwrap();
     let schema = st.tags.get(&referrers::schema_tag(&image.digest)).unwrap();
     let index: serde_json::Value = serde_json::from_slice(&st.manifests[schema]).unwrap();
-    let listed: Vec<&str> =
-        index["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, [sig.digest.to_string(), sbom.digest.to_string()]);
 }
 

@@ -8,14 +8,20 @@ const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 const SBOM: &str = "application/spdx+json";
 
 /// An artifact manifest (empty config, one layer) with `artifactType` and a `subject`.
-fn artifact(src: &mut MemorySource, kind: &str, subject: Option<&Descriptor>, note: &str) -> Descriptor {
+fn artifact(
+    src: &mut MemorySource,
+    kind: &str,
+    subject: Option<&Descriptor>,
+    note: &str,
+) -> Descriptor {
     let config = src.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
     let layer = src.put(kind, format!("payload {note}").into_bytes());
     let mut manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
         "artifactType": kind, "config": config, "layers": [layer],
         "annotations": {"org.opencontainers.image.created": "2026-11-30T00:00:00Z", "note": note}});
     if let Some(s) = subject {
-        manifest["subject"] = serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
+        manifest["subject"] =
+            serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
     }
     src.put(oci::OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap())
 }
@@ -74,7 +80,10 @@ fn referrers_of_everything_pushed_are_found_recursively() {
     // Listed as the spec says: artifactType and the manifest's own annotations.
     assert_eq!(sbom.listing.artifact_type.as_deref(), Some(SBOM));
     assert_eq!(sbom.listing.annotations.get("note").map(String::as_str), Some("amd64"));
-    assert_eq!((sbom.listing.size, &sbom.listing.media_type), (s.sbom_amd64.size, &s.sbom_amd64.media_type));
+    assert_eq!(
+        (sbom.listing.size, &sbom.listing.media_type),
+        (s.sbom_amd64.size, &s.sbom_amd64.media_type)
+    );
 }
 
 #[test]
@@ -87,9 +96,12 @@ fn referrers_of_manifests_not_pushed_are_left_out_and_counted() {
     let left: HashSet<(Digest, Digest)> = found.left_out.into_iter().collect();
     assert_eq!(
         left,
-        [(s.sig.digest.clone(), s.index.digest.clone()), (s.sbom_arm64.digest.clone(), s.arm64.digest.clone())]
-            .into_iter()
-            .collect()
+        [
+            (s.sig.digest.clone(), s.index.digest.clone()),
+            (s.sbom_arm64.digest.clone(), s.arm64.digest.clone())
+        ]
+        .into_iter()
+        .collect()
     );
     // Content not related to the push at all is neither pushed nor counted.
     let found = find(&s.graph, &set(&[&s.amd64]), &set(&[&s.amd64])).unwrap();
@@ -112,7 +124,10 @@ fn cosign_tags_and_cosign_save_kinds_tie_signatures_to_their_image() {
     let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
     assert_eq!(found.referrers.len(), 1, "{found:?}");
     let r = &found.referrers[0];
-    assert_eq!((r.desc.digest.clone(), r.cosign_tag.clone(), r.has_subject), (sig.digest.clone(), Some(tag), false));
+    assert_eq!(
+        (r.desc.digest.clone(), r.cosign_tag.clone(), r.has_subject),
+        (sig.digest.clone(), Some(tag), false)
+    );
     assert_eq!(r.subject, image.digest);
     assert!(r.desc.annotations.is_empty(), "index.json's name is not pushed with it");
 
@@ -178,7 +193,8 @@ fn the_schema_index_keeps_what_it_lists_and_adds_each_referrer_once() {
     // A second push of another referrer (and the first again): both, once each.
     let second = merged_index(Some(&first), &[listed(1, SIG), listed(2, SBOM)]).unwrap().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&second).unwrap();
-    let ds: Vec<&str> = v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    let ds: Vec<&str> =
+        v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
     assert_eq!(ds, [Digest::sha256(&[1]).to_string(), Digest::sha256(&[2]).to_string()]);
     // Nothing new: no write.
     assert_eq!(merged_index(Some(&second), &[listed(2, SBOM)]).unwrap(), None);
@@ -187,13 +203,19 @@ fn the_schema_index_keeps_what_it_lists_and_adds_each_referrer_once() {
         "annotations": {"by": "oras"},
         "manifests": [{"mediaType": oci::OCI_MANIFEST, "digest": Digest::sha256(&[9]), "size": 9,
                        "artifactType": "x", "data": "e30="}]});
-    let merged = merged_index(Some(&serde_json::to_vec(&foreign).unwrap()), &[listed(3, SIG)]).unwrap().unwrap();
+    let merged = merged_index(Some(&serde_json::to_vec(&foreign).unwrap()), &[listed(3, SIG)])
+        .unwrap()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&merged).unwrap();
     assert_eq!(v["annotations"]["by"], "oras");
     assert_eq!(v["manifests"][0]["data"], "e30=");
     assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
     // Not an index: refused, not overwritten.
     for bad in [&b"not json"[..], br#"{"schemaVersion": 1, "manifests": []}"#, br#"[]"#] {
-        assert!(merged_index(Some(bad), &[listed(1, SIG)]).is_err(), "{}", String::from_utf8_lossy(bad));
+        assert!(
+            merged_index(Some(bad), &[listed(1, SIG)]).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
