@@ -60,24 +60,7 @@ pub async fn attach<D: Destination>(
     if found.iter().all(|f| f.referrers.is_empty()) {
         return Ok(out);
     }
-    let mut plans = Vec::with_capacity(found.len());
-    for f in &found {
-        let roots: Vec<Root> = f
-            .referrers
-            .iter()
-            .map(|r| Root { tag: r.cosign_tag.clone(), desc: r.desc.clone(), fallback: None })
-            .collect();
-        plans.push(graph.off_thread(move |g| Plan::build(g, roots)).await?);
-    }
-    let stage: Vec<Repository<D>> = repositories
-        .iter()
-        .zip(plans)
-        .map(|(r, plan)| Repository {
-            destination: r.destination,
-            plan,
-            candidates: r.candidates.clone(),
-        })
-        .collect();
+    let stage = stage(graph, repositories, &found).await?;
     let mut runner = Runner::new(&stage, graph, progress.clone(), max_concurrent_uploads);
     runner.qualified = qualified;
     runner.referrers = true;
@@ -86,39 +69,73 @@ pub async fn attach<D: Destination>(
     out.tags = runner.tags(stop).await?;
     let indexed = std::mem::take(&mut *runner.indexed.lock().expect("not poisoned"));
     for (r, (repo, f)) in stage.iter().zip(&found).enumerate() {
-        let known = |x: &Referrer| match () {
-            _ if indexed.contains(&(r, x.desc.digest.clone())) => KnownBy::Api,
-            _ if x.has_subject => KnownBy::TagSchema,
-            _ => KnownBy::CosignTag,
-        };
+        let known = |x: &Referrer| known_by(x, indexed.contains(&(r, x.desc.digest.clone())));
         let schema: Vec<&Referrer> =
             f.referrers.iter().filter(|x| known(x) == KnownBy::TagSchema).collect();
-        let write = super::until_stopped(stop, super::Stage::Referrers, async {
-            write_schema_indexes(repo.destination, &schema).await
-        });
-        write.await?;
+        let write = write_schema_indexes(repo.destination, &schema);
+        super::until_stopped(stop, super::Stage::Referrers, write).await?;
         let shown = qualified.then(|| repo.destination.name());
         for x in &f.referrers {
-            let known_by = known(x);
+            let report = referrer_report(x, known(x), shown.clone());
             progress.event(Event::Referrer {
-                repository: shown.clone(),
-                digest: x.desc.digest.clone(),
-                artifact_type: x.listing.artifact_type.clone(),
-                subject: x.subject.clone(),
-                known_by,
+                repository: report.repository.clone(),
+                digest: report.digest.clone(),
+                artifact_type: report.artifact_type.clone(),
+                subject: report.subject.clone(),
+                known_by: report.known_by,
             });
-            out.referrers.push(ReferrerReport {
-                repository: shown.clone(),
-                digest: x.desc.digest.clone(),
-                media_type: x.desc.media_type.clone(),
-                artifact_type: x.listing.artifact_type.clone(),
-                subject: x.subject.clone(),
-                known_by,
-                tag: x.cosign_tag.clone(),
-            });
+            out.referrers.push(report);
         }
     }
     Ok(out)
+}
+
+/// Each repository's referrers as a plan of their own (cosign's under their tags), pushed
+/// into the same destination with the same mount candidates.
+async fn stage<'a, D: Destination>(
+    graph: &Arc<Graph>,
+    repositories: &[Repository<'a, D>],
+    found: &[Found],
+) -> Result<Vec<Repository<'a, D>>, Error> {
+    let mut stage = Vec::with_capacity(found.len());
+    for (repo, f) in repositories.iter().zip(found) {
+        let roots: Vec<Root> = f
+            .referrers
+            .iter()
+            .map(|r| Root { tag: r.cosign_tag.clone(), desc: r.desc.clone(), fallback: None })
+            .collect();
+        let plan = graph.off_thread(move |g| Plan::build(g, roots)).await?;
+        stage.push(Repository {
+            destination: repo.destination,
+            plan,
+            candidates: repo.candidates.clone(),
+        });
+    }
+    Ok(stage)
+}
+
+/// How the registry learned of `r`: it said so (`indexed`), else the tag schema for one with
+/// a `subject`, else cosign's tag.
+fn known_by(r: &Referrer, indexed: bool) -> KnownBy {
+    if indexed {
+        KnownBy::Api
+    } else if r.has_subject {
+        KnownBy::TagSchema
+    } else {
+        KnownBy::CosignTag
+    }
+}
+
+fn referrer_report(r: &Referrer, known_by: KnownBy, repository: Option<String>) -> ReferrerReport {
+    ReferrerReport {
+        repository,
+        digest: r.desc.digest.clone(),
+        media_type: r.desc.media_type.clone(),
+        artifact_type: r.listing.artifact_type.clone(),
+        subject: r.subject.clone(),
+        known_by,
+        tag: r.cosign_tag.clone(),
+    }
 }
 
 /// How many referrers were left out, and why (`None`: none).
