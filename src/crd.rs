@@ -69,6 +69,11 @@ pub struct ImagePushSpec {
     /// pushes in this namespace recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mount_from: Vec<String>,
+    /// Whether the layout's referrers of what is pushed (signatures, attestations, SBOMs:
+    /// manifests whose `subject` is pushed, cosign's `sha256-<hex>.sig` tags) are pushed
+    /// after the image: `All` (default) or `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<ReferrersPolicy>,
     /// How to reach the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
@@ -202,6 +207,31 @@ pub struct CaSource {
     pub key: Option<String>,
 }
 
+/// Which referrers a push takes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReferrersPolicy {
+    /// Every referrer of pushed content, recursively.
+    All,
+    /// None.
+    None,
+}
+
+/// A referrer pushed with the image.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerStatus {
+    /// Digest of the referrer's manifest.
+    pub digest: String,
+    /// What it is (`artifactType`, else its config's media type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Digest of what it refers to.
+    pub subject: String,
+    /// How the registry learned of it: `api` (the registry's referrers API), `tagSchema` (the
+    /// index tagged `sha256-<hex>` of the subject) or `cosignTag` (cosign's tag).
+    pub known_by: String,
+}
+
 /// What the last push of the resource did.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -234,6 +264,16 @@ pub struct ImagePushStatus {
     /// A mirror: how many images were pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_count: Option<u64>,
+    /// The referrers pushed with the image (the first 100; `referrerCount` says how many).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerStatus>,
+    /// How many referrers were pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer_count: Option<u64>,
+    /// Referrers in the layout that were not pushed because what they refer to was not
+    /// (another platform's manifest): how many, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers_left_out: Option<String>,
     /// Set when an index was only partly in the layout and one manifest was pushed instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_pushed_instead_of_index: Option<IndexFallbackStatus>,
@@ -381,6 +421,7 @@ impl ImagePushSpec {
             platform: None,
             credentials_secret: None,
             mount_from: vec![],
+            referrers: None,
             connection: None,
             max_concurrent_uploads: None,
             timeout: None,

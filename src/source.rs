@@ -97,7 +97,9 @@ pub mod memory {
                 index: ImageIndex {
                     schema_version: 2,
                     media_type: Some(oci::OCI_INDEX.into()),
+                    artifact_type: None,
                     manifests: vec![],
+                    subject: None,
                     annotations: Default::default(),
                 },
                 blobs: HashMap::new(),

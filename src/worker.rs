@@ -30,6 +30,8 @@ pub struct WorkerCommand {
     pub platform: Option<String>,
     pub mount_from: Vec<String>,
     pub max_concurrent_uploads: Option<u32>,
+    /// `--referrers none`: push no referrers.
+    pub no_referrers: bool,
 }
 
 impl WorkerCommand {
@@ -51,6 +53,9 @@ impl WorkerCommand {
         opt("--max-concurrent-uploads", &self.max_concurrent_uploads.map(|n| n.to_string()));
         if self.mirror {
             args.push("--mirror".into());
+        }
+        if self.no_referrers {
+            args.extend(["--referrers".into(), "none".into()]);
         }
         if self.plain_http {
             args.push("--plain-http".into());
@@ -116,6 +121,7 @@ mod tests {
             platform: Some("linux/arm64/v8".into()),
             mount_from: vec!["team/base".into(), "registry.example.com:5000/other".into()],
             max_concurrent_uploads: Some(3),
+            no_referrers: true,
         };
         let plain = WorkerCommand {
             layout_root: "/layout".into(),
@@ -150,6 +156,7 @@ mod tests {
                 max_concurrent_uploads: sent
                     .max_concurrent_uploads
                     .map(|_| got.max_concurrent_uploads as u32),
+                no_referrers: got.referrers == crate::cli::push::ReferrersMode::None,
             };
             assert_eq!(read, sent);
             assert_eq!(got.progress, crate::cli::push::ProgressMode::Json);

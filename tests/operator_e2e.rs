@@ -832,3 +832,48 @@ async fn a_rate_limited_registry_is_left_alone_as_long_as_it_asks() {
     assert!((1..=tries).contains(&proxy.http_faults()), "{} refused PUTs", proxy.http_faults());
     assert!(registry.tags("team/app").await.is_empty());
 }
+
+/// A signed image on a claim: the SBOM (an artifact whose `subject` is the image) goes with
+/// it into a registry without the referrers API, listed under the schema tag, and the status
+/// says so; `referrers: None` leaves it behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_travel_with_the_image_and_the_status_lists_them() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let root = cluster.pvc_dir(NS, "layouts").join("signed");
+    let (mut b, image) = simple_image(&root, "v1", &[2000], 93);
+    let (layer, layer_size) = b.blob(b"{\"spdxVersion\":\"SPDX-2.3\"}");
+    let (config, config_size) = b.blob(b"{}");
+    let sbom = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/spdx+json", "digest": layer, "size": layer_size}],
+        "subject": {"mediaType": image.media_type, "digest": image.digest, "size": image.size}});
+    let (sbom_digest, sbom_size) = b.blob(&serde_json::to_vec(&sbom).unwrap());
+    b.add_untagged(&common::layout::desc_from_json(&json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sbom_digest, "size": sbom_size})));
+    b.write();
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    for (name, extra) in [("signed", json!({})), ("unsigned", json!({"referrers": "None"}))] {
+        let target = format!("{}/team/{name}:v1", registry.host());
+        create(&api, image_push(name, "layouts", "signed", &target, extra)).await;
+    }
+    let ip = wait_for(&cluster, &api, "signed", TIMEOUT, "Ready", is_ready).await;
+    let st = ip.status.unwrap();
+    assert_eq!(st.digest.as_deref(), Some(image.digest.as_str()), "the layout's only image");
+    assert_eq!(st.referrer_count, Some(1));
+    let r = &st.referrers[0];
+    assert_eq!((r.digest.as_str(), r.subject.as_str()), (sbom_digest.as_str(), image.digest.as_str()));
+    assert_eq!((r.known_by.as_str(), r.artifact_type.as_deref()), ("tagSchema", Some("application/spdx+json")));
+    let schema = image.digest.replace(':', "-");
+    let (listed, _, _) = registry.manifest("team/signed", &schema).await.unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed["manifests"][0]["digest"], sbom_digest);
+
+    let ip = wait_for(&cluster, &api, "unsigned", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(ip.status.unwrap().referrer_count, None);
+    assert_eq!(registry.tags("team/unsigned").await, ["v1"]);
+}

@@ -34,6 +34,11 @@ pub struct PushArgs {
     /// other repositories that need it.
     #[arg(long, conflicts_with = "reference")]
     pub mirror: bool,
+    /// Whether the layout's referrers of what is pushed (signatures, attestations, SBOMs:
+    /// manifests whose `subject` is pushed, cosign's `sha256-<hex>.sig` tags) are pushed too,
+    /// after the tags.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = ReferrersMode::All)]
+    pub referrers: ReferrersMode,
     /// Refuse a LAYOUT that, with symlinks resolved, is not inside this directory (the
     /// operator's workers pass their volume's mount point, so a path cannot escape it).
     #[arg(long, value_name = "DIR")]
@@ -98,6 +103,14 @@ pub struct PushArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReferrersMode {
+    /// Every referrer of pushed content, recursively.
+    All,
+    /// None.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -194,6 +207,10 @@ fn options(args: &PushArgs, target: PushTarget) -> Result<PushOptions, Error> {
         sources: args.sources.clone(),
         known_sources,
         max_concurrent_uploads: args.max_concurrent_uploads,
+        referrers: match args.referrers {
+            ReferrersMode::All => push::referrers::Policy::All,
+            ReferrersMode::None => push::referrers::Policy::None,
+        },
         credential,
         connect: ConnectOptions {
             plain_http: args.plain_http,

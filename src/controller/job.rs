@@ -197,6 +197,7 @@ fn volumes_and_args(spec: &ImagePushSpec, layout: LayoutSource) -> (Mounts, Vec<
         platform: spec.platform.clone(),
         mount_from: spec.mount_from.clone(),
         max_concurrent_uploads: spec.max_concurrent_uploads,
+        no_referrers: spec.referrers == Some(crate::crd::ReferrersPolicy::None),
         ..Default::default()
     };
     m.add(layout.volume, &layout.root, true);
@@ -418,6 +419,7 @@ mod tests {
                 platform: Some("linux/arm64".into()),
                 credentials_secret: Some(LocalObjectReference { name: "regcred".into() }),
                 mount_from: vec!["team/base".into()],
+                referrers: None,
                 connection: Some(Connection { plain_http: true, ..Default::default() }),
                 max_concurrent_uploads: Some(3),
                 timeout: Some("10m".into()),

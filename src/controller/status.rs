@@ -14,6 +14,8 @@ use crate::push::report::{BlobOutcome, PushReport};
 /// Images of a mirror listed in `status.images` (about 150 bytes each); `imageCount` has
 /// them all, the report in the worker's log every one.
 pub const MAX_STATUS_IMAGES: usize = 500;
+/// Referrers listed in `status.referrers` (about 250 bytes each); `referrerCount` has them all.
+pub const MAX_STATUS_REFERRERS: usize = 100;
 /// Blob digests of a mirror kept as mount knowledge in `status.repositoryBlobs` (73 bytes
 /// each); the sources handed to a worker are bounded anyway.
 pub const MAX_STATUS_BLOB_DIGESTS: usize = 1000;
@@ -168,6 +170,28 @@ pub fn progress_status(p: &ProgressLine) -> ProgressStatus {
     }
 }
 
+/// The referrers of a successful report: the first ones listed, all counted (the compact
+/// report keeps only the count), and those left out said.
+fn apply_referrers(status: &mut ImagePushStatus, report: &PushReport) {
+    status.referrers = report
+        .referrers
+        .iter()
+        .take(MAX_STATUS_REFERRERS)
+        .map(|r| crate::crd::ReferrerStatus {
+            digest: r.digest.to_string(),
+            artifact_type: r.artifact_type.clone(),
+            subject: r.subject.to_string(),
+            known_by: serde_json::to_value(r.known_by)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        })
+        .collect();
+    status.referrer_count = (report.totals.referrers > 0).then_some(report.totals.referrers);
+    status.referrers_left_out =
+        report.referrers_left_out.as_ref().map(|l| format!("{} referrers: {}", l.count, l.reason));
+}
+
 /// A successful report as status: Ready True (Pushed), no Reconciling or Stalled. A mirror's
 /// report (it has `images`) gives `images`, `imageCount` and `repositoryBlobs` instead of
 /// `tags` and `blobDigests`; every list bounded, so a bundle of thousands of images still
@@ -221,6 +245,7 @@ pub fn apply_success(status: &mut ImagePushStatus, report: &PushReport, generati
         .collect();
     status.image_count =
         mirror.then(|| report.images.len() as u64 + report.images_omitted.unwrap_or(0));
+    apply_referrers(status, report);
     if mirror {
         status.blob_digests = Vec::new();
         status.repository_blobs = first_holders(report);
@@ -333,6 +358,43 @@ mod tests {
         assert_eq!(s.blob_digests.len(), 3);
         assert_eq!(s.tags[0].tag, "v1");
         assert_eq!(s.progress.as_ref().unwrap().summary, "blobs 3/3, 0.0/0.0 MiB");
+    }
+
+    /// Referrers: the first listed with how the registry learned of them, all counted, the
+    /// left-out said; a compact report (a termination message) keeps the count only.
+    #[test]
+    fn referrers_are_listed_bounded_and_counted() {
+        use crate::push::referrers::KnownBy;
+        use crate::push::report::{LeftOut, ReferrerReport};
+        let mut r = report();
+        for i in 0..150u32 {
+            r.referrers.push(ReferrerReport {
+                repository: None,
+                digest: Digest::sha256(&i.to_le_bytes()),
+                media_type: crate::oci::OCI_MANIFEST.into(),
+                artifact_type: Some("application/spdx+json".into()),
+                subject: Digest::sha256(b"image"),
+                known_by: if i == 0 { KnownBy::CosignTag } else { KnownBy::TagSchema },
+                tag: None,
+            });
+        }
+        r.referrers_left_out = Some(LeftOut { count: 2, reason: "another platform".into() });
+        r.recount();
+        let mut s = ImagePushStatus::default();
+        apply_success(&mut s, &r, 1);
+        assert_eq!((s.referrers.len(), s.referrer_count), (MAX_STATUS_REFERRERS, Some(150)));
+        assert_eq!(s.referrers[0].known_by, "cosignTag");
+        assert_eq!(s.referrers[1].known_by, "tagSchema");
+        assert_eq!(s.referrers[1].subject, Digest::sha256(b"image").to_string());
+        assert_eq!(s.referrers_left_out.as_deref(), Some("2 referrers: another platform"));
+        let compact: PushReport = serde_json::from_str(&r.compact_json(4096)).unwrap();
+        let mut s = ImagePushStatus::default();
+        apply_success(&mut s, &compact, 1);
+        assert_eq!((s.referrers.len(), s.referrer_count), (0, Some(150)));
+        // Nothing pushed, nothing said.
+        let mut s = ImagePushStatus::default();
+        apply_success(&mut s, &report(), 1);
+        assert_eq!((s.referrer_count, s.referrers_left_out.as_deref()), (None, None));
     }
 
     /// A mirror of 600 images sharing a base, with one blob mounted from outside: the images

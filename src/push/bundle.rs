@@ -84,11 +84,14 @@ fn describe(i: usize, d: &Descriptor) -> String {
 /// entry at fault: entries without a full name, names whose digest is not the entry's, and a
 /// repository:tag that two entries name for different images.
 pub fn select(graph: &Graph, root: &MirrorRoot) -> Result<Vec<Destined>, Error> {
-    select_entries(graph.entries(), graph.location(), root)
+    // Referrers (signatures, attestations, SBOMs) go with what they refer to, unnamed.
+    let is_image = |e: &Descriptor| !super::referrers::is_referrer_entry(graph, e);
+    select_entries(graph.entries(), &is_image, graph.location(), root)
 }
 
 fn select_entries(
     entries: &[Descriptor],
+    is_image: &dyn Fn(&Descriptor) -> bool,
     layout: &Path,
     root: &MirrorRoot,
 ) -> Result<Vec<Destined>, Error> {
@@ -96,7 +99,7 @@ fn select_entries(
     let mut unnamed = Vec::new();
     // (repository:tag, entries naming it) of every tag named more than once.
     let mut named: Vec<(String, Vec<(usize, &Descriptor)>)> = Vec::new();
-    for (i, d) in entries.iter().enumerate() {
+    for (i, d) in entries.iter().enumerate().filter(|(_, d)| is_image(d)) {
         let name = match image_name(d) {
             Ok(n) => n,
             Err(why) => {
@@ -213,7 +216,7 @@ mod tests {
 
     fn select(entries: &[Descriptor], root: &str) -> Result<Vec<(String, Roots)>, Error> {
         let root = MirrorRoot::parse(root).unwrap();
-        Ok(select_entries(entries, Path::new("/l"), &root)?
+        Ok(select_entries(entries, &|_| true, Path::new("/l"), &root)?
             .into_iter()
             .map(|d| {
                 (

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use crate::digest::Digest;
 use crate::oci::Descriptor;
 use crate::reference::{TagOrDigest, Target};
-use crate::registry::{self, MountOutcome, RegistryClient, UploadSession};
+use crate::registry::{self, MountOutcome, PutAnswer, RegistryClient, UploadSession};
 use crate::source::BlobStream;
 
 /// Opens a blob afresh, from its first byte (an upload that resumes or starts over opens it
@@ -51,14 +51,22 @@ pub trait Destination: Sync {
     /// The digest `tag` points at, if any.
     async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>, registry::Error>;
     /// Puts a manifest or index, its bytes unchanged. `on_wire` is true exactly while a
-    /// request is sent and unanswered.
+    /// request is sent and unanswered. The answer says whether the registry indexed it as a
+    /// referrer (`OCI-Subject`).
     async fn put_manifest(
         &self,
         at: TagOrDigest<'_>,
         bytes: &[u8],
         media_type: &str,
         on_wire: Option<&AtomicBool>,
-    ) -> Result<(), registry::Error>;
+    ) -> Result<PutAnswer, registry::Error>;
+    /// The manifest or index at `reference` (a tag or digest) and its media type, if any;
+    /// at most `limit` bytes.
+    async fn get_manifest(
+        &self,
+        reference: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, String)>, registry::Error>;
 }
 
 /// A repository of a registry, through the registry client.
@@ -129,8 +137,16 @@ impl Destination for RegistryRepository<'_> {
         bytes: &[u8],
         media_type: &str,
         on_wire: Option<&AtomicBool>,
-    ) -> Result<(), registry::Error> {
+    ) -> Result<PutAnswer, registry::Error> {
         self.client.put_manifest_watched(self.target, at, bytes, media_type, on_wire).await
+    }
+
+    async fn get_manifest(
+        &self,
+        reference: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, String)>, registry::Error> {
+        self.client.get_manifest(&self.target.repository, reference, limit).await
     }
 }
 
@@ -147,12 +163,13 @@ pub mod memory {
     use crate::digest::Digest;
     use crate::oci::Descriptor;
     use crate::reference::TagOrDigest;
-    use crate::registry::{self, MountOutcome, UploadSession};
+    use crate::registry::{self, MountOutcome, PutAnswer, UploadSession};
 
     #[derive(Default)]
     pub struct State {
         pub blobs: HashSet<Digest>,
         pub manifests: HashMap<Digest, Vec<u8>>,
+        pub media_types: HashMap<Digest, String>,
         pub tags: HashMap<String, Digest>,
         /// Blobs other repositories of the registry hold: `repository -> digests`.
         pub elsewhere: HashMap<String, HashSet<Digest>>,
@@ -179,6 +196,9 @@ pub mod memory {
         pub state: Mutex<State>,
         /// Mounts answer 202 (the registry could not mount) instead of 201.
         pub refuse_mounts: bool,
+        /// The registry offers the referrers API: a manifest PUT with a `subject` is answered
+        /// with `OCI-Subject`.
+        pub referrers_api: bool,
         /// The registry it is part of, shared with its other repositories (which it can
         /// mount from).
         registry: Registry,
@@ -201,6 +221,7 @@ pub mod memory {
                 repository: repository.to_string(),
                 state: Mutex::default(),
                 refuse_mounts: false,
+                referrers_api: false,
                 registry: registry.clone(),
             }
         }
@@ -325,9 +346,9 @@ pub mod memory {
             &self,
             at: TagOrDigest<'_>,
             bytes: &[u8],
-            _media_type: &str,
+            media_type: &str,
             _on_wire: Option<&AtomicBool>,
-        ) -> Result<(), registry::Error> {
+        ) -> Result<PutAnswer, registry::Error> {
             let digest = Digest::sha256(bytes);
             let mut st = self.state.lock().unwrap();
             // Like a registry: everything a manifest names must be there.
@@ -355,13 +376,32 @@ pub mod memory {
             if let TagOrDigest::Tag(t) = at {
                 st.tags.insert(t.to_string(), digest.clone());
             }
-            st.manifests.insert(digest, bytes.to_vec());
+            st.manifests.insert(digest.clone(), bytes.to_vec());
+            st.media_types.insert(digest, media_type.to_string());
             drop(st);
             self.call(match at {
                 TagOrDigest::Tag(t) => format!("PUT tag {t}"),
                 TagOrDigest::Digest(d) => format!("PUT manifest {d}"),
             });
-            Ok(())
+            let subject = value["subject"]["digest"].as_str().and_then(|d| d.parse().ok());
+            Ok(PutAnswer { subject: subject.filter(|_| self.referrers_api) })
+        }
+
+        async fn get_manifest(
+            &self,
+            reference: &str,
+            _limit: usize,
+        ) -> Result<Option<(Vec<u8>, String)>, registry::Error> {
+            self.call(format!("GET manifest {reference}"));
+            let st = self.state.lock().unwrap();
+            let digest = match reference.parse::<Digest>() {
+                Ok(d) => Some(d),
+                Err(_) => st.tags.get(reference).cloned(),
+            };
+            Ok(digest.and_then(|d| {
+                let bytes = st.manifests.get(&d)?.clone();
+                Some((bytes, st.media_types.get(&d).cloned().unwrap_or_default()))
+            }))
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum Error {
     IndexCycle { digest: Digest },
     #[error("--platform cannot pick a manifest when the target names the index {digest} by digest")]
     PlatformWithDigestTarget { digest: Digest },
+    #[error("the referrers index {repository}:{tag} in the registry cannot be merged: {reason}")]
+    ReferrersIndexInvalid { repository: String, tag: String, reason: String },
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),
     #[error("{path}: {source}")]
@@ -84,6 +86,8 @@ pub enum Stage {
         in_flight: Vec<String>,
         total: usize,
     },
+    /// After every tag was written: pushing the referrers.
+    Referrers,
 }
 
 impl std::fmt::Display for Stage {
@@ -95,6 +99,9 @@ impl std::fmt::Display for Stage {
             Stage::Manifests => {
                 f.write_str("while pushing manifests, before tagging; no tag was written")
             }
+            Stage::Referrers => f.write_str(
+                "after every tag was written, while pushing referrers; some may not be in the registry",
+            ),
             Stage::Tagging { written, in_flight, .. }
                 if written.is_empty() && in_flight.is_empty() =>
             {
@@ -190,7 +197,7 @@ impl Error {
             Registry(crate::registry::Error::Tls { .. }) => ErrorClass::BadInput,
             // HTTPS to an HTTP-only registry: a setting to change (--plain-http).
             Registry(crate::registry::Error::PlainHttpServer { .. }) => ErrorClass::BadInput,
-            Registry(_) => ErrorClass::Registry,
+            Registry(_) | ReferrersIndexInvalid { .. } => ErrorClass::Registry,
             Io { .. } => ErrorClass::Internal,
             Terminated { signal, .. } => ErrorClass::Terminated(*signal),
         }
@@ -226,6 +233,7 @@ impl Error {
             Registry(crate::registry::Error::Tls { .. }) => "TLSVerificationFailed",
             Registry(crate::registry::Error::PlainHttpServer { .. }) => "RegistryNotTLS",
             Registry(_) => "RegistryUnavailable",
+            ReferrersIndexInvalid { .. } => "ReferrersIndexInvalid",
             Io { .. } => "InternalError",
             Terminated { .. } => "Terminated",
         }

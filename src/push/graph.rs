@@ -31,6 +31,14 @@ impl Node {
             Node::Index { bytes, .. } | Node::Manifest { bytes, .. } => bytes,
         }
     }
+
+    /// The content it refers to (its `subject`), when it is a referrer.
+    pub fn subject(&self) -> Option<&Descriptor> {
+        match self {
+            Node::Manifest { manifest, .. } => manifest.subject.as_ref(),
+            Node::Index { index, .. } => index.subject.as_ref(),
+        }
+    }
 }
 
 /// A manifest or index that a walk reached.

@@ -8,12 +8,14 @@
 //! out. The engine never writes the source; the only file it may write is the sources file,
 //! after a successful push.
 
+mod attach;
 pub mod bundle;
 pub mod destination;
 mod error;
 pub mod graph;
 pub mod plan;
 pub mod progress;
+pub mod referrers;
 pub mod report;
 pub mod resolve;
 mod run;
@@ -63,6 +65,9 @@ pub struct PushOptions {
     /// More known blob locations, read-only (the operator hands these to its workers).
     pub known_sources: sources::SourceMap,
     pub max_concurrent_uploads: usize,
+    /// Whether the referrers of what is pushed (signatures, attestations, SBOMs in the
+    /// layout) are pushed too.
+    pub referrers: referrers::Policy,
     pub credential: Credential,
     pub connect: ConnectOptions,
 }
@@ -124,7 +129,26 @@ async fn execute<D: Destination>(
     let blobs = until_stopped(stop, Stage::Blobs, runner.blobs()).await?;
     let manifests = until_stopped(stop, Stage::Manifests, runner.manifests()).await?;
     let tags = runner.tags(stop).await?;
-    let report = assemble(&opts.target, &repositories, blobs, manifests, tags);
+    let attached =
+        attach_referrers(opts, graph, selected, &repositories, &progress, mirror, stop).await?;
+    let blobs =
+        blobs.into_iter().zip(attached.blobs.into_iter().chain(std::iter::repeat_with(Vec::new)));
+    let blobs = blobs.map(|(mut a, b)| {
+        a.extend(b);
+        a
+    });
+    let manifests = manifests
+        .into_iter()
+        .zip(attached.manifests.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        .map(|(mut a, b)| {
+            a.extend(b);
+            a
+        });
+    let mut report =
+        assemble(&opts.target, &repositories, blobs.collect(), manifests.collect(), tags);
+    report.referrers = attached.referrers;
+    report.referrers_left_out = attached.left_out;
+    report.recount();
     if let Some(path) = opts.sources.clone() {
         let held: Vec<(String, Vec<_>)> = repositories
             .iter()
@@ -137,6 +161,35 @@ async fn execute<D: Destination>(
             .expect("recording sources does not panic")?;
     }
     Ok(report)
+}
+
+/// Pushes the referrers of what each repository received (unless `--referrers none`).
+async fn attach_referrers<D: Destination>(
+    opts: &PushOptions,
+    graph: &Arc<Graph>,
+    selected: &[Destined],
+    repositories: &[run::Repository<'_, D>],
+    progress: &Arc<dyn Progress>,
+    mirror: bool,
+    stop: &Shutdown,
+) -> Result<attach::Attached, Error> {
+    if opts.referrers == referrers::Policy::None {
+        return Ok(attach::Attached::default());
+    }
+    let mut pushed = Vec::with_capacity(repositories.len());
+    for (destined, repo) in selected.iter().zip(repositories) {
+        let manifests = repo.plan.manifests.iter().map(|m| m.desc.digest.clone()).collect();
+        let entries: Vec<_> = destined.roots.iter().map(|(_, d)| d.clone()).collect();
+        let related = graph
+            .off_thread(move |g| Ok::<_, Error>(g.closure(&entries)?.named))
+            .await?
+            .into_iter()
+            .map(|d| d.digest)
+            .collect();
+        pushed.push(attach::Pushed { manifests, related });
+    }
+    let uploads = opts.max_concurrent_uploads;
+    attach::attach(graph, repositories, pushed, progress.clone(), uploads, mirror, stop).await
 }
 
 /// The report of a finished push: the first image's digest, size and media type; for one

@@ -18,6 +18,8 @@ pub struct PlannedManifest {
     pub height: usize,
     /// Named by an index of the plan (so it must exist by digest).
     pub child: bool,
+    /// The `subject` it names (a referrer): its PUT tells whether the registry indexed it.
+    pub subject: Option<crate::digest::Digest>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,7 @@ impl Plan {
             .nodes
             .into_iter()
             .map(|r| PlannedManifest {
+                subject: r.node.subject().map(|s| s.digest.clone()),
                 desc: r.desc,
                 bytes: r.node.bytes().clone(),
                 height: r.height,

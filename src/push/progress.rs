@@ -47,6 +47,14 @@ pub enum Event {
         digest: Digest,
         size: u64,
     },
+    /// A referrer of pushed content is in the registry; `repository` is set in a mirror.
+    Referrer {
+        repository: Option<String>,
+        digest: Digest,
+        artifact_type: Option<String>,
+        subject: Digest,
+        known_by: crate::push::referrers::KnownBy,
+    },
     /// A request failed transiently and will be tried again.
     Retry {
         what: String,
@@ -108,8 +116,35 @@ fn status_line(event: &Event) -> Option<String> {
         Event::Retry { what, attempt, max_attempts, delay, error } => {
             retry_line(what, *attempt, *max_attempts, *delay, error)
         }
+        Event::Referrer { repository, digest, artifact_type, subject, known_by } => referrer_line(
+            repository.as_deref(),
+            digest,
+            artifact_type.as_deref(),
+            subject,
+            *known_by,
+        ),
         Event::Blob { .. } => return None,
     })
+}
+
+/// `referrer sha256:… (application/vnd.dev.cosign.simplesigning.v1+json) of sha256:…: in
+/// the referrers tag sha256-…`
+fn referrer_line(
+    repository: Option<&str>,
+    digest: &Digest,
+    artifact_type: Option<&str>,
+    subject: &Digest,
+    known_by: crate::push::referrers::KnownBy,
+) -> String {
+    use crate::push::referrers::{KnownBy, schema_tag};
+    let how = match known_by {
+        KnownBy::Api => "listed by the registry's referrers API".to_string(),
+        KnownBy::TagSchema => format!("listed in the referrers tag {}", schema_tag(subject)),
+        KnownBy::CosignTag => "under cosign's tag".to_string(),
+    };
+    let at = repository.map(|r| format!("{r}: ")).unwrap_or_default();
+    let kind = artifact_type.map(|t| format!(" ({t})")).unwrap_or_default();
+    format!("{at}referrer {digest}{kind} of {subject}: {how}")
 }
 
 /// Receives push events. Must be cheap: `Pushing` arrives for every chunk sent.

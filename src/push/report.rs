@@ -52,6 +52,40 @@ pub struct PushReport {
     /// Only in a compact report: how many images did not fit in `images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images_omitted: Option<u64>,
+    /// Every referrer pushed (signatures, attestations, SBOMs of what was pushed). The
+    /// compact report drops the list with the blobs; `totals.referrers` keeps the count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerReport>,
+    /// Referrers in the layout that were not pushed, because what they refer to was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers_left_out: Option<LeftOut>,
+}
+
+/// A referrer pushed with the image it refers to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerReport {
+    /// A mirror: the repository (`registry/repository`) it went into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    pub digest: Digest,
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub subject: Digest,
+    /// How the registry learned of it.
+    pub known_by: crate::push::referrers::KnownBy,
+    /// cosign's tag it was pushed under (`sha256-<hex>.sig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// Referrers that were left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOut {
+    pub count: u64,
+    pub reason: String,
 }
 
 /// One image of a mirror.
@@ -148,6 +182,9 @@ pub struct Totals {
     pub mounted: u64,
     pub existed: u64,
     pub bytes_uploaded: u64,
+    /// Referrers pushed.
+    #[serde(default)]
+    pub referrers: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,12 +222,14 @@ impl PushReport {
             error: None,
             tags_omitted: None,
             images_omitted: None,
+            referrers: Vec::new(),
+            referrers_left_out: None,
         }
     }
 
-    /// Recomputes `totals` from `blobs`.
+    /// Recomputes `totals` from `blobs` and `referrers`.
     pub fn recount(&mut self) {
-        let mut t = Totals::default();
+        let mut t = Totals { referrers: self.referrers.len() as u64, ..Totals::default() };
         for b in &self.blobs {
             match b.outcome {
                 BlobOutcome::Uploaded => {

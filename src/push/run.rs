@@ -4,7 +4,7 @@
 //! and each distinct blob then travels once: uploaded into the first repository that needs
 //! it (or found in one), mounted from there into the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,6 +47,11 @@ pub struct Runner<'a, D: Destination> {
     /// Tags are named with their repository (`registry/repository:tag`) in events and
     /// messages (a mirror); else by themselves, as docker does.
     pub qualified: bool,
+    /// Pushing referrers: their manifests are always PUT (the answer says whether the
+    /// registry indexed them), and no "pushed by digest" line is said for them.
+    pub referrers: bool,
+    /// `(repository, referrer)` of every manifest the registry answered with `OCI-Subject`.
+    pub indexed: Mutex<HashSet<(usize, Digest)>>,
     /// Mounts and uploads in flight, across every repository.
     uploads: Semaphore,
     checks: Semaphore,
@@ -77,6 +82,8 @@ impl<'a, D: Destination> Runner<'a, D> {
             graph,
             progress,
             qualified: repositories.len() > 1,
+            referrers: false,
+            indexed: Mutex::default(),
             uploads: Semaphore::new(max_concurrent_uploads),
             checks: Semaphore::new(CHECK_CONCURRENCY),
         }
@@ -84,6 +91,13 @@ impl<'a, D: Destination> Runner<'a, D> {
 
     fn blob_event(&self, desc: &Descriptor, state: BlobState) {
         self.progress.event(Event::Blob { digest: desc.digest.clone(), size: desc.size, state });
+    }
+
+    /// Notes that the registry indexed `m` as a referrer of its subject.
+    fn note_answer(&self, r: usize, m: &PlannedManifest, answer: &crate::registry::PutAnswer) {
+        if answer.subject.is_some() && answer.subject == m.subject {
+            self.indexed.lock().expect("not poisoned").insert((r, m.desc.digest.clone()));
+        }
     }
 
     /// The repository as events name it: only when tags are qualified.
@@ -269,11 +283,14 @@ impl<'a, D: Destination> Runner<'a, D> {
             let mut done: Vec<(usize, ManifestReport)> = stream::iter(level)
                 .map(|(r, m)| async move {
                     let dest = self.repositories[r].destination;
-                    let outcome = if dest.manifest_exists(&m.desc.digest).await? {
+                    let ask = m.subject.is_some() && self.referrers;
+                    let outcome = if !ask && dest.manifest_exists(&m.desc.digest).await? {
                         ManifestOutcome::Existed
                     } else {
                         let at = TagOrDigest::Digest(&m.desc.digest);
-                        dest.put_manifest(at, &m.bytes, &m.desc.media_type, None).await?;
+                        let answer =
+                            dest.put_manifest(at, &m.bytes, &m.desc.media_type, None).await?;
+                        self.note_answer(r, m, &answer);
                         ManifestOutcome::Pushed
                     };
                     Ok::<_, Error>((
@@ -295,7 +312,7 @@ impl<'a, D: Destination> Runner<'a, D> {
                 reports[r].push(m);
             }
         }
-        for (r, repo) in self.repositories.iter().enumerate() {
+        for (r, repo) in self.repositories.iter().enumerate().filter(|_| !self.referrers) {
             for root in repo.plan.roots.iter().filter(|r| r.tag.is_none()) {
                 self.progress.event(Event::PushedDigest {
                     repository: self.shown(r),
@@ -371,13 +388,15 @@ impl<'a, D: Destination> Runner<'a, D> {
                             if let Some(signal) = stop.requested() {
                                 return Err(stopped(signal));
                             }
-                            dest.put_manifest(
-                                TagOrDigest::Tag(t.tag),
-                                &t.manifest.bytes,
-                                &root.desc.media_type,
-                                Some(&t.on_wire),
-                            )
-                            .await?;
+                            let answer = dest
+                                .put_manifest(
+                                    TagOrDigest::Tag(t.tag),
+                                    &t.manifest.bytes,
+                                    &root.desc.media_type,
+                                    Some(&t.on_wire),
+                                )
+                                .await?;
+                            self.note_answer(t.repository, t.manifest, &answer);
                             written.lock().expect("not poisoned").push(t.name.clone());
                         }
                         self.progress.event(Event::Tagged {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::Error;
 use super::graph::Graph;
+use super::referrers;
 use crate::digest::Digest;
 use crate::oci::{CONTAINERD_NAME_ANNOTATION, Descriptor};
 use crate::reference::{PushTarget, Target, is_valid_tag};
@@ -125,6 +126,12 @@ fn one_image<'a>(
     })
 }
 
+/// The entries that are images of their own, not referrers of others (signatures,
+/// attestations, SBOMs: pushed with what they refer to).
+fn images(graph: &Graph) -> Vec<&Descriptor> {
+    graph.entries().iter().filter(|e| !referrers::is_referrer_entry(graph, e)).collect()
+}
+
 /// Chooses the layout entries to push and their tags (before platform selection).
 pub fn select_roots(
     graph: &Graph,
@@ -158,7 +165,7 @@ pub fn select_roots(
             None => match find_ref(graph, tag) {
                 Ok(d) => d,
                 Err(e @ Error::AmbiguousTag { .. }) => return Err(e),
-                Err(_) if graph.entries().len() == 1 => graph.entries()[0].clone(),
+                Err(_) if images(graph).len() == 1 => images(graph)[0].clone(),
                 Err(_) => {
                     return Err(Error::AmbiguousSource {
                         layout: graph.location().to_path_buf(),
@@ -182,6 +189,9 @@ pub fn select_roots(
     for d in graph.entries() {
         if let Some(name) = d.ref_name() {
             let tag = tag_of(name, graph.location())?;
+            if referrers::is_referrers_tag(&tag) {
+                continue;
+            }
             if !roots.iter().any(|(t, _)| t.as_deref() == Some(&tag)) {
                 one_image(graph, &tag, &entries_tagged(graph, &tag))?;
                 roots.push((Some(tag), d.clone()));

@@ -21,6 +21,7 @@ fn options(target: PushTarget) -> PushOptions {
         sources: None,
         known_sources: Default::default(),
         max_concurrent_uploads: 2,
+        referrers: referrers::Policy::All,
         credential: Credential::Anonymous,
         connect: ConnectOptions::default(),
     }
@@ -226,4 +227,134 @@ async fn a_digest_pinned_name_is_pushed_by_digest_and_platform_choice_applies_pe
     );
     assert!(repositories[1].state.lock().unwrap().tags.is_empty());
     assert!(repositories[1].state.lock().unwrap().manifests.contains_key(&single.digest));
+}
+
+// ---------------------------------------------------------------------------------------
+// Referrers
+// ---------------------------------------------------------------------------------------
+
+/// An artifact manifest of `kind` with a `subject` (none: a plain cosign signature).
+fn artifact(
+    src: &mut MemorySource,
+    kind: &str,
+    subject: Option<&crate::oci::Descriptor>,
+    note: &str,
+) -> crate::oci::Descriptor {
+    let config = src.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
+    let layer = src.put(kind, format!("payload {note}").into_bytes());
+    let mut m = serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_MANIFEST,
+        "artifactType": kind, "config": config, "layers": [layer], "annotations": {"note": note}});
+    if let Some(s) = subject {
+        m["subject"] =
+            serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
+    }
+    src.put(crate::oci::OCI_MANIFEST, serde_json::to_vec(&m).unwrap())
+}
+
+/// Pushes `src` to `registry.test/team/app:v1` in `repo`.
+async fn push_one(
+    src: MemorySource,
+    repo: &MemoryRepository,
+    policy: referrers::Policy,
+) -> PushReport {
+    let mut opts = options(PushTarget::parse("registry.test/team/app:v1", false).unwrap());
+    opts.referrers = policy;
+    let graph = Arc::new(Graph::open(Arc::new(src)).unwrap());
+    let selected = select::select(&graph, &opts.target, None).unwrap();
+    let candidates =
+        sources::MountCandidates::for_registry("registry.test", &[], Default::default());
+    let silent: Arc<dyn Progress> = Arc::new(progress::Silent);
+    let repos = std::slice::from_ref(repo);
+    execute(&opts, &graph, &selected, repos, &candidates, silent, &Shutdown::never()).await.unwrap()
+}
+
+#[tokio::test]
+async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_schema_index() {
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 300);
+    src.tag(&image, "v1");
+    let sig =
+        artifact(&mut src, "application/vnd.dev.cosign.artifact.sig.v1+json", Some(&image), "sig");
+    src.tag(&sig, "");
+    let cosign =
+        artifact(&mut src, "application/vnd.dev.cosign.simplesigning.v1+json", None, "legacy");
+    let cosign_tag = format!("{}.sig", referrers::schema_tag(&image.digest));
+    src.tag(&cosign, &cosign_tag);
+    let repo = MemoryRepository::new();
+    let report = push_one(src.clone(), &repo, referrers::Policy::All).await;
+
+    let known: Vec<(Digest, referrers::KnownBy, Option<String>)> =
+        report.referrers.iter().map(|r| (r.digest.clone(), r.known_by, r.tag.clone())).collect();
+    assert_eq!(known.len(), 2, "{known:?}");
+    assert!(known.contains(&(sig.digest.clone(), referrers::KnownBy::TagSchema, None)));
+    assert!(known.contains(&(
+        cosign.digest.clone(),
+        referrers::KnownBy::CosignTag,
+        Some(cosign_tag.clone())
+    )));
+    assert_eq!(report.totals.referrers, 2);
+    assert_eq!(report.tags.len(), 1, "cosign's tag is reported with the referrers, not as a tag");
+    // Their blobs are in the totals: the image's config and layer, and each artifact's layer
+    // and empty config (once).
+    assert!(report.blobs.len() >= 4, "{:?}", report.blobs);
+    let st = repo.state.lock().unwrap();
+    assert_eq!(st.tags.get(&cosign_tag), Some(&cosign.digest));
+    let schema = st.tags.get(&referrers::schema_tag(&image.digest)).expect("the schema index");
+    let index: serde_json::Value = serde_json::from_slice(&st.manifests[schema]).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(index["manifests"][0]["digest"], sig.digest.to_string());
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.dev.cosign.artifact.sig.v1+json"
+    );
+    assert_eq!(index["manifests"][0]["annotations"]["note"], "sig");
+    // Nothing referring was written before the image's tag.
+    let calls = st.calls.clone();
+    drop(st);
+    let tagged = calls.iter().position(|c| c == "PUT tag v1").unwrap();
+    let first_referrer = calls
+        .iter()
+        .position(|c| c.contains(&sig.digest.to_string()) && c.starts_with("PUT"))
+        .unwrap();
+    assert!(tagged < first_referrer, "{calls:?}");
+
+    // A later push of another referrer of the same image keeps the first in the index.
+    let sbom = artifact(&mut src, "application/spdx+json", Some(&image), "sbom");
+    src.tag(&sbom, "");
+    let report = push_one(src.clone(), &repo, referrers::Policy::All).await;
+    assert_eq!(report.totals.referrers, 3);
+    let st = repo.state.lock().unwrap();
+    let schema = st.tags.get(&referrers::schema_tag(&image.digest)).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&st.manifests[schema]).unwrap();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [sig.digest.to_string(), sbom.digest.to_string()]);
+}
+
+#[tokio::test]
+async fn a_registry_with_the_referrers_api_needs_no_schema_tag_and_none_pushes_none() {
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 300);
+    src.tag(&image, "v1");
+    let sbom = artifact(&mut src, "application/spdx+json", Some(&image), "sbom");
+    src.tag(&sbom, "");
+    let mut repo = MemoryRepository::new();
+    repo.referrers_api = true;
+    let report = push_one(src.clone(), &repo, referrers::Policy::All).await;
+    assert_eq!(report.referrers.len(), 1);
+    assert_eq!(report.referrers[0].known_by, referrers::KnownBy::Api);
+    assert_eq!(report.referrers[0].subject, image.digest);
+    assert!(!repo.state.lock().unwrap().tags.contains_key(&referrers::schema_tag(&image.digest)));
+    // Pushed again, the referrer already there is put again (the answer is what tells).
+    let report = push_one(src.clone(), &repo, referrers::Policy::All).await;
+    assert_eq!(report.referrers[0].known_by, referrers::KnownBy::Api);
+
+    let plain = MemoryRepository::new();
+    let report = push_one(src, &plain, referrers::Policy::None).await;
+    assert!(report.referrers.is_empty() && report.referrers_left_out.is_none());
+    assert!(!plain.state.lock().unwrap().manifests.contains_key(&sbom.digest));
 }

@@ -400,7 +400,7 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), Error> {
-        self.put_manifest_watched(target, at, bytes, media_type, None).await
+        self.put_manifest_watched(target, at, bytes, media_type, None).await.map(|_| ())
     }
 
     /// `put_manifest`, with `on_wire` true exactly while a request is sent and unanswered (a
@@ -412,7 +412,7 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
         on_wire: Option<&std::sync::atomic::AtomicBool>,
-    ) -> Result<(), Error> {
+    ) -> Result<PutAnswer, Error> {
         use std::sync::atomic::Ordering;
         let url = match at {
             TagOrDigest::Tag(t) => format!("{}/v2/{}/manifests/{t}", self.base, target.repository),
@@ -439,9 +439,60 @@ impl RegistryClient {
             on_wire.inspect(|w| w.store(false, Ordering::SeqCst));
             let resp = sent?;
             match resp.status().as_u16() {
-                200..=299 => Ok(()),
+                200..=299 => Ok(PutAnswer {
+                    subject: resp
+                        .headers()
+                        .get("oci-subject")
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|d| d.parse::<Digest>().ok()),
+                }),
                 _ => Err(error::from_response("PUT", &url, resp).await),
             }
+        })
+        .await
+    }
+
+    /// `GET /v2/<repository>/manifests/<reference>`: the manifest's bytes and media type,
+    /// `None` when absent. At most `limit` bytes are read (a referrers index, say).
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, String)>, Error> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let scopes = [push_scope(repository)];
+        self.retrying(&format!("GET manifest {reference}"), || async {
+            let resp = self
+                .send_with_auth("GET", &url, &scopes, |c| {
+                    c.get(&url).header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            match resp.status().as_u16() {
+                200..=299 => {}
+                404 => return Ok(None),
+                _ => return Err(error::from_response("GET", &url, resp).await),
+            }
+            let media_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(Error::InvalidResponse {
+                    url: url.clone(),
+                    reason: format!("the manifest is larger than {limit} bytes"),
+                });
+            }
+            let bytes = resp.bytes().await.map_err(|e| error::network("GET", &url, e))?;
+            if bytes.len() > limit {
+                return Err(Error::InvalidResponse {
+                    url: url.clone(),
+                    reason: format!("the manifest is larger than {limit} bytes"),
+                });
+            }
+            Ok(Some((bytes.to_vec(), media_type)))
         })
         .await
     }
@@ -476,6 +527,14 @@ impl RegistryClient {
 }
 
 /// `repository:<name>:pull,push`
+/// What a registry answered to a manifest PUT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutAnswer {
+    /// The `OCI-Subject` header: the registry indexed the manifest as a referrer of this
+    /// digest (it offers the referrers API).
+    pub subject: Option<Digest>,
+}
+
 pub fn push_scope(repository: &str) -> String {
     format!("repository:{repository}:pull,push")
 }

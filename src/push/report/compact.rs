@@ -22,7 +22,8 @@ pub const MIN_LIMIT: usize = 1024;
 
 impl PushReport {
     /// The report as JSON of at most `limit` bytes (at least [`MIN_LIMIT`]). Dropped in this
-    /// order until it fits: the per-blob and per-manifest lists (the totals keep the counts),
+    /// order until it fits: the per-blob, per-manifest and per-referrer lists (the totals keep
+    /// the counts),
     /// the per-tag and per-image copies of the index fallback, the tags and then the images
     /// that do not fit (counted in `tagsOmitted` and `imagesOmitted`), the tail of the longest
     /// strings (the error message first, as a rule; cut strings end with `…`), then the index
@@ -36,6 +37,7 @@ impl PushReport {
         let mut small = self.clone();
         small.blobs.clear();
         small.manifests.clear();
+        small.referrers.clear();
         for tag in &mut small.tags {
             tag.manifest_pushed_instead_of_index = None;
         }

@@ -1,0 +1,221 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::source::memory::MemorySource;
+
+const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+const SBOM: &str = "application/spdx+json";
+
+/// An artifact manifest (empty config, one layer) with `artifactType` and a `subject`.
+fn artifact(
+    src: &mut MemorySource,
+    kind: &str,
+    subject: Option<&Descriptor>,
+    note: &str,
+) -> Descriptor {
+    let config = src.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
+    let layer = src.put(kind, format!("payload {note}").into_bytes());
+    let mut manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
+        "artifactType": kind, "config": config, "layers": [layer],
+        "annotations": {"org.opencontainers.image.created": "2026-11-30T00:00:00Z", "note": note}});
+    if let Some(s) = subject {
+        manifest["subject"] =
+            serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
+    }
+    src.put(oci::OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap())
+}
+
+/// A two-platform index tagged v1; a signature of the index, an SBOM of each platform's
+/// manifest, and a signature of the amd64 SBOM, all untagged entries of index.json.
+struct Signed {
+    graph: Graph,
+    index: Descriptor,
+    amd64: Descriptor,
+    arm64: Descriptor,
+    sig: Descriptor,
+    sbom_amd64: Descriptor,
+    sbom_arm64: Descriptor,
+    sig_of_sbom: Descriptor,
+}
+
+fn signed() -> Signed {
+    let mut src = MemorySource::default();
+    let amd64 = src.image("linux/amd64", 1, 100);
+    let arm64 = src.image("linux/arm64", 1, 100);
+    let index = src.index_of(&[amd64.clone(), arm64.clone()]);
+    src.tag(&index, "v1");
+    let sig = artifact(&mut src, SIG, Some(&index), "sig");
+    let sbom_amd64 = artifact(&mut src, SBOM, Some(&amd64), "amd64");
+    let sbom_arm64 = artifact(&mut src, SBOM, Some(&arm64), "arm64");
+    let sig_of_sbom = artifact(&mut src, SIG, Some(&sbom_amd64), "sig of sbom");
+    for d in [&sig, &sbom_amd64, &sbom_arm64, &sig_of_sbom] {
+        src.tag(d, "");
+    }
+    let graph = Graph::open(Arc::new(src)).unwrap();
+    Signed { graph, index, amd64, arm64, sig, sbom_amd64, sbom_arm64, sig_of_sbom }
+}
+
+fn set(ds: &[&Descriptor]) -> HashSet<Digest> {
+    ds.iter().map(|d| d.digest.clone()).collect()
+}
+
+fn digests(found: &Found) -> HashSet<Digest> {
+    found.referrers.iter().map(|r| r.desc.digest.clone()).collect()
+}
+
+#[test]
+fn referrers_of_everything_pushed_are_found_recursively() {
+    let s = signed();
+    let all = set(&[&s.index, &s.amd64, &s.arm64]);
+    let found = find(&s.graph, &all, &all).unwrap();
+    assert_eq!(digests(&found), set(&[&s.sig, &s.sbom_amd64, &s.sbom_arm64, &s.sig_of_sbom]));
+    assert!(found.left_out.is_empty());
+    // A referrer comes before the referrers of it.
+    let at = |d: &Descriptor| found.referrers.iter().position(|r| r.desc.digest == d.digest);
+    assert!(at(&s.sbom_amd64) < at(&s.sig_of_sbom));
+    let sbom = found.referrers.iter().find(|r| r.desc.digest == s.sbom_amd64.digest).unwrap();
+    assert_eq!(sbom.subject, s.amd64.digest);
+    assert!(sbom.has_subject && sbom.cosign_tag.is_none());
+    // Listed as the spec says: artifactType and the manifest's own annotations.
+    assert_eq!(sbom.listing.artifact_type.as_deref(), Some(SBOM));
+    assert_eq!(sbom.listing.annotations.get("note").map(String::as_str), Some("amd64"));
+    assert_eq!(
+        (sbom.listing.size, &sbom.listing.media_type),
+        (s.sbom_amd64.size, &s.sbom_amd64.media_type)
+    );
+}
+
+#[test]
+fn referrers_of_manifests_not_pushed_are_left_out_and_counted() {
+    let s = signed();
+    // --platform linux/amd64: only that manifest goes; the index and arm64 are related.
+    let related = set(&[&s.index, &s.amd64, &s.arm64]);
+    let found = find(&s.graph, &set(&[&s.amd64]), &related).unwrap();
+    assert_eq!(digests(&found), set(&[&s.sbom_amd64, &s.sig_of_sbom]));
+    let left: HashSet<(Digest, Digest)> = found.left_out.into_iter().collect();
+    assert_eq!(
+        left,
+        [
+            (s.sig.digest.clone(), s.index.digest.clone()),
+            (s.sbom_arm64.digest.clone(), s.arm64.digest.clone())
+        ]
+        .into_iter()
+        .collect()
+    );
+    // Content not related to the push at all is neither pushed nor counted.
+    let found = find(&s.graph, &set(&[&s.amd64]), &set(&[&s.amd64])).unwrap();
+    assert!(found.left_out.is_empty());
+}
+
+#[test]
+fn cosign_tags_and_cosign_save_kinds_tie_signatures_to_their_image() {
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 100);
+    src.tag(&image, "v1");
+    let sig = artifact(&mut src, SIG, None, "simple signing");
+    let tag = format!("{}.sig", schema_tag(&image.digest));
+    src.tag(&sig, &tag);
+    // Another image's signature (not pushed) is not taken.
+    let other = src.image("linux/amd64", 1, 50);
+    let other_sig = artifact(&mut src, SIG, None, "other");
+    src.tag(&other_sig, &format!("{}.sig", schema_tag(&other.digest)));
+    let graph = Graph::open(Arc::new(src)).unwrap();
+    let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
+    assert_eq!(found.referrers.len(), 1, "{found:?}");
+    let r = &found.referrers[0];
+    assert_eq!(
+        (r.desc.digest.clone(), r.cosign_tag.clone(), r.has_subject),
+        (sig.digest.clone(), Some(tag), false)
+    );
+    assert_eq!(r.subject, image.digest);
+    assert!(r.desc.annotations.is_empty(), "index.json's name is not pushed with it");
+
+    // `cosign save`: kinds instead of tags, the one image entry is the subject.
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 100);
+    src.name(&image, &[("kind", "dev.cosignproject.cosign/image")]);
+    let sig = artifact(&mut src, SIG, None, "sigs");
+    src.name(&sig, &[("kind", "dev.cosignproject.cosign/sigs")]);
+    let att = artifact(&mut src, "application/vnd.dsse.envelope.v1+json", None, "atts");
+    src.name(&att, &[("kind", "dev.cosignproject.cosign/atts")]);
+    let graph = Graph::open(Arc::new(src)).unwrap();
+    let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
+    let tags: Vec<Option<String>> = found.referrers.iter().map(|r| r.cosign_tag.clone()).collect();
+    let hex = schema_tag(&image.digest);
+    assert_eq!(tags, [Some(format!("{hex}.sig")), Some(format!("{hex}.att"))]);
+    assert!(is_referrer_entry(&graph, &graph.entries()[1]));
+    assert!(!is_referrer_entry(&graph, &graph.entries()[0]));
+}
+
+#[test]
+fn referrers_tags_are_recognized_exactly() {
+    let hex = "a".repeat(64);
+    for (tag, cosign, any) in [
+        (format!("sha256-{hex}.sig"), true, true),
+        (format!("sha256-{hex}.att"), true, true),
+        (format!("sha256-{hex}.sbom"), true, true),
+        (format!("sha256-{hex}"), false, true),
+        (format!("sha256-{hex}.txt"), false, false),
+        (format!("sha256-{}.sig", &hex[1..]), false, false),
+        ("v1.sig".to_string(), false, false),
+        ("sha256-latest".to_string(), false, false),
+    ] {
+        assert_eq!(cosign_subject(&tag).is_some(), cosign, "{tag}");
+        assert_eq!(is_referrers_tag(&tag), any, "{tag}");
+    }
+    let d: Digest = format!("sha256:{hex}").parse().unwrap();
+    assert_eq!(schema_tag(&d), format!("sha256-{hex}"));
+    assert_eq!(cosign_subject(&format!("sha256-{hex}.att")), Some(d));
+}
+
+fn listed(n: u8, kind: &str) -> Descriptor {
+    Descriptor {
+        media_type: oci::OCI_MANIFEST.into(),
+        digest: Digest::sha256(&[n]),
+        size: 100 + u64::from(n),
+        annotations: [("note".to_string(), format!("n{n}"))].into_iter().collect(),
+        platform: None,
+        urls: vec![],
+        artifact_type: Some(kind.into()),
+    }
+}
+
+#[test]
+fn the_schema_index_keeps_what_it_lists_and_adds_each_referrer_once() {
+    // None there yet: a new index of the referrers.
+    let first = merged_index(None, &[listed(1, SIG)]).unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(v["schemaVersion"], 2);
+    assert_eq!(v["mediaType"], oci::OCI_INDEX);
+    assert_eq!(v["manifests"][0]["artifactType"], SIG);
+    assert_eq!(v["manifests"][0]["annotations"]["note"], "n1");
+    // A second push of another referrer (and the first again): both, once each.
+    let second = merged_index(Some(&first), &[listed(1, SIG), listed(2, SBOM)]).unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&second).unwrap();
+    let ds: Vec<&str> =
+        v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    assert_eq!(ds, [Digest::sha256(&[1]).to_string(), Digest::sha256(&[2]).to_string()]);
+    // Nothing new: no write.
+    assert_eq!(merged_index(Some(&second), &[listed(2, SBOM)]).unwrap(), None);
+    // What another tool wrote stays as it is, fields unknown here included.
+    let foreign = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX,
+        "annotations": {"by": "oras"},
+        "manifests": [{"mediaType": oci::OCI_MANIFEST, "digest": Digest::sha256(&[9]), "size": 9,
+                       "artifactType": "x", "data": "e30="}]});
+    let merged = merged_index(Some(&serde_json::to_vec(&foreign).unwrap()), &[listed(3, SIG)])
+        .unwrap()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+    assert_eq!(v["annotations"]["by"], "oras");
+    assert_eq!(v["manifests"][0]["data"], "e30=");
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+    // Not an index: refused, not overwritten.
+    for bad in [&b"not json"[..], br#"{"schemaVersion": 1, "manifests": []}"#, br#"[]"#] {
+        assert!(
+            merged_index(Some(bad), &[listed(1, SIG)]).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
