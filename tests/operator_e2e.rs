@@ -866,8 +866,14 @@ async fn referrers_travel_with_the_image_and_the_status_lists_them() {
     assert_eq!(st.digest.as_deref(), Some(image.digest.as_str()), "the layout's only image");
     assert_eq!(st.referrer_count, Some(1));
     let r = &st.referrers[0];
-    assert_eq!((r.digest.as_str(), r.subject.as_str()), (sbom_digest.as_str(), image.digest.as_str()));
-    assert_eq!((r.known_by.as_str(), r.artifact_type.as_deref()), ("tagSchema", Some("application/spdx+json")));
+    assert_eq!(
+        (r.digest.as_str(), r.subject.as_str()),
+        (sbom_digest.as_str(), image.digest.as_str())
+    );
+    assert_eq!(
+        (r.known_by.as_str(), r.artifact_type.as_deref()),
+        ("tagSchema", Some("application/spdx+json"))
+    );
     let schema = image.digest.replace(':', "-");
     let (listed, _, _) = registry.manifest("team/signed", &schema).await.unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();

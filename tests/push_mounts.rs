@@ -295,6 +295,7 @@ async fn max_concurrent_uploads_is_respected() {
             mount_from: vec![],
             sources: None,
             max_concurrent_uploads: limit,
+            referrers: imagepush::push::referrers::Policy::All,
             credential: imagepush::auth::Credential::Anonymous,
             known_sources: Default::default(),
             connect: imagepush::registry::ConnectOptions { plain_http: true, ..Default::default() },

@@ -21,7 +21,7 @@ pub const MAX_DEPTH: usize = 8;
 /// A manifest or index of the source, with its bytes exactly as they are there.
 #[derive(Debug)]
 pub enum Node {
-    Index { index: ImageIndex, bytes: Arc<[u8]> },
+    Index { index: Box<ImageIndex>, bytes: Arc<[u8]> },
     Manifest { manifest: Box<ImageManifest>, bytes: Arc<[u8]> },
 }
 
@@ -123,7 +123,7 @@ impl Graph {
         } else if oci::is_index(&desc.media_type) {
             let bytes = self.source.read(desc)?;
             let index = content::parse_index(self.location(), desc, &bytes)?;
-            Some(Arc::new(Node::Index { index, bytes: bytes.into() }))
+            Some(Arc::new(Node::Index { index: Box::new(index), bytes: bytes.into() }))
         } else if oci::is_manifest(&desc.media_type) {
             let bytes = self.source.read(desc)?;
             let manifest = content::parse_manifest(self.location(), desc, &bytes)?;

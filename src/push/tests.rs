@@ -297,20 +297,21 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
     // Their blobs are in the totals: the image's config and layer, and each artifact's layer
     // and empty config (once).
     assert!(report.blobs.len() >= 4, "{:?}", report.blobs);
-    let st = repo.state.lock().unwrap();
-    assert_eq!(st.tags.get(&cosign_tag), Some(&cosign.digest));
-    let schema = st.tags.get(&referrers::schema_tag(&image.digest)).expect("the schema index");
-    let index: serde_json::Value = serde_json::from_slice(&st.manifests[schema]).unwrap();
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
-    assert_eq!(index["manifests"][0]["digest"], sig.digest.to_string());
-    assert_eq!(
-        index["manifests"][0]["artifactType"],
-        "application/vnd.dev.cosign.artifact.sig.v1+json"
-    );
-    assert_eq!(index["manifests"][0]["annotations"]["note"], "sig");
+    let calls = {
+        let st = repo.state.lock().unwrap();
+        assert_eq!(st.tags.get(&cosign_tag), Some(&cosign.digest));
+        let schema = st.tags.get(&referrers::schema_tag(&image.digest)).expect("the schema index");
+        let index: serde_json::Value = serde_json::from_slice(&st.manifests[schema]).unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+        assert_eq!(index["manifests"][0]["digest"], sig.digest.to_string());
+        assert_eq!(
+            index["manifests"][0]["artifactType"],
+            "application/vnd.dev.cosign.artifact.sig.v1+json"
+        );
+        assert_eq!(index["manifests"][0]["annotations"]["note"], "sig");
+        st.calls.clone()
+    };
     // Nothing referring was written before the image's tag.
-    let calls = st.calls.clone();
-    drop(st);
     let tagged = calls.iter().position(|c| c == "PUT tag v1").unwrap();
     let first_referrer = calls
         .iter()
