@@ -183,6 +183,27 @@ pub mod memory {
             self.index.manifests.push(entry);
         }
 
+        /// An artifact manifest of `kind` (`artifactType`, an empty config, one layer of that
+        /// media type) with the annotation `note`, referring to `subject` when given (without
+        /// one: a cosign signature as cosign writes it, tied to its image by a tag only).
+        pub fn artifact(
+            &mut self,
+            kind: &str,
+            subject: Option<&Descriptor>,
+            note: &str,
+        ) -> Descriptor {
+            let config = self.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
+            let layer = self.put(kind, format!("payload {note}").into_bytes());
+            let mut manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
+                "artifactType": kind, "config": config, "layers": [layer],
+                "annotations": {"org.opencontainers.image.created": "2026-11-30T00:00:00Z", "note": note}});
+            if let Some(s) = subject {
+                manifest["subject"] = serde_json::json!({"mediaType": s.media_type,
+                    "digest": s.digest, "size": s.size});
+            }
+            self.put(oci::OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap())
+        }
+
         /// Takes a blob out (a thin layout).
         pub fn remove(&mut self, digest: &Digest) {
             self.blobs.remove(digest);

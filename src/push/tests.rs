@@ -233,24 +233,6 @@ async fn a_digest_pinned_name_is_pushed_by_digest_and_platform_choice_applies_pe
 // Referrers
 // ---------------------------------------------------------------------------------------
 
-/// An artifact manifest of `kind` with a `subject` (none: a plain cosign signature).
-fn artifact(
-    src: &mut MemorySource,
-    kind: &str,
-    subject: Option<&crate::oci::Descriptor>,
-    note: &str,
-) -> crate::oci::Descriptor {
-    let config = src.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
-    let layer = src.put(kind, format!("payload {note}").into_bytes());
-    let mut m = serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_MANIFEST,
-        "artifactType": kind, "config": config, "layers": [layer], "annotations": {"note": note}});
-    if let Some(s) = subject {
-        m["subject"] =
-            serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
-    }
-    src.put(crate::oci::OCI_MANIFEST, serde_json::to_vec(&m).unwrap())
-}
-
 /// Pushes `src` to `registry.test/team/app:v1` in `repo`.
 async fn push_one(
     src: MemorySource,
@@ -273,11 +255,9 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
     let mut src = MemorySource::default();
     let image = src.image("linux/amd64", 1, 300);
     src.tag(&image, "v1");
-    let sig =
-        artifact(&mut src, "application/vnd.dev.cosign.artifact.sig.v1+json", Some(&image), "sig");
+    let sig = src.artifact("application/vnd.dev.cosign.artifact.sig.v1+json", Some(&image), "sig");
     src.tag(&sig, "");
-    let cosign =
-        artifact(&mut src, "application/vnd.dev.cosign.simplesigning.v1+json", None, "legacy");
+    let cosign = src.artifact("application/vnd.dev.cosign.simplesigning.v1+json", None, "legacy");
     let cosign_tag = format!("{}.sig", referrers::schema_tag(&image.digest));
     src.tag(&cosign, &cosign_tag);
     let repo = MemoryRepository::new();
@@ -320,7 +300,7 @@ async fn referrers_go_after_the_tag_and_a_registry_without_the_api_gets_the_sche
     assert!(tagged < first_referrer, "{calls:?}");
 
     // A later push of another referrer of the same image keeps the first in the index.
-    let sbom = artifact(&mut src, "application/spdx+json", Some(&image), "sbom");
+    let sbom = src.artifact("application/spdx+json", Some(&image), "sbom");
     src.tag(&sbom, "");
     let report = push_one(src.clone(), &repo, referrers::Policy::All).await;
     assert_eq!(report.totals.referrers, 3);
@@ -341,7 +321,7 @@ async fn a_registry_with_the_referrers_api_needs_no_schema_tag_and_none_pushes_n
     let mut src = MemorySource::default();
     let image = src.image("linux/amd64", 1, 300);
     src.tag(&image, "v1");
-    let sbom = artifact(&mut src, "application/spdx+json", Some(&image), "sbom");
+    let sbom = src.artifact("application/spdx+json", Some(&image), "sbom");
     src.tag(&sbom, "");
     let mut repo = MemoryRepository::new();
     repo.referrers_api = true;

@@ -7,25 +7,6 @@ use crate::source::memory::MemorySource;
 const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 const SBOM: &str = "application/spdx+json";
 
-/// An artifact manifest (empty config, one layer) with `artifactType` and a `subject`.
-fn artifact(
-    src: &mut MemorySource,
-    kind: &str,
-    subject: Option<&Descriptor>,
-    note: &str,
-) -> Descriptor {
-    let config = src.put("application/vnd.oci.empty.v1+json", b"{}".to_vec());
-    let layer = src.put(kind, format!("payload {note}").into_bytes());
-    let mut manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
-        "artifactType": kind, "config": config, "layers": [layer],
-        "annotations": {"org.opencontainers.image.created": "2026-11-30T00:00:00Z", "note": note}});
-    if let Some(s) = subject {
-        manifest["subject"] =
-            serde_json::json!({"mediaType": s.media_type, "digest": s.digest, "size": s.size});
-    }
-    src.put(oci::OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap())
-}
-
 /// A two-platform index tagged v1; a signature of the index, an SBOM of each platform's
 /// manifest, and a signature of the amd64 SBOM, all untagged entries of index.json.
 struct Signed {
@@ -45,10 +26,10 @@ fn signed() -> Signed {
     let arm64 = src.image("linux/arm64", 1, 100);
     let index = src.index_of(&[amd64.clone(), arm64.clone()]);
     src.tag(&index, "v1");
-    let sig = artifact(&mut src, SIG, Some(&index), "sig");
-    let sbom_amd64 = artifact(&mut src, SBOM, Some(&amd64), "amd64");
-    let sbom_arm64 = artifact(&mut src, SBOM, Some(&arm64), "arm64");
-    let sig_of_sbom = artifact(&mut src, SIG, Some(&sbom_amd64), "sig of sbom");
+    let sig = src.artifact(SIG, Some(&index), "sig");
+    let sbom_amd64 = src.artifact(SBOM, Some(&amd64), "amd64");
+    let sbom_arm64 = src.artifact(SBOM, Some(&arm64), "arm64");
+    let sig_of_sbom = src.artifact(SIG, Some(&sbom_amd64), "sig of sbom");
     for d in [&sig, &sbom_amd64, &sbom_arm64, &sig_of_sbom] {
         src.tag(d, "");
     }
@@ -113,12 +94,12 @@ fn cosign_tags_and_cosign_save_kinds_tie_signatures_to_their_image() {
     let mut src = MemorySource::default();
     let image = src.image("linux/amd64", 1, 100);
     src.tag(&image, "v1");
-    let sig = artifact(&mut src, SIG, None, "simple signing");
+    let sig = src.artifact(SIG, None, "simple signing");
     let tag = format!("{}.sig", schema_tag(&image.digest));
     src.tag(&sig, &tag);
     // Another image's signature (not pushed) is not taken.
     let other = src.image("linux/amd64", 1, 50);
-    let other_sig = artifact(&mut src, SIG, None, "other");
+    let other_sig = src.artifact(SIG, None, "other");
     src.tag(&other_sig, &format!("{}.sig", schema_tag(&other.digest)));
     let graph = Graph::open(Arc::new(src)).unwrap();
     let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
@@ -135,9 +116,9 @@ fn cosign_tags_and_cosign_save_kinds_tie_signatures_to_their_image() {
     let mut src = MemorySource::default();
     let image = src.image("linux/amd64", 1, 100);
     src.name(&image, &[("kind", "dev.cosignproject.cosign/image")]);
-    let sig = artifact(&mut src, SIG, None, "sigs");
+    let sig = src.artifact(SIG, None, "sigs");
     src.name(&sig, &[("kind", "dev.cosignproject.cosign/sigs")]);
-    let att = artifact(&mut src, "application/vnd.dsse.envelope.v1+json", None, "atts");
+    let att = src.artifact("application/vnd.dsse.envelope.v1+json", None, "atts");
     src.name(&att, &[("kind", "dev.cosignproject.cosign/atts")]);
     let graph = Graph::open(Arc::new(src)).unwrap();
     let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
