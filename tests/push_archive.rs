@@ -467,3 +467,78 @@ async fn hostile_archives_are_refused_naming_the_entry() {
     refused(&registry, &nested, &["holds the layout in its directory \"layout\""]);
     assert!(registry.tags("hostile/archive").await.is_empty());
 }
+
+/// What the directory reader refuses, the archive reader refuses too: each bad layout is
+/// pushed as a directory and as a plain and a gzip tar of it; all three end with the same
+/// exit code, name the same digest or file, and tag nothing.
+#[tokio::test]
+async fn the_directory_readers_refusals_hold_for_archives() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    type Break = fn(&Path, &layout::Desc, &LayoutBuilder) -> String;
+    let cases: &[(&str, Break)] = &[
+        ("a layer whose bytes are not its digest", |root, image, b| {
+            let layer = b.children(image).1[0].clone();
+            let path = root.join("blobs/sha256").join(layer.hex());
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[10] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+            layer.digest
+        }),
+        ("a manifest edited in place", |root, image, _| {
+            let path = root.join("blobs/sha256").join(image.hex());
+            let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+            std::fs::write(&path, text.replacen("\"schemaVersion\":2", "\"schemaVersion\": 2", 1))
+                .unwrap();
+            image.digest.clone()
+        }),
+        ("index.json that is not JSON", |root, _, _| {
+            std::fs::write(root.join("index.json"), "{\"schemaVersion\": 2, \"manifests\": [")
+                .unwrap();
+            "index.json".into()
+        }),
+        ("no oci-layout", |root, _, _| {
+            std::fs::remove_file(root.join("oci-layout")).unwrap();
+            "oci-layout".into()
+        }),
+        ("an unknown layout version", |root, _, _| {
+            std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
+            "2.0.0".into()
+        }),
+        ("a missing layer", |root, image, b| {
+            let layer = b.children(image).1[1].clone();
+            std::fs::remove_file(root.join("blobs/sha256").join(layer.hex())).unwrap();
+            layer.digest
+        }),
+    ];
+    for (i, (what, break_it)) in cases.iter().enumerate() {
+        let root = dir.path().join(format!("case{i}"));
+        let (b, image) = simple_image(&root, "v1", &[3000, 2000], 70 + i as u64);
+        let named = break_it(&root, &image, &b);
+        let plain = dir.path().join(format!("case{i}.tar"));
+        let gzip = dir.path().join(format!("case{i}.tar.gz"));
+        gnu_tar(&root, &plain, false);
+        gnu_tar(&root, &gzip, true);
+        let target = format!("{}/refused/case{i}:v1", registry.host());
+        let mut codes = Vec::new();
+        for source in [&root, &plain, &gzip] {
+            let run = imagepush(&["push", "--plain-http", source.to_str().unwrap(), &target]);
+            let code = run.code;
+            assert!(
+                code == 2 || code == 3,
+                "{what} ({}): {code:?}\n{}",
+                source.display(),
+                run.stderr
+            );
+            assert!(
+                run.stderr.contains(&named),
+                "{what} ({}): wanted {named:?} in\n{}",
+                source.display(),
+                run.stderr
+            );
+            codes.push(code);
+        }
+        assert!(codes.iter().all(|c| *c == codes[0]), "{what}: exit codes {codes:?}");
+        assert!(registry.tags(&format!("refused/case{i}")).await.is_empty(), "{what}");
+    }
+}
