@@ -392,3 +392,28 @@ async fn a_registry_with_the_referrers_api_lists_them_without_schema_tags() {
     assert_eq!(listed["manifests"][0]["digest"], entry_digest(&s.layout, "sbom-amd64"));
     assert_eq!(listed["manifests"][0]["artifactType"], "application/vnd.unknown.config.v1+json");
 }
+
+#[tokio::test]
+async fn every_tag_leaves_the_referrers_to_go_with_their_subjects() {
+    let s = signed();
+    let target = TestRegistry::start();
+    let out = s.dir.path().join("report.json");
+    imagepush(&[
+        "push",
+        "--plain-http",
+        "--report",
+        out.to_str().unwrap(),
+        s.layout.to_str().unwrap(),
+        &format!("{}/team/all", target.host()),
+    ])
+    .ok();
+    let r = report(&out);
+    let tags: Vec<&str> =
+        r["tags"].as_array().unwrap().iter().map(|t| t["tag"].as_str().unwrap()).collect();
+    assert_eq!(tags, ["v1"], "the SBOMs' and the signature's tags are not images: {r}");
+    assert_eq!(r["totals"]["referrers"], 3, "{r}");
+    let mut got = target.tags("team/all").await;
+    got.sort();
+    assert!(!got.iter().any(|t| t.starts_with("sbom")), "{got:?}");
+    assert!(got.contains(&format!("{}.sig", schema_tag(&s.index.digest))), "{got:?}");
+}

@@ -84,8 +84,10 @@ fn describe(i: usize, d: &Descriptor) -> String {
 /// entry at fault: entries without a full name, names whose digest is not the entry's, and a
 /// repository:tag that two entries name for different images.
 pub fn select(graph: &Graph, root: &MirrorRoot) -> Result<Vec<Destined>, Error> {
-    // Referrers (signatures, attestations, SBOMs) go with what they refer to, unnamed.
-    let is_image = |e: &Descriptor| !super::referrers::is_referrer_entry(graph, e);
+    // Referrers (signatures, attestations, SBOMs) go with what they refer to, unless the
+    // layout names them as images of their own (a full name).
+    let is_image =
+        |e: &Descriptor| image_name(e).is_ok() || !super::referrers::is_referrer_entry(graph, e);
     select_entries(graph.entries(), &is_image, graph.location(), root)
 }
 

@@ -188,8 +188,14 @@ async fn attach_referrers<D: Destination>(
             .collect();
         pushed.push(attach::Pushed { manifests, related });
     }
-    let uploads = opts.max_concurrent_uploads;
-    attach::attach(graph, repositories, pushed, progress.clone(), uploads, mirror, stop).await
+    let cx = attach::Context {
+        graph,
+        progress: progress.clone(),
+        max_concurrent_uploads: opts.max_concurrent_uploads,
+        qualified: mirror,
+        stop,
+    };
+    attach::attach(&cx, repositories, pushed).await
 }
 
 /// The report of a finished push: the first image's digest, size and media type; for one

@@ -64,16 +64,44 @@ pub struct Referrer {
     pub has_subject: bool,
     /// cosign's tag for it, when the source names it so.
     pub cosign_tag: Option<String>,
+    /// 1 for a referrer of pushed content, 2 for a referrer of one of those, and so on (0
+    /// until `find` places it).
+    pub generation: usize,
 }
 
 /// The referrers a push takes, and those it leaves out.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Found {
-    /// Each once, in the order of discovery (a referrer before the referrers of it).
+    /// Each once, generation by generation (a referrer before the referrers of it).
     pub referrers: Vec<Referrer>,
-    /// Referrers of content that is related to what is pushed but not pushed (another
-    /// platform's manifest of an index): `(referrer, subject)`.
-    pub left_out: Vec<(Digest, Digest)>,
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A referrer of the source that a push does not take, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    pub referrer: Digest,
+    pub subject: Digest,
+    pub why: Why,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// What it refers to is related to the push but not pushed (another platform's manifest
+    /// of an index, or a referrer left out itself).
+    NotPushed,
+    /// Part of its own content is not in the source.
+    Incomplete,
+}
+
+impl LeftOut {
+    fn incomplete(r: &Referrer) -> LeftOut {
+        LeftOut {
+            referrer: r.desc.digest.clone(),
+            subject: r.subject.clone(),
+            why: Why::Incomplete,
+        }
+    }
 }
 
 /// The tag of the referrers index of `subject` (`sha256-<hex>`).
@@ -154,7 +182,7 @@ pub fn listing(desc: &Descriptor, node: &Node) -> Descriptor {
 /// below an entry, entries under cosign's tags, and a `cosign save` layout's signatures and
 /// attestations (of its one image entry). Entries that cannot be read are skipped here (a
 /// push of another entry must not fail for them).
-fn candidates(graph: &Graph) -> Vec<Referrer> {
+pub fn candidates(graph: &Graph) -> Vec<Referrer> {
     let mut out: Vec<Referrer> = Vec::new();
     let cosign_image: Vec<&Descriptor> = graph
         .entries()
@@ -181,34 +209,43 @@ fn candidates(graph: &Graph) -> Vec<Referrer> {
                         subject: subject.digest.clone(),
                         has_subject: true,
                         cosign_tag: None,
+                        generation: 0,
                     },
                 );
             }
         }
-        let tag = entry.ref_name().map(tag_part).filter(|t| cosign_subject(t).is_some());
-        let by_tag = tag.map(|t| (t.to_string(), cosign_subject(t).expect("checked")));
-        let by_kind = match (cosign_kind(entry), cosign_image.as_slice()) {
-            (Some(suffix), [image]) => {
-                Some((format!("{}.{suffix}", schema_tag(&image.digest)), image.digest.clone()))
-            }
-            _ => None,
-        };
-        let Some((tag, subject)) = by_tag.or(by_kind) else { continue };
-        let Some(root) = closure.nodes.iter().find(|r| r.desc.digest == entry.digest) else {
-            continue;
-        };
-        add(
-            &mut out,
-            Referrer {
-                desc: plain(entry),
-                listing: listing(entry, &root.node),
-                subject,
-                has_subject: false,
-                cosign_tag: Some(tag),
-            },
-        );
+        if let Some(r) = cosign_referrer(entry, &closure, &cosign_image) {
+            add(&mut out, r);
+        }
     }
     out
+}
+
+/// An entry that cosign's conventions tie to an image: its tag `sha256-<hex>.sig` (`.att`,
+/// `.sbom`), or a `cosign save` kind beside the layout's one image entry.
+fn cosign_referrer(
+    entry: &Descriptor,
+    closure: &super::graph::Closure,
+    cosign_image: &[&Descriptor],
+) -> Option<Referrer> {
+    let tag = entry.ref_name().map(tag_part).filter(|t| cosign_subject(t).is_some());
+    let by_tag = tag.map(|t| (t.to_string(), cosign_subject(t).expect("checked")));
+    let by_kind = match (cosign_kind(entry), cosign_image) {
+        (Some(suffix), [image]) => {
+            Some((format!("{}.{suffix}", schema_tag(&image.digest)), image.digest.clone()))
+        }
+        _ => None,
+    };
+    let (tag, subject) = by_tag.or(by_kind)?;
+    let root = closure.nodes.iter().find(|r| r.desc.digest == entry.digest)?;
+    Some(Referrer {
+        desc: plain(entry),
+        listing: listing(entry, &root.node),
+        subject,
+        has_subject: false,
+        cosign_tag: Some(tag),
+        generation: 0,
+    })
 }
 
 /// `desc` without what `index.json` adds to it (its name, a platform).
@@ -233,46 +270,61 @@ fn add(out: &mut Vec<Referrer>, r: Referrer) {
     }
 }
 
-/// The referrers of `pushed` (every manifest and index a repository received), recursively
-/// (a signature of an SBOM), with the manifests below each referrer counted as pushed too;
-/// and those of `related` content that is not pushed (left out).
+/// The referrers of `pushed` (every manifest and index a repository received) among
+/// `candidates`, generation by generation (a signature of an SBOM comes one generation after
+/// the SBOM), with the manifests below each referrer counted as pushed too. Left out: those
+/// whose content is not all in the source, and the referrers of `related` content (or of a
+/// referrer left out) that is not pushed.
 pub fn find(
     graph: &Graph,
+    candidates: &[Referrer],
     pushed: &HashSet<Digest>,
     related: &HashSet<Digest>,
 ) -> Result<Found, Error> {
-    let all = candidates(graph);
     let mut by_subject: HashMap<&Digest, Vec<&Referrer>> = HashMap::new();
-    for r in &all {
+    for r in candidates {
         by_subject.entry(&r.subject).or_default().push(r);
     }
     let mut found = Found::default();
     let mut reached: HashSet<Digest> = pushed.clone();
-    let mut queue: Vec<Digest> = pushed.iter().cloned().collect();
-    queue.sort();
     let mut taken: HashSet<Digest> = HashSet::new();
-    while let Some(d) = queue.pop() {
-        for r in by_subject.get(&d).into_iter().flatten() {
-            if !taken.insert(r.desc.digest.clone()) {
-                continue;
-            }
-            found.referrers.push((*r).clone());
-            for node in graph.closure(std::slice::from_ref(&r.desc))?.nodes {
-                if reached.insert(node.desc.digest.clone()) {
-                    queue.push(node.desc.digest);
+    let mut incomplete: Vec<Digest> = Vec::new();
+    let mut level: Vec<Digest> = sorted(pushed.iter().cloned());
+    let mut generation = 0;
+    while !level.is_empty() {
+        generation += 1;
+        let mut next = Vec::new();
+        for d in &level {
+            for r in by_subject.get(d).into_iter().flatten() {
+                if !taken.insert(r.desc.digest.clone()) {
+                    continue;
                 }
+                let closure = graph.closure(std::slice::from_ref(&r.desc))?;
+                if !closure.absent.is_empty() || !all_held(graph, &closure.blobs)? {
+                    found.left_out.push(LeftOut::incomplete(r));
+                    incomplete.push(r.desc.digest.clone());
+                    continue;
+                }
+                found.referrers.push(Referrer { generation, ..(*r).clone() });
+                next.extend(closure.nodes.into_iter().map(|n| n.desc.digest));
             }
         }
+        level = sorted(next.into_iter().filter(|d| reached.insert(d.clone())));
     }
-    // Left out: referrers of related content the push did not take, and theirs.
+    // Left out as well: referrers of related content the push did not take, and theirs.
     let mut missed: Vec<Digest> =
         related.iter().filter(|d| !reached.contains(*d)).cloned().collect();
     missed.sort();
+    missed.extend(incomplete);
     let mut seen: HashSet<Digest> = HashSet::new();
     while let Some(d) = missed.pop() {
         for r in by_subject.get(&d).into_iter().flatten() {
             if !taken.contains(&r.desc.digest) && seen.insert(r.desc.digest.clone()) {
-                found.left_out.push((r.desc.digest.clone(), d.clone()));
+                found.left_out.push(LeftOut {
+                    referrer: r.desc.digest.clone(),
+                    subject: d.clone(),
+                    why: Why::NotPushed,
+                });
                 missed.push(r.desc.digest.clone());
             }
         }
@@ -280,26 +332,38 @@ pub fn find(
     Ok(found)
 }
 
-/// The referrers index of a subject after adding `new` to `existing` (the index the registry
-/// holds under the schema tag, if any): everything listed stays as it is (fields this code
-/// does not know included), nothing is listed twice, new ones are appended in order. `None`
-/// when nothing changes (no write needed).
+fn sorted(digests: impl Iterator<Item = Digest>) -> Vec<Digest> {
+    let mut v: Vec<Digest> = digests.collect();
+    v.sort();
+    v
+}
+
+/// Whether the source holds every one of `blobs`.
+fn all_held(graph: &Graph, blobs: &[Descriptor]) -> Result<bool, Error> {
+    for b in blobs {
+        if !graph.has_blob(&b.digest)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The referrers index of a subject after adding `new` to `existing` (what the registry
+/// holds under the schema tag, if any, with its media type): everything listed stays as it is
+/// (fields this code does not know included), nothing is listed twice, new ones are appended
+/// in order. `None` when nothing changes (no write needed). Anything there that is not an OCI
+/// image index is refused, never overwritten.
 pub fn merged_index(
-    existing: Option<&[u8]>,
+    existing: Option<(&[u8], &str)>,
     new: &[Descriptor],
 ) -> Result<Option<Vec<u8>>, String> {
     let mut index = match existing {
-        Some(bytes) => serde_json::from_slice::<serde_json::Value>(bytes)
-            .map_err(|e| format!("it is not JSON: {e}"))?,
+        Some((bytes, media_type)) => existing_index(bytes, media_type)?,
         None => {
             serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": []})
         }
     };
-    let manifests = index
-        .as_object_mut()
-        .filter(|o| o.get("schemaVersion") == Some(&serde_json::json!(2)))
-        .and_then(|o| o.entry("manifests").or_insert_with(|| serde_json::json!([])).as_array_mut())
-        .ok_or("it is not an image index (schemaVersion 2 with a manifests list)")?;
+    let manifests = index["manifests"].as_array_mut().expect("checked");
     let before = manifests.len();
     for d in new {
         let digest = d.digest.to_string();
@@ -312,6 +376,24 @@ pub fn merged_index(
         return Ok(None);
     }
     Ok(Some(serde_json::to_vec(&index).expect("an index serializes")))
+}
+
+/// The index under a schema tag, when it is one: an OCI image index (by the registry's
+/// media type or its own `mediaType`), schema version 2, with a list of manifests.
+fn existing_index(bytes: &[u8], media_type: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("it is not JSON: {e}"))?;
+    let own_type = value.get("mediaType").and_then(|t| t.as_str());
+    let is_index = own_type.map_or(media_type.starts_with(oci::OCI_INDEX), |t| t == oci::OCI_INDEX)
+        && value.get("schemaVersion") == Some(&serde_json::json!(2))
+        && value.get("manifests").is_some_and(|m| m.is_array());
+    if !is_index {
+        return Err(format!(
+            "it is a {}, not an OCI image index with a list of manifests",
+            own_type.unwrap_or(media_type)
+        ));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -383,8 +383,11 @@ impl<'a, D: Destination> Runner<'a, D> {
                         let root = t.root;
                         // A tag already on this digest is left alone (a HEAD is cheaper for
                         // the registry than a manifest PUT, which re-checks every reference).
+                        // A referrer is put again all the same: only the answer says whether
+                        // the registry indexed it.
+                        let ask = self.referrers && t.manifest.subject.is_some();
                         let current = dest.tag_digest(t.tag).await?;
-                        if current.as_ref() != Some(&root.desc.digest) {
+                        if ask || current.as_ref() != Some(&root.desc.digest) {
                             if let Some(signal) = stop.requested() {
                                 return Err(stopped(signal));
                             }

@@ -165,6 +165,7 @@ pub fn select_roots(
             None => match find_ref(graph, tag) {
                 Ok(d) => d,
                 Err(e @ Error::AmbiguousTag { .. }) => return Err(e),
+                Err(_) if graph.entries().len() == 1 => graph.entries()[0].clone(),
                 Err(_) if images(graph).len() == 1 => images(graph)[0].clone(),
                 Err(_) => {
                     return Err(Error::AmbiguousSource {
@@ -189,7 +190,8 @@ pub fn select_roots(
     for d in graph.entries() {
         if let Some(name) = d.ref_name() {
             let tag = tag_of(name, graph.location())?;
-            if referrers::is_referrers_tag(&tag) {
+            // Referrers go with what they refer to, after the tags, not as tags of their own.
+            if referrers::is_referrers_tag(&tag) || referrers::is_referrer_entry(graph, d) {
                 continue;
             }
             if !roots.iter().any(|(t, _)| t.as_deref() == Some(&tag)) {

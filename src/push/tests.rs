@@ -339,3 +339,28 @@ async fn a_registry_with_the_referrers_api_needs_no_schema_tag_and_none_pushes_n
     assert!(report.referrers.is_empty() && report.referrers_left_out.is_none());
     assert!(!plain.state.lock().unwrap().manifests.contains_key(&sbom.digest));
 }
+
+#[tokio::test]
+async fn a_mirror_pushes_each_referrer_into_its_subjects_repository() {
+    let (mut src, images, _) = bundle();
+    let sig =
+        src.artifact("application/vnd.dev.cosign.artifact.sig.v1+json", Some(&images[1]), "sig");
+    src.tag(&sig, "");
+    let m = mirror(src, &[], &Shutdown::never()).await;
+    let report = m.report.unwrap();
+    assert_eq!(report.images.len(), 3, "the signature is no image of the bundle");
+    assert_eq!(report.referrers.len(), 1);
+    let r = &report.referrers[0];
+    assert_eq!(r.repository.as_deref(), Some("registry.test/mirror/org/app"));
+    assert_eq!(
+        (r.subject.clone(), r.known_by),
+        (images[1].digest.clone(), referrers::KnownBy::TagSchema)
+    );
+    let schema = referrers::schema_tag(&images[1].digest);
+    for repo in &m.repositories {
+        let st = repo.state.lock().unwrap();
+        let here = repo.repository == "mirror/org/app";
+        assert_eq!(st.tags.contains_key(&schema), here, "{}", repo.repository);
+        assert_eq!(st.manifests.contains_key(&sig.digest), here, "{}", repo.repository);
+    }
+}

@@ -479,20 +479,25 @@ impl RegistryClient {
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
+            let too_large = || Error::InvalidResponse {
+                url: url.clone(),
+                reason: format!("the manifest is larger than {limit} bytes"),
+            };
             if resp.content_length().is_some_and(|n| n > limit as u64) {
-                return Err(Error::InvalidResponse {
-                    url: url.clone(),
-                    reason: format!("the manifest is larger than {limit} bytes"),
-                });
+                return Err(too_large());
             }
-            let bytes = resp.bytes().await.map_err(|e| error::network("GET", &url, e))?;
-            if bytes.len() > limit {
-                return Err(Error::InvalidResponse {
-                    url: url.clone(),
-                    reason: format!("the manifest is larger than {limit} bytes"),
-                });
+            // Read chunk by chunk: an answer without a length stops at the limit, not in memory.
+            let mut resp = resp;
+            let mut bytes = Vec::new();
+            while let Some(chunk) =
+                resp.chunk().await.map_err(|e| error::network("GET", &url, e))?
+            {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
             }
-            Ok(Some((bytes.to_vec(), media_type)))
+            Ok(Some((bytes, media_type)))
         })
         .await
     }
@@ -526,7 +531,6 @@ impl RegistryClient {
     }
 }
 
-/// `repository:<name>:pull,push`
 /// What a registry answered to a manifest PUT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutAnswer {
@@ -535,6 +539,7 @@ pub struct PutAnswer {
     pub subject: Option<Digest>,
 }
 
+/// `repository:<name>:pull,push`
 pub fn push_scope(repository: &str) -> String {
     format!("repository:{repository}:pull,push")
 }

@@ -49,12 +49,16 @@ fn digests(found: &Found) -> HashSet<Digest> {
 fn referrers_of_everything_pushed_are_found_recursively() {
     let s = signed();
     let all = set(&[&s.index, &s.amd64, &s.arm64]);
-    let found = find(&s.graph, &all, &all).unwrap();
+    let found = find(&s.graph, &candidates(&s.graph), &all, &all).unwrap();
     assert_eq!(digests(&found), set(&[&s.sig, &s.sbom_amd64, &s.sbom_arm64, &s.sig_of_sbom]));
     assert!(found.left_out.is_empty());
-    // A referrer comes before the referrers of it.
-    let at = |d: &Descriptor| found.referrers.iter().position(|r| r.desc.digest == d.digest);
-    assert!(at(&s.sbom_amd64) < at(&s.sig_of_sbom));
+    // A referrer comes a generation before the referrers of it.
+    let generation = |d: &Descriptor| {
+        found.referrers.iter().find(|r| r.desc.digest == d.digest).map(|r| r.generation)
+    };
+    assert_eq!(generation(&s.sbom_amd64), Some(1));
+    assert_eq!(generation(&s.sig), Some(1));
+    assert_eq!(generation(&s.sig_of_sbom), Some(2));
     let sbom = found.referrers.iter().find(|r| r.desc.digest == s.sbom_amd64.digest).unwrap();
     assert_eq!(sbom.subject, s.amd64.digest);
     assert!(sbom.has_subject && sbom.cosign_tag.is_none());
@@ -72,9 +76,11 @@ fn referrers_of_manifests_not_pushed_are_left_out_and_counted() {
     let s = signed();
     // --platform linux/amd64: only that manifest goes; the index and arm64 are related.
     let related = set(&[&s.index, &s.amd64, &s.arm64]);
-    let found = find(&s.graph, &set(&[&s.amd64]), &related).unwrap();
+    let found = find(&s.graph, &candidates(&s.graph), &set(&[&s.amd64]), &related).unwrap();
     assert_eq!(digests(&found), set(&[&s.sbom_amd64, &s.sig_of_sbom]));
-    let left: HashSet<(Digest, Digest)> = found.left_out.into_iter().collect();
+    assert!(found.left_out.iter().all(|l| l.why == Why::NotPushed));
+    let left: HashSet<(Digest, Digest)> =
+        found.left_out.into_iter().map(|l| (l.referrer, l.subject)).collect();
     assert_eq!(
         left,
         [
@@ -85,7 +91,8 @@ fn referrers_of_manifests_not_pushed_are_left_out_and_counted() {
         .collect()
     );
     // Content not related to the push at all is neither pushed nor counted.
-    let found = find(&s.graph, &set(&[&s.amd64]), &set(&[&s.amd64])).unwrap();
+    let found =
+        find(&s.graph, &candidates(&s.graph), &set(&[&s.amd64]), &set(&[&s.amd64])).unwrap();
     assert!(found.left_out.is_empty());
 }
 
@@ -102,7 +109,7 @@ fn cosign_tags_and_cosign_save_kinds_tie_signatures_to_their_image() {
     let other_sig = src.artifact(SIG, None, "other");
     src.tag(&other_sig, &format!("{}.sig", schema_tag(&other.digest)));
     let graph = Graph::open(Arc::new(src)).unwrap();
-    let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
+    let found = find(&graph, &candidates(&graph), &set(&[&image]), &set(&[&image])).unwrap();
     assert_eq!(found.referrers.len(), 1, "{found:?}");
     let r = &found.referrers[0];
     assert_eq!(
@@ -121,7 +128,7 @@ fn cosign_tags_and_cosign_save_kinds_tie_signatures_to_their_image() {
     let att = src.artifact("application/vnd.dsse.envelope.v1+json", None, "atts");
     src.name(&att, &[("kind", "dev.cosignproject.cosign/atts")]);
     let graph = Graph::open(Arc::new(src)).unwrap();
-    let found = find(&graph, &set(&[&image]), &set(&[&image])).unwrap();
+    let found = find(&graph, &candidates(&graph), &set(&[&image]), &set(&[&image])).unwrap();
     let tags: Vec<Option<String>> = found.referrers.iter().map(|r| r.cosign_tag.clone()).collect();
     let hex = schema_tag(&image.digest);
     assert_eq!(tags, [Some(format!("{hex}.sig")), Some(format!("{hex}.att"))]);
@@ -172,31 +179,90 @@ fn the_schema_index_keeps_what_it_lists_and_adds_each_referrer_once() {
     assert_eq!(v["manifests"][0]["artifactType"], SIG);
     assert_eq!(v["manifests"][0]["annotations"]["note"], "n1");
     // A second push of another referrer (and the first again): both, once each.
-    let second = merged_index(Some(&first), &[listed(1, SIG), listed(2, SBOM)]).unwrap().unwrap();
+    let second = merged_index(Some((&first, oci::OCI_INDEX)), &[listed(1, SIG), listed(2, SBOM)])
+        .unwrap()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&second).unwrap();
     let ds: Vec<&str> =
         v["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
     assert_eq!(ds, [Digest::sha256(&[1]).to_string(), Digest::sha256(&[2]).to_string()]);
     // Nothing new: no write.
-    assert_eq!(merged_index(Some(&second), &[listed(2, SBOM)]).unwrap(), None);
+    assert_eq!(merged_index(Some((&second, oci::OCI_INDEX)), &[listed(2, SBOM)]).unwrap(), None);
     // What another tool wrote stays as it is, fields unknown here included.
     let foreign = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_INDEX,
         "annotations": {"by": "oras"},
         "manifests": [{"mediaType": oci::OCI_MANIFEST, "digest": Digest::sha256(&[9]), "size": 9,
                        "artifactType": "x", "data": "e30="}]});
-    let merged = merged_index(Some(&serde_json::to_vec(&foreign).unwrap()), &[listed(3, SIG)])
-        .unwrap()
-        .unwrap();
+    let merged = merged_index(
+        Some((&serde_json::to_vec(&foreign).unwrap(), oci::OCI_INDEX)),
+        &[listed(3, SIG)],
+    )
+    .unwrap()
+    .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&merged).unwrap();
     assert_eq!(v["annotations"]["by"], "oras");
     assert_eq!(v["manifests"][0]["data"], "e30=");
     assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
-    // Not an index: refused, not overwritten.
-    for bad in [&b"not json"[..], br#"{"schemaVersion": 1, "manifests": []}"#, br#"[]"#] {
-        assert!(
-            merged_index(Some(bad), &[listed(1, SIG)]).is_err(),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
+    // An index the registry names by its media type only (no `mediaType` in the body).
+    let bare = br#"{"schemaVersion": 2, "manifests": []}"#;
+    assert!(merged_index(Some((bare, oci::OCI_INDEX)), &[listed(1, SIG)]).unwrap().is_some());
+    // Not an index: refused, not overwritten (an image manifest, a Docker manifest list, an
+    // index without its list, version 1, not JSON).
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": oci::OCI_MANIFEST,
+        "config": listed(1, SIG), "layers": []});
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let list = br#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "manifests": []}"#;
+    let cases: [(&[u8], &str); 6] = [
+        (&manifest, oci::OCI_MANIFEST),
+        (&manifest, oci::OCI_INDEX),
+        (list, oci::DOCKER_MANIFEST_LIST),
+        (
+            br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}"#,
+            oci::OCI_INDEX,
+        ),
+        (br#"{"schemaVersion": 1, "manifests": []}"#, oci::OCI_INDEX),
+        (b"not json", oci::OCI_INDEX),
+    ];
+    for (bad, media_type) in cases {
+        let e = merged_index(Some((bad, media_type)), &[listed(1, SIG)]).unwrap_err();
+        assert!(!e.is_empty(), "{}", String::from_utf8_lossy(bad));
     }
+}
+
+#[test]
+fn a_referrer_whose_content_is_not_in_the_layout_is_left_out_with_its_referrers() {
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 100);
+    src.tag(&image, "v1");
+    let sbom = src.artifact(SBOM, Some(&image), "sbom");
+    let sig_of_sbom = src.artifact(SIG, Some(&sbom), "sig of sbom");
+    let whole = src.artifact(SIG, Some(&image), "whole");
+    for d in [&sbom, &sig_of_sbom, &whole] {
+        src.tag(d, "");
+    }
+    // The SBOM's layer is not in the layout (its payload, as `artifact` writes it).
+    src.remove(&Digest::sha256(b"payload sbom"));
+    let graph = Graph::open(Arc::new(src)).unwrap();
+    let found = find(&graph, &candidates(&graph), &set(&[&image]), &set(&[&image])).unwrap();
+    assert_eq!(digests(&found), set(&[&whole]));
+    let left: Vec<(Digest, Why)> =
+        found.left_out.iter().map(|l| (l.referrer.clone(), l.why)).collect();
+    assert!(left.contains(&(sbom.digest.clone(), Why::Incomplete)), "{left:?}");
+    assert!(left.contains(&(sig_of_sbom.digest.clone(), Why::NotPushed)), "{left:?}");
+}
+
+#[test]
+fn cosign_tags_that_point_at_each_other_end() {
+    // Two signatures tagged as each other's: found from the image, the loop ends.
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 100);
+    src.tag(&image, "v1");
+    let a = src.artifact(SIG, None, "a");
+    let b = src.artifact(SIG, None, "b");
+    src.tag(&a, &format!("{}.sig", schema_tag(&image.digest)));
+    src.tag(&b, &format!("{}.sig", schema_tag(&a.digest)));
+    src.tag(&a, &format!("{}.att", schema_tag(&b.digest)));
+    let graph = Graph::open(Arc::new(src)).unwrap();
+    let found = find(&graph, &candidates(&graph), &set(&[&image]), &set(&[&image])).unwrap();
+    assert_eq!(digests(&found), set(&[&a, &b]));
 }
