@@ -229,6 +229,22 @@ async fn sboms_and_signatures_travel_with_the_image_by_the_tag_schema() {
     let sbom: Value = serde_json::from_slice(&bytes).unwrap();
     let layer = sbom["layers"][0]["digest"].as_str().unwrap();
     assert_eq!(target.blob("team/app", layer).await, s.source.blob("src/app", layer).await);
+    // A client following the tag schema, for each platform: the index under the subject's
+    // schema tag, then each referrer it lists, fetched by digest (skopeo), names that subject.
+    for image in [&s.amd64, &s.arm64] {
+        let listed: Value = serde_json::from_slice(
+            &target.skopeo_inspect_raw(&format!("team/app:{}", schema_tag(&image.digest))),
+        )
+        .unwrap();
+        for d in listed["manifests"].as_array().unwrap() {
+            let digest = d["digest"].as_str().unwrap();
+            let raw = target.skopeo_inspect_raw(&format!("team/app@{digest}"));
+            assert_eq!(sha256_digest(&raw), digest);
+            let referrer: Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(referrer["subject"]["digest"], image.digest, "{referrer}");
+            assert_eq!(d["size"], raw.len(), "{d}");
+        }
+    }
     // cosign finds its signature where it looks on a registry without the API.
     let sig = target.skopeo_inspect_raw(&format!("team/app:{}.sig", schema_tag(&s.index.digest)));
     assert_eq!(sha256_digest(&sig), s.signature.digest);
