@@ -131,36 +131,36 @@ async fn execute<D: Destination>(
     let tags = runner.tags(stop).await?;
     let attached =
         attach_referrers(opts, graph, selected, &repositories, &progress, mirror, stop).await?;
-    let blobs =
-        blobs.into_iter().zip(attached.blobs.into_iter().chain(std::iter::repeat_with(Vec::new)));
-    let blobs = blobs.map(|(mut a, b)| {
-        a.extend(b);
-        a
-    });
-    let manifests = manifests
-        .into_iter()
-        .zip(attached.manifests.into_iter().chain(std::iter::repeat_with(Vec::new)))
-        .map(|(mut a, b)| {
-            a.extend(b);
-            a
-        });
-    let mut report =
-        assemble(&opts.target, &repositories, blobs.collect(), manifests.collect(), tags);
+    let blobs = per_repository(blobs, attached.blobs);
+    let manifests = per_repository(manifests, attached.manifests);
+    // Every blob each repository now holds, the referrers' included, for the sources file.
+    let held: Vec<(String, Vec<_>)> = repositories
+        .iter()
+        .zip(&blobs)
+        .map(|(r, b)| (r.destination.name(), b.iter().map(|x| x.digest.clone()).collect()))
+        .collect();
+    let mut report = assemble(&opts.target, &repositories, blobs, manifests, tags);
     report.referrers = attached.referrers;
     report.referrers_left_out = attached.left_out;
     report.recount();
     if let Some(path) = opts.sources.clone() {
-        let held: Vec<(String, Vec<_>)> = repositories
-            .iter()
-            .map(|r| {
-                (r.destination.name(), r.plan.blobs.iter().map(|b| b.digest.clone()).collect())
-            })
-            .collect();
         tokio::task::spawn_blocking(move || sources::record(&path, &held))
             .await
             .expect("recording sources does not panic")?;
     }
     Ok(report)
+}
+
+/// Each repository's entries of `first`, then its entries of `then` (which may have none).
+fn per_repository<T>(first: Vec<Vec<T>>, then: Vec<Vec<T>>) -> Vec<Vec<T>> {
+    let mut then = then.into_iter();
+    first
+        .into_iter()
+        .map(|mut a| {
+            a.extend(then.next().unwrap_or_default());
+            a
+        })
+        .collect()
 }
 
 /// Pushes the referrers of what each repository received (unless `--referrers none`).

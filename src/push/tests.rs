@@ -364,3 +364,32 @@ async fn a_mirror_pushes_each_referrer_into_its_subjects_repository() {
         assert_eq!(st.manifests.contains_key(&sig.digest), here, "{}", repo.repository);
     }
 }
+
+#[tokio::test]
+async fn the_sources_file_records_the_referrers_blobs_too() {
+    let mut src = MemorySource::default();
+    let image = src.image("linux/amd64", 1, 300);
+    src.tag(&image, "v1");
+    let sbom = src.artifact("application/spdx+json", Some(&image), "sbom");
+    src.tag(&sbom, "");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sources.json");
+    let mut opts = options(PushTarget::parse("registry.test/team/app:v1", false).unwrap());
+    opts.sources = Some(path.clone());
+    let graph = Arc::new(Graph::open(Arc::new(src)).unwrap());
+    let selected = select::select(&graph, &opts.target, None).unwrap();
+    let candidates =
+        sources::MountCandidates::for_registry("registry.test", &[], Default::default());
+    let silent: Arc<dyn Progress> = Arc::new(progress::Silent);
+    let repo = MemoryRepository::new();
+    let repos = std::slice::from_ref(&repo);
+    execute(&opts, &graph, &selected, repos, &candidates, silent, &Shutdown::never())
+        .await
+        .unwrap();
+    let recorded = sources::load(&path).unwrap();
+    let payload = Digest::sha256(b"payload sbom");
+    assert!(
+        recorded.get(&payload).is_some_and(|at| at.iter().any(|r| r == "registry.test/team/app")),
+        "{recorded:?}"
+    );
+}
