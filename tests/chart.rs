@@ -397,7 +397,9 @@ fn default_values_render_a_locked_down_controller() {
     ] {
         assert!(args.contains(&want), "{want} in {args:?}");
     }
-    for absent in ["--leader-election", "--namespace", "--allowed-host-path-root"] {
+    for absent in
+        ["--leader-election", "--namespace", "--allowed-host-path-root", "--allowed-target"]
+    {
         assert!(!args.iter().any(|a| a.starts_with(absent)), "{absent} in {args:?}");
     }
     assert_cli_accepts(&c);
@@ -511,6 +513,8 @@ fn non_default_values_reach_every_object() {
         "--namespace=builds",
         "--allowed-host-path-root=/var/lib/image-bundles",
         "--allowed-host-path-root=/srv/layouts",
+        "--allowed-target=registry.example.com/prod/**",
+        "--allowed-target=registry.internal:5000/team-*/app",
         "--leader-election",
         "--lease-name=imagepush-leader",
         "--lease-namespace=imagepush-system",
@@ -1155,10 +1159,13 @@ async fn rbac_covers_exactly_the_calls_of_a_cluster_wide_controller() {
 async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
     let bin = renderer_or_skip!();
     let f = all_options_values();
-    let r = render(bin, &["-f", &f, "--set", "controller.progressInterval=1"]);
+    let registry = TestRegistry::start();
+    // The test registry's repositories are the allowed targets (the deployed controller gets
+    // them as --allowed-target).
+    let allowed = format!("controller.allowedTargets={{{}/team/**}}", registry.host());
+    let r = render(bin, &["-f", &f, "--set", "controller.progressInterval=1", "--set", &allowed]);
     let (_, container) = r.controller();
 
-    let registry = TestRegistry::start();
     let cluster = Cluster::start();
     let client = test_client(&cluster).await;
     for ns in ["builds", "elsewhere"] {

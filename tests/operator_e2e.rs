@@ -883,3 +883,36 @@ async fn referrers_travel_with_the_image_and_the_status_lists_them() {
     assert_eq!(ip.status.unwrap().referrer_count, None);
     assert_eq!(registry.tags("team/unsigned").await, ["v1"]);
 }
+
+/// The cluster admin allows only `<registry>/team/**`: a push there goes on; one elsewhere,
+/// and a mirror whose prefix the pattern does not cover, stall with TargetNotAllowed before
+/// any worker Job exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_outside_the_allowed_patterns_stall_before_a_job_exists() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[2000], 94);
+    let pattern = format!("{}/team/**", registry.host());
+    cluster.start_controller(&["--allowed-target", &pattern]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    for (name, target, extra) in [
+        ("inside", format!("{host}/team/app:v1"), json!({})),
+        ("outside", format!("{host}/other/app:v1"), json!({})),
+        ("mirror", format!("{host}/mirror"), json!({"mirror": true})),
+    ] {
+        create(&api, image_push(name, "layouts", "app", &target, extra)).await;
+    }
+    wait_for(&cluster, &api, "inside", TIMEOUT, "Ready", is_ready).await;
+    for name in ["outside", "mirror"] {
+        let ip = wait_for(&cluster, &api, name, TIMEOUT, "Stalled", is_stalled).await;
+        let stalled = ip.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Stalled");
+        let (reason, message) = stalled.map(|c| (c.reason.clone(), c.message.clone())).unwrap();
+        assert_eq!(reason, "TargetNotAllowed", "{message}");
+        assert!(message.contains(&pattern), "{message}");
+        assert!(jobs_of(&client, name).await.is_empty(), "{name}: a Job was created");
+    }
+    assert!(registry.tags("other/app").await.is_empty());
+}

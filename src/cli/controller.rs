@@ -26,6 +26,11 @@ pub struct ControllerArgs {
     /// A node directory under which hostPath sources are allowed (repeatable; none: hostPath refused).
     #[arg(long = "allowed-host-path-root", value_name = "DIR")]
     pub allowed_host_path_roots: Vec<PathBuf>,
+    /// Repositories ImagePush objects may push to (repeatable; none: any): registry[:port]/path,
+    /// `*` within a part, a last part `**` for everything below (ghcr.io/acme/**). A mirror's
+    /// target needs a `**` pattern at or above its prefix.
+    #[arg(long = "allowed-target", value_name = "PATTERN")]
+    pub allowed_targets: Vec<String>,
     /// Seconds between progress updates of a running push.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub progress_interval: u64,
@@ -67,6 +72,16 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> i32 {
             return 2;
         }
     }
+    let mut allowed_targets = Vec::new();
+    for pattern in &args.allowed_targets {
+        match pattern.parse::<controller::policy::TargetPattern>() {
+            Ok(p) => allowed_targets.push(p),
+            Err(why) => {
+                eprintln!("error: --allowed-target {why}");
+                return 2;
+            }
+        }
+    }
     let client = match client(&args.kubeconfig).await {
         Ok(c) => c,
         Err(e) => {
@@ -82,6 +97,7 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> i32 {
             default_timeout: Duration::from_secs(args.default_timeout.max(1)),
         },
         allowed_host_path_roots: args.allowed_host_path_roots,
+        allowed_targets,
         progress_interval: Duration::from_secs(args.progress_interval.max(1)),
         metrics_addr: args.metrics_addr,
         leader_election: args.leader_election.then_some(LeaderElection {

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 mod observe;
+pub mod policy;
 mod reconcile;
 pub mod status;
 pub mod validate;
@@ -53,6 +54,8 @@ pub struct Config {
     pub worker: job::WorkerSettings,
     /// hostPath sources must lie under one of these (none: hostPath refused).
     pub allowed_host_path_roots: Vec<PathBuf>,
+    /// Targets must match one of these (none: any target).
+    pub allowed_targets: Vec<policy::TargetPattern>,
     /// How often a running push's progress is read.
     pub progress_interval: Duration,
     pub metrics_addr: SocketAddr,

@@ -31,7 +31,11 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
 async fn once(ip: &ImagePush, ctx: &Context) -> Result<Result<Action, ImagePush>, Error> {
     let ns = ip.namespace().ok_or(Error::MissingField("ImagePush", "metadata.namespace"))?;
     let status = ip.status.clone().unwrap_or_default();
-    let target = validate::validate(&ip.spec, &ctx.config.allowed_host_path_roots);
+    let target = validate::validate_with(
+        &ip.spec,
+        &ctx.config.allowed_host_path_roots,
+        &ctx.config.allowed_targets,
+    );
     let mut facts = Facts {
         namespace: &ns,
         generation: ip.metadata.generation.unwrap_or(1),

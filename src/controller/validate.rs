@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::names::{config_key, dns_subdomain, label_key, label_value};
+use super::policy::{self, TargetPattern};
 use crate::crd::ImagePushSpec;
 use crate::platform::Platform;
 use crate::reference::PushTarget;
@@ -120,8 +121,18 @@ fn name_field(
 
 /// Checks everything that can be checked without the API.
 pub fn validate(spec: &ImagePushSpec, allowed_roots: &[PathBuf]) -> Result<PushTarget, Invalid> {
+    validate_with(spec, allowed_roots, &[])
+}
+
+/// `validate`, and the target must be one `allowed_targets` allow (none: any).
+pub fn validate_with(
+    spec: &ImagePushSpec,
+    allowed_roots: &[PathBuf],
+    allowed_targets: &[TargetPattern],
+) -> Result<PushTarget, Invalid> {
     let target = PushTarget::parse(&spec.target, spec.mirror)
         .map_err(|e| invalid("ReferenceInvalid", e.to_string()))?;
+    policy::check(allowed_targets, &target).map_err(|why| invalid("TargetNotAllowed", why))?;
     if spec.mirror && spec.source.reference.is_some() {
         return Err(invalid(
             "SpecInvalid",
