@@ -239,15 +239,25 @@ async fn push_one(
     repo: &MemoryRepository,
     policy: referrers::Policy,
 ) -> PushReport {
-    let mut opts = options(PushTarget::parse("registry.test/team/app:v1", false).unwrap());
+    let mut opts = one_repository();
     opts.referrers = policy;
+    push_with(&opts, src, repo).await
+}
+
+/// The options of a push to `registry.test/team/app:v1`.
+fn one_repository() -> PushOptions {
+    options(PushTarget::parse("registry.test/team/app:v1", false).unwrap())
+}
+
+/// Pushes `src` into `repo` with `opts`.
+async fn push_with(opts: &PushOptions, src: MemorySource, repo: &MemoryRepository) -> PushReport {
     let graph = Arc::new(Graph::open(Arc::new(src)).unwrap());
     let selected = select::select(&graph, &opts.target, None).unwrap();
     let candidates =
         sources::MountCandidates::for_registry("registry.test", &[], Default::default());
     let silent: Arc<dyn Progress> = Arc::new(progress::Silent);
     let repos = std::slice::from_ref(repo);
-    execute(&opts, &graph, &selected, repos, &candidates, silent, &Shutdown::never()).await.unwrap()
+    execute(opts, &graph, &selected, repos, &candidates, silent, &Shutdown::never()).await.unwrap()
 }
 
 #[tokio::test]
@@ -374,18 +384,9 @@ async fn the_sources_file_records_the_referrers_blobs_too() {
     src.tag(&sbom, "");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sources.json");
-    let mut opts = options(PushTarget::parse("registry.test/team/app:v1", false).unwrap());
+    let mut opts = one_repository();
     opts.sources = Some(path.clone());
-    let graph = Arc::new(Graph::open(Arc::new(src)).unwrap());
-    let selected = select::select(&graph, &opts.target, None).unwrap();
-    let candidates =
-        sources::MountCandidates::for_registry("registry.test", &[], Default::default());
-    let silent: Arc<dyn Progress> = Arc::new(progress::Silent);
-    let repo = MemoryRepository::new();
-    let repos = std::slice::from_ref(&repo);
-    execute(&opts, &graph, &selected, repos, &candidates, silent, &Shutdown::never())
-        .await
-        .unwrap();
+    push_with(&opts, src, &MemoryRepository::new()).await;
     let recorded = sources::load(&path).unwrap();
     let payload = Digest::sha256(b"payload sbom");
     assert!(
