@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
     shortname = "ipush",
     namespaced,
     status = "ImagePushStatus",
-    doc = "Pushes an OCI image layout from a PersistentVolumeClaim or a node's disk to a registry.",
+    doc = "Pushes an OCI image layout from a PersistentVolumeClaim or a node's disk to a registry. A new value of the annotation imagepush.dev/requested-at pushes the current spec again; spec.suspend holds back new pushes.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target"}"#,
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest","priority":0}"#,
@@ -85,6 +87,47 @@ pub struct ImagePushSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
     pub timeout: Option<String>,
+    /// Settings of the worker pod that a namespace may choose; the cluster's defaults (the
+    /// chart's `worker` values) apply to everything else and bound these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerOverrides>,
+    /// Start no new push (a push already running finishes); the `Suspended` condition says
+    /// so. Setting it back to false starts what was held back. To push the current spec
+    /// again, set the annotation `imagepush.dev/requested-at` to a new value (such as the
+    /// time); `status.lastHandledRequestedAt` holds the last value whose push finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// What an ImagePush may choose about its worker pod. Nothing here can weaken the pod's
+/// hardening: its user, security context, volumes and environment are the operator's.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerOverrides {
+    /// Requests and limits of the worker container, by resource (`cpu`, `memory`,
+    /// `ephemeral-storage`); each replaces the cluster default for that resource, and none
+    /// may exceed the cluster default's limit for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<WorkerResources>,
+    /// Tolerations added to the cluster's default tolerations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node labels the worker's node must have, added to the cluster's default node
+    /// selector (a key the default sets cannot be given another value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+/// Requests and limits by resource name, as in a container's `resources`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerResources {
+    /// Minimum amounts the worker is scheduled with (`cpu: 250m`, `memory: 128Mi`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Quantity>,
+    /// Maximum amounts the worker may use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, Quantity>,
 }
 
 /// The layout's location. Exactly one of persistentVolumeClaim and hostPath.
@@ -239,7 +282,15 @@ pub struct ImagePushStatus {
     /// The generation whose push finished (successfully or for good).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` summarizes; `Reconciling` and `Stalled` are present only while true.
+    /// The value of the annotation `imagepush.dev/requested-at` when the last push finished:
+    /// a new value of the annotation pushes the current spec again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_requested_at: Option<String>,
+    /// A hash of the spec (all of it but `suspend`) whose push finished: a new generation
+    /// that only changed `suspend` is not pushed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+    /// `Ready` summarizes; `Reconciling`, `Stalled` and `Suspended` are present only while true.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Pending, Running, Succeeded or Failed.
@@ -425,6 +476,8 @@ impl ImagePushSpec {
             connection: None,
             max_concurrent_uploads: None,
             timeout: None,
+            worker: None,
+            suspend: false,
         }
     }
 }

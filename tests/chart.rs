@@ -22,14 +22,16 @@ use common::cluster::{
 };
 use common::helm::{self, RELEASE_NS, all_options_values, chart_dir, repo, run_render};
 use common::{TestRegistry, simple_image};
+use imagepush::controller::pod_settings::PodSettings;
 use imagepush::crd::ImagePush;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 /// The test's own API requests carry this user agent, so they can be told from the controller's.
 const TEST_USER_AGENT: &str = "imagepush-chart-test";
@@ -89,6 +91,46 @@ impl Rendered {
         let d: Deployment = self.one("Deployment");
         let c = d.spec.template.spec.as_ref().unwrap().containers[0].clone();
         (d, c)
+    }
+    /// The file `path` of the controller container as mounted from a rendered ConfigMap.
+    fn mounted_file(&self, path: &str) -> String {
+        let (d, c) = self.controller();
+        let pod = d.spec.template.spec.unwrap();
+        let mount = c
+            .volume_mounts
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
+            .unwrap_or_else(|| panic!("nothing is mounted at {path}"));
+        assert_eq!(mount.read_only, Some(true), "{mount:?}");
+        let key = &path[mount.mount_path.len() + 1..];
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == mount.name).unwrap();
+        let name = volume.config_map.expect("a ConfigMap volume").name;
+        let maps: Vec<ConfigMap> = self.typed_all("ConfigMap");
+        let map = maps.iter().find(|m| m.metadata.name.as_deref() == Some(name.as_str()));
+        let map =
+            map.unwrap_or_else(|| panic!("the Deployment mounts ConfigMap {name}, not rendered"));
+        map.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} has no {key}"))
+    }
+    /// The worker defaults the controller reads, and the pod annotation that restarts it
+    /// when they change.
+    fn worker_defaults(&self) -> PodSettings {
+        let (d, c) = self.controller();
+        let arg = args_of(&c)
+            .into_iter()
+            .find_map(|a| a.strip_prefix("--worker-defaults=").map(String::from));
+        let text = self.mounted_file(&arg.expect("--worker-defaults"));
+        let annotations = d.spec.template.metadata.unwrap().annotations.unwrap();
+        let digest = format!("{:x}", sha2::Sha256::digest(text.trim_end().as_bytes()));
+        assert_eq!(annotations["checksum/worker-defaults"], digest, "the checksum covers the file");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker-defaults.yaml");
+        std::fs::write(&path, &text).unwrap();
+        PodSettings::load(&path).unwrap_or_else(|e| panic!("the controller refuses {text}: {e}"))
     }
 }
 
@@ -347,8 +389,17 @@ fn default_values_render_a_locked_down_controller() {
     let r = render(bin, &[]);
     assert_eq!(
         r.kinds(),
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"]
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment"
+        ]
     );
+    // The worker defaults are the binary's own.
+    assert_eq!(r.worker_defaults(), PodSettings::default());
     let sa: ServiceAccount = r.one("ServiceAccount");
     let role: ClusterRole = r.one("ClusterRole");
     let binding: ClusterRoleBinding = r.one("ClusterRoleBinding");
@@ -466,6 +517,7 @@ fn non_default_values_reach_every_object() {
         r.kinds(),
         [
             "ServiceAccount",
+            "ConfigMap",
             "Role",
             "Role",
             "RoleBinding",
@@ -525,6 +577,18 @@ fn non_default_values_reach_every_object() {
     let env = env_of(&c);
     assert_eq!(env["IMAGEPUSH_LOG"]["value"], "debug");
     assert_eq!(env["EXTRA"]["value"], "1");
+    // Every worker value reaches the controller's defaults file.
+    let w = r.worker_defaults();
+    assert_eq!(w.resources.limits["cpu"].0, "2");
+    assert_eq!(w.resources.requests["memory"].0, "128Mi");
+    assert_eq!(w.tolerations[0].value.as_deref(), Some("builds"));
+    assert_eq!(w.node_selector["pool"], "builds");
+    assert!(w.affinity.as_ref().unwrap().node_affinity.is_some());
+    assert_eq!(w.priority_class_name.as_deref(), Some("batch-low"));
+    assert_eq!(w.image_pull_secrets[0].name, "worker-pull");
+    assert_eq!(w.env[0].name, "HTTPS_PROXY");
+    assert_eq!(w.labels["cost-center"], "builds");
+    assert_eq!(w.annotations["example.com/owner"], "platform");
 
     // Watching one namespace: a Role there, no cluster-wide permission at all; checkSecrets
     // off: no Secret access; the lease Role is in the release namespace, by name.
@@ -622,7 +686,7 @@ fn set_overrides_files_and_leader_election_follows_replicas() {
             "rbac.create=false,serviceAccount.create=false,serviceAccount.name=existing,metrics.service.enabled=false",
         ],
     );
-    assert_eq!(r.kinds(), ["Deployment"]);
+    assert_eq!(r.kinds(), ["ConfigMap", "Deployment"], "the worker defaults are always there");
     assert_eq!(
         r.controller().0.spec.template.spec.unwrap().service_account_name.as_deref(),
         Some("existing")
@@ -947,16 +1011,19 @@ impl Drop for DeployedController {
     }
 }
 
-fn start_as_deployed(
-    cluster: &Cluster,
-    container: &Container,
-    pod_name: &str,
-) -> DeployedController {
+fn start_as_deployed(cluster: &Cluster, r: &Rendered, pod_name: &str) -> DeployedController {
+    let (_, container) = r.controller();
+    let container = &container;
     let metrics_port = common::free_port();
     let mut args = Vec::new();
     for a in args_of(container) {
         if a.starts_with("--metrics-addr=") {
             args.push(format!("--metrics-addr=127.0.0.1:{metrics_port}"));
+        } else if let Some(path) = a.strip_prefix("--worker-defaults=") {
+            // The ConfigMap as kubelet would mount it.
+            let file = cluster.dir.path().join(format!("{pod_name}-worker-defaults.yaml"));
+            std::fs::write(&file, r.mounted_file(path)).unwrap();
+            args.push(format!("--worker-defaults={}", file.display()));
         } else {
             args.push(a);
         }
@@ -1099,7 +1166,7 @@ async fn rbac_covers_exactly_the_calls_of_a_cluster_wide_controller() {
     create_basic_auth_secret(&client, ns, "good", "right-password").await;
     create_basic_auth_secret(&client, ns, "bad", "wrong-password").await;
 
-    let controller = start_as_deployed(&cluster, &container, "imagepush-0");
+    let controller = start_as_deployed(&cluster, &r, "imagepush-0");
     check_probes(&controller, &container).await;
     let api: Api<ImagePush> = Api::namespaced(client.clone(), ns);
     let host = registry.host();
@@ -1172,7 +1239,13 @@ async fn rbac_covers_exactly_the_calls_of_a_single_namespace_controller() {
         create_pvc(&client, ns, "layouts").await;
         simple_image(&cluster.pvc_dir(ns, "layouts").join("app"), "v1", &[2000], 22);
     }
-    let controller = start_as_deployed(&cluster, &container, "imagepush-1");
+    // The node is a dedicated build node, as the values' worker defaults expect: the worker
+    // runs only if their toleration and node selector reach its pod.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let patch = json!({"metadata": {"labels": {"pool": "builds"}},
+                       "spec": {"taints": [{"key": "dedicated", "value": "builds", "effect": "NoSchedule"}]}});
+    nodes.patch("sim-node", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let controller = start_as_deployed(&cluster, &r, "imagepush-1");
     check_probes(&controller, &container).await;
     let host = registry.host();
     let builds: Api<ImagePush> = Api::namespaced(client.clone(), "builds");

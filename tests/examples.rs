@@ -13,6 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use imagepush::controller::pod_settings::PodSettings;
 use imagepush::crd::ImagePush;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
@@ -268,6 +269,7 @@ fn the_promised_examples_exist() {
         "secret-dockerconfigjson.yaml",
         "quickstart.yaml",
         "mirror.yaml",
+        "worker-settings.yaml",
     ] {
         assert!(names.iter().any(|n| n == want), "examples/{want} is missing: {names:?}");
     }
@@ -337,6 +339,13 @@ fn examples_cover_the_features_they_are_named_after() {
     assert_eq!(dev_target.registry, prod_target.registry, "a mount needs one registry");
     assert_ne!(dev_target.repository, prod_target.repository);
     assert_eq!(prod["mountFrom"], json!([dev_target.repository]), "prod mounts from dev");
+    // Within the chart's (and the binary's) default worker settings.
+    let ip: ImagePush = typed(&example("worker-settings.yaml")[0]);
+    let pod = PodSettings::default().resolve(&ip.spec).expect("within the defaults");
+    assert_eq!(pod.resources.requests["cpu"].0, "1");
+    assert_eq!(pod.resources.limits["memory"].0, "256Mi", "the default limit stays");
+    assert_eq!(pod.tolerations.len(), 1);
+    assert_eq!(pod.node_selector["topology.kubernetes.io/zone"], "eu-west-1a");
 }
 
 /// Every credentialsSecret an example names is one of the example Secrets, so applying the

@@ -101,6 +101,7 @@ fn every_chart_document_validates() {
     let want = [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "CustomResourceDefinition",
         "Deployment",
         "Role",

@@ -386,8 +386,13 @@ async fn a_job_name_taken_by_another_owner_never_loops() {
     let taken =
         create(&api, push_spec(NS, "taken", "app", &format!("{host}/names/taken:v1"), json!({})))
             .await;
-    let name =
-        imagepush::controller::job::job_name("taken", taken.metadata.uid.as_deref().unwrap(), 1, 1);
+    let name = imagepush::controller::job::job_name(
+        "taken",
+        taken.metadata.uid.as_deref().unwrap(),
+        1,
+        None,
+        1,
+    );
     let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
     create(
         &jobs,
@@ -862,4 +867,89 @@ async fn an_archive_on_the_claim_pushes_like_its_layout() {
     let ip = wait_for(&cluster, &api, "app", MINUTE, "Ready", is_ready).await;
     assert_eq!(ip.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
     assert_eq!(registry.manifest("archive/app", "v1").await.unwrap().2, image.digest);
+}
+
+/// The admin's worker defaults (`--worker-defaults`, the chart's `worker` values) place and
+/// shape every worker: on a cluster whose only node is a tainted build node, the worker runs
+/// through the defaults' toleration and node selector plus the ImagePush's own, reaches the
+/// registry through the defaults' proxy, and carries their labels and the resources the
+/// ImagePush chose; an ImagePush asking for more than the defaults allow stalls before any Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_defaults_and_spec_worker_place_and_shape_the_worker() {
+    let registry = TestRegistry::start();
+    // Forwards whatever it is sent to the registry: as an HTTP proxy it gets absolute-form
+    // requests, which distribution serves like any other.
+    let proxy = common::CountingProxy::start(registry.addr());
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node = json!({"metadata": {"labels": {"pool": "builds", "zone": "a"}},
+                      "spec": {"taints": [{"key": "dedicated", "value": "builds", "effect": "NoSchedule"}]}});
+    nodes.patch("sim-node", &PatchParams::default(), &Patch::Merge(&node)).await.unwrap();
+    claim(&client, NS, "layouts").await;
+    let (_b, image) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[3000], 95);
+    let defaults = cluster.state_dir().join("worker-defaults.yaml");
+    std::fs::write(
+        &defaults,
+        format!(
+            "resources: {{requests: {{cpu: 100m, memory: 64Mi}}, limits: {{memory: 512Mi}}}}\n\
+             tolerations: [{{key: dedicated, operator: Equal, value: builds, effect: NoSchedule}}]\n\
+             nodeSelector: {{pool: builds}}\n\
+             env: [{{name: HTTP_PROXY, value: \"{}\"}}]\n\
+             labels: {{cost-center: builds}}\n",
+            proxy.url()
+        ),
+    )
+    .unwrap();
+    cluster.start_controller(&["--worker-defaults", defaults.to_str().unwrap()]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    let worker =
+        json!({"resources": {"limits": {"memory": "384Mi"}}, "nodeSelector": {"zone": "a"}});
+    create(
+        &api,
+        push_spec(NS, "app", "app", &format!("{host}/defaults/app:v1"), json!({"worker": worker})),
+    )
+    .await;
+    let greedy = json!({"resources": {"limits": {"memory": "1Gi"}}});
+    create(
+        &api,
+        push_spec(
+            NS,
+            "greedy",
+            "app",
+            &format!("{host}/defaults/greedy:v1"),
+            json!({"worker": greedy}),
+        ),
+    )
+    .await;
+
+    let ip = wait_for(&cluster, &api, "app", MINUTE, "Ready", is_ready).await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(image.digest.as_str()));
+    let through_proxy: Vec<_> =
+        proxy.requests().into_iter().map(|r| format!("{} {}", r.method, r.target)).collect();
+    assert!(
+        through_proxy
+            .iter()
+            .any(|r| r.starts_with("PUT http://") && r.ends_with("/v2/defaults/app/manifests/v1")),
+        "the worker's requests did not go through the defaults' proxy: {through_proxy:?}"
+    );
+    let jobs = jobs_of(&client, NS, "app").await;
+    let template = jobs[0].spec.clone().unwrap().template;
+    assert_eq!(template.metadata.unwrap().labels.unwrap()["cost-center"], "builds");
+    let pod = template.spec.unwrap();
+    let selector = pod.node_selector.unwrap();
+    assert_eq!((selector["pool"].as_str(), selector["zone"].as_str()), ("builds", "a"));
+    assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+    let resources = pod.containers[0].resources.clone().unwrap();
+    assert_eq!(resources.limits.unwrap()["memory"].0, "384Mi");
+    assert_eq!(resources.requests.unwrap()["memory"].0, "64Mi");
+
+    let stalled = wait_for(&cluster, &api, "greedy", MINUTE, "Stalled", is_stalled).await;
+    assert_eq!(reason_of(&stalled), "WorkerSettingsNotAllowed");
+    assert!(
+        message_of(&stalled)
+            .contains("worker.resources.limits.memory 1Gi is above the cluster's limit of 512Mi")
+    );
+    assert!(jobs_of(&client, NS, "greedy").await.is_empty(), "a Job for a refused spec");
 }

@@ -916,3 +916,106 @@ async fn targets_outside_the_allowed_patterns_stall_before_a_job_exists() {
     }
     assert!(registry.tags("other/app").await.is_empty());
 }
+
+fn handled(ip: &ImagePush) -> Option<String> {
+    ip.status.as_ref().and_then(|s| s.last_handled_requested_at.clone())
+}
+
+async fn request_push(api: &Api<ImagePush>, name: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {"imagepush.dev/requested-at": value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+async fn suspend(api: &Api<ImagePush>, name: &str, on: bool) {
+    let patch = json!({"spec": {"suspend": on}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+/// The layout on the claim changes under the same path and tag: nothing happens by itself; a
+/// new `imagepush.dev/requested-at` value pushes it again; `spec.suspend` holds back a request
+/// (and a first push) until it is false again, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_at_pushes_again_and_suspend_holds_back() {
+    let registry = TestRegistry::start();
+    let mut cluster = Cluster::start();
+    let client = cluster.client().await;
+    pvc(&client, "layouts").await;
+    let root = cluster.pvc_dir(NS, "layouts");
+    let (_b1, first) = simple_image(&root.join("app"), "v1", &[2000], 61);
+    cluster.start_controller(&[]);
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    create(&api, image_push("app", "layouts", "app", &format!("{host}/team/app:v1"), json!({})))
+        .await;
+    wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, first.digest);
+
+    // A rebuilt layout: same path, same tag, other content.
+    std::fs::remove_dir_all(root.join("app")).unwrap();
+    let (_b2, second) = simple_image(&root.join("app"), "v1", &[2000], 62);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        jobs_of(&client, "app").await.len(),
+        1,
+        "a finished generation is not pushed again by itself"
+    );
+
+    request_push(&api, "app", "2026-11-30T10:00:00Z").await;
+    let ip = wait_for(&cluster, &api, "app", TIMEOUT, "pushed again", |ip| {
+        is_ready(ip) && handled(ip).as_deref() == Some("2026-11-30T10:00:00Z")
+    })
+    .await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(second.digest.as_str()));
+    assert_eq!(registry.manifest("team/app", "v1").await.unwrap().2, second.digest);
+    let jobs = jobs_of(&client, "app").await;
+    assert_eq!(jobs.len(), 2, "one more Job for the request");
+    assert!(
+        jobs.iter().any(|j| j
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key("imagepush.dev/request"))
+    );
+
+    // Suspended: a new request is held back, and the status says so without losing Ready.
+    suspend(&api, "app", true).await;
+    request_push(&api, "app", "2026-11-30T11:00:00Z").await;
+    let ip = wait_for(&cluster, &api, "app", TIMEOUT, "Suspended", |ip| {
+        condition(ip, "Suspended").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(is_ready(&api.get("app").await.unwrap()), "{:?}", ip.status);
+    assert_eq!(jobs_of(&client, "app").await.len(), 2, "no Job while suspended");
+    assert_eq!(handled(&api.get("app").await.unwrap()).as_deref(), Some("2026-11-30T10:00:00Z"));
+    suspend(&api, "app", false).await;
+    let ip = wait_for(&cluster, &api, "app", TIMEOUT, "the held request pushed", |ip| {
+        is_ready(ip) && handled(ip).as_deref() == Some("2026-11-30T11:00:00Z")
+    })
+    .await;
+    assert!(condition(&ip, "Suspended").is_none(), "{:?}", ip.status);
+    assert_eq!(jobs_of(&client, "app").await.len(), 3);
+
+    // Created suspended: nothing is pushed until it is resumed.
+    create(
+        &api,
+        image_push(
+            "held",
+            "layouts",
+            "app",
+            &format!("{host}/team/held:v1"),
+            json!({"suspend": true}),
+        ),
+    )
+    .await;
+    let ip = wait_for(&cluster, &api, "held", TIMEOUT, "held back", |ip| {
+        condition(ip, "Ready").is_some_and(|(s, r)| s == "False" && r == "Suspended")
+    })
+    .await;
+    assert_eq!(ip.status.unwrap().phase, Some(Phase::Pending));
+    assert!(jobs_of(&client, "held").await.is_empty());
+    assert!(registry.manifest("team/held", "v1").await.is_none());
+    suspend(&api, "held", false).await;
+    wait_for(&cluster, &api, "held", TIMEOUT, "Ready", is_ready).await;
+}

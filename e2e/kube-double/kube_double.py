@@ -36,6 +36,7 @@ import time
 import traceback
 import urllib.parse
 import uuid
+from fractions import Fraction
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
@@ -1012,6 +1013,72 @@ def _security_context(errs, path, sc, pod_level):
             errs.invalid(path, sc, "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN")
 
 
+QUANTITY = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+QUANTITY_SCALE = {"": 1, "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "k": 10**3,
+                  "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def parse_quantity(v):
+    """resource.ParseQuantity as a Fraction; None if it is not one."""
+    m = QUANTITY.match(str(v)) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+    if not m:
+        return None
+    sign, number, suffix = m.group(1), m.group(2), m.group(3) or ""
+    scale = QUANTITY_SCALE.get(suffix)
+    if scale is None:
+        exp = int(suffix[1:])
+        scale = Fraction(10) ** exp
+    value = Fraction(number) * scale
+    return -value if sign == "-" else value
+
+
+def _resources(errs, path, res):
+    """ValidateContainerResourceRequirements for cpu, memory and ephemeral-storage: quantities
+    that parse and are not negative, each request at most its limit."""
+    parsed = {}
+    for kind in ("limits", "requests"):
+        for name, v in (res.get(kind) or {}).items():
+            q = parse_quantity(v)
+            if q is None:
+                errs.invalid(f"{path}.{kind}[{name}]", v, "quantities must match the regular expression "
+                             "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+            elif q < 0:
+                errs.invalid(f"{path}.{kind}[{name}]", v, "must be greater than or equal to 0")
+            else:
+                parsed[(kind, name)] = q
+    for (kind, name), q in parsed.items():
+        limit = parsed.get(("limits", name))
+        if kind == "requests" and limit is not None and q > limit:
+            errs.invalid(f"{path}.requests[{name}]", res["requests"][name],
+                         f"must be less than or equal to {name} limit of {res['limits'][name]}")
+
+
+def _tolerations(errs, path, tolerations):
+    """ValidateTolerations."""
+    for i, t in enumerate(tolerations or []):
+        tp = f"{path}[{i}]"
+        key, op, value, effect = t.get("key") or "", t.get("operator") or "", t.get("value") or "", t.get("effect") or ""
+        if key:
+            errs.each(f"{tp}.key", key, is_qualified_name(key))
+        if not key and op != "Exists":
+            errs.invalid(f"{tp}.operator", op, 'operator must be Exists when `key` is empty, which means '
+                         '"match all values and all keys"')
+        if t.get("tolerationSeconds") is not None and effect != "NoExecute":
+            errs.invalid(f"{tp}.effect", effect, "effect must be 'NoExecute' when `tolerationSeconds` is set")
+        if op in ("Equal", ""):
+            msgs = is_label_value(value)
+            if msgs:
+                errs.invalid(f"{tp}.operator", value, ";".join(msgs))
+        elif op == "Exists":
+            if value:
+                errs.invalid(f"{tp}.operator", value, "value must be empty when `operator` is 'Exists'")
+        else:
+            errs.not_supported(f"{tp}.operator", op, ["Equal", "Exists"])
+        if effect and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            errs.not_supported(f"{tp}.effect", effect, ["NoExecute", "NoSchedule", "PreferNoSchedule"])
+
+
 def _container(errs, path, c, vols):
     name = c.get("name") or ""
     if not name:
@@ -1049,6 +1116,7 @@ def _container(errs, path, c, vols):
                         errs.required(f"{ep}.valueFrom.{k}.key")
                     else:
                         errs.each(f"{ep}.valueFrom.{k}.key", ref["key"], is_config_map_key(ref["key"]))
+    _resources(errs, f"{path}.resources", c.get("resources") or {})
     for i, ef in enumerate(c.get("envFrom") or []):
         if ef.get("prefix"):
             errs.each(f"{path}.envFrom[{i}].prefix", ef["prefix"], is_env_var_name(ef["prefix"]))
@@ -1107,6 +1175,7 @@ def validate_pod_spec(spec, path, errs):
     for k, v in (spec.get("nodeSelector") or {}).items():
         errs.each(f"{path}.nodeSelector", k, is_qualified_name(k))
         errs.each(f"{path}.nodeSelector", v, is_label_value(v if isinstance(v, str) else str(v)))
+    _tolerations(errs, f"{path}.tolerations", spec.get("tolerations"))
     _security_context(errs, f"{path}.securityContext", spec.get("securityContext"), True)
     sa = spec.get("serviceAccountName")
     if sa:

@@ -950,6 +950,38 @@ class KubeDoubleTest(unittest.TestCase):
         self.assertEqual(node["status"]["conditions"][0]["type"], "Ready")
         self.req("DELETE", "/api/v1/nodes/fast-node")
 
+    def test_tolerations_and_resources_are_validated_like_the_api_server(self):
+        bad = pod("tol", "true", tolerations=[
+            {"operator": "Equal", "value": "x"},
+            {"key": "a", "operator": "Exists", "value": "x"},
+            {"key": "a", "operator": "In"},
+            {"key": "a", "operator": "Exists", "effect": "NoRun"},
+            {"key": "a", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5},
+        ], container={"resources": {"requests": {"memory": "512Mi", "cpu": "lots"}, "limits": {"memory": "256Mi"}}})
+        code, st = self.req("POST", PODS, bad)
+        self.assertEqual((code, st["reason"]), (422, "Invalid"))
+        fields = {}
+        for c in st["details"]["causes"]:
+            fields.setdefault(c["field"], []).append(c["message"])
+        self.assertIn('Invalid value: "Equal": operator must be Exists when `key` is empty, which means '
+                      '"match all values and all keys"', fields["spec.tolerations[0].operator"])
+        self.assertIn('Invalid value: "x": value must be empty when `operator` is \'Exists\'',
+                      fields["spec.tolerations[1].operator"])
+        self.assertIn('Unsupported value: "In": supported values: "Equal", "Exists"', fields["spec.tolerations[2].operator"])
+        self.assertIn('Unsupported value: "NoRun": supported values: "NoExecute", "NoSchedule", "PreferNoSchedule"',
+                      fields["spec.tolerations[3].effect"])
+        self.assertIn("Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set",
+                      fields["spec.tolerations[4].effect"])
+        self.assertIn('Invalid value: "512Mi": must be less than or equal to memory limit of 256Mi',
+                      fields["spec.containers[0].resources.requests[memory]"])
+        self.assertIn("spec.containers[0].resources.requests[cpu]", fields)
+        good = pod("tol-ok", "true", tolerations=[{"operator": "Exists"}, {"key": "a", "value": "b", "effect": "NoExecute",
+                                                                           "tolerationSeconds": 5}],
+                   container={"resources": {"requests": {"memory": "0.5Gi", "cpu": "1500m"},
+                                            "limits": {"memory": "512Mi", "cpu": 2}}})
+        code, st = self.req("POST", PODS, good)
+        self.assertEqual(code, 201, st)
+
     def test_api_validation_of_pods_jobs_and_events(self):
         bad = pod("Bad", "true", nodeName="under_score", nodeSelector={"bad key": "v"},
                   volumes=[{"name": "s", "secret": {"secretName": "", "defaultMode": 0o1000, "items": [

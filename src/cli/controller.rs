@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::controller::pod_settings::PodSettings;
 use crate::controller::{self, LeaderElection, job::WorkerSettings};
 use crate::shutdown::Shutdown;
 
@@ -23,6 +24,11 @@ pub struct ControllerArgs {
     /// imagePullPolicy of the worker container.
     #[arg(long, value_name = "POLICY", env = "IMAGEPUSH_WORKER_IMAGE_PULL_POLICY")]
     pub worker_image_pull_policy: Option<String>,
+    /// YAML file with the worker pods' defaults: resources, tolerations, nodeSelector,
+    /// affinity, priorityClassName, imagePullSecrets, env, labels, annotations (see
+    /// docs/reference.md). An ImagePush's spec.worker chooses within them.
+    #[arg(long, value_name = "FILE", env = "IMAGEPUSH_WORKER_DEFAULTS")]
+    pub worker_defaults: Option<PathBuf>,
     /// A node directory under which hostPath sources are allowed (repeatable; none: hostPath refused).
     #[arg(long = "allowed-host-path-root", value_name = "DIR")]
     pub allowed_host_path_roots: Vec<PathBuf>,
@@ -82,6 +88,16 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> i32 {
             }
         }
     }
+    let pod = match &args.worker_defaults {
+        None => PodSettings::default(),
+        Some(path) => match PodSettings::load(path) {
+            Ok(pod) => pod,
+            Err(why) => {
+                eprintln!("error: --worker-defaults {}: {why}", path.display());
+                return 2;
+            }
+        },
+    };
     let client = match client(&args.kubeconfig).await {
         Ok(c) => c,
         Err(e) => {
@@ -95,6 +111,7 @@ pub async fn run(args: ControllerArgs, shutdown: Shutdown) -> i32 {
             image: args.worker_image,
             image_pull_policy: args.worker_image_pull_policy,
             default_timeout: Duration::from_secs(args.default_timeout.max(1)),
+            pod,
         },
         allowed_host_path_roots: args.allowed_host_path_roots,
         allowed_targets,

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::decide::{self, Facts, Problem, Step};
 use super::observe::controlled_by;
+use super::pod_settings::PodSettings;
 use super::status::{self, reasons};
 use super::{Context, Error, job, knowledge, metrics, validate};
 use crate::crd::{ImagePush, ImagePushStatus, Phase};
@@ -35,8 +36,24 @@ pub struct Act<'a> {
 }
 
 impl Act<'_> {
+    /// The status the step starts from: as read, with the `Suspended` condition as the spec
+    /// now says.
     fn status(&self) -> ImagePushStatus {
-        self.facts.status.clone()
+        let mut st = self.facts.status.clone();
+        status::show_suspension(&mut st, self.facts.suspended, self.generation());
+        if decide::generation_finished(self.facts) {
+            // A new generation that only changed `suspend`: the earlier push stands for it.
+            status::observe(&mut st, self.generation());
+        }
+        st
+    }
+
+    /// A finished push handled this spec and the request the annotation holds (if any).
+    fn handled(&self, st: &mut ImagePushStatus) {
+        st.spec_hash = Some(self.facts.spec_hash.to_string());
+        if let Some(r) = self.facts.requested {
+            st.last_handled_requested_at = Some(r.to_string());
+        }
     }
 
     /// Carries out every step but `Need` and `Create`.
@@ -44,6 +61,21 @@ impl Act<'_> {
         match step {
             Step::Idle => Ok(Action::await_change()),
             Step::Keep => Ok(Action::requeue(self.ctx.config.progress_interval)),
+            Step::Hold { finished } => {
+                let mut st = self.status();
+                if !finished {
+                    status::mark_held(&mut st, self.generation());
+                }
+                if self.write(&st).await? && !status::says_suspended(self.facts.status) {
+                    let note = "spec.suspend is true: the push waits until it is false".into();
+                    self.publish(false, status::SUSPENDED, note).await;
+                }
+                Ok(Action::await_change())
+            }
+            Step::Refresh => {
+                self.write(&self.status()).await?;
+                Ok(Action::await_change())
+            }
             Step::Need(_) | Step::Create { .. } => unreachable!("handled by reconcile"),
             Step::StopOlder { jobs } => self.stop_older(jobs).await,
             Step::WaitForJobs { jobs } => {
@@ -98,7 +130,7 @@ impl Act<'_> {
             }
         }
         let message = format!(
-            "stopping worker job {} of an earlier generation before pushing generation {}",
+            "stopping worker job {} of an earlier generation or push request before pushing generation {}",
             jobs.join(", "),
             self.generation()
         );
@@ -127,6 +159,7 @@ impl Act<'_> {
             st.attempt = None;
         }
         st.next_attempt_time = None;
+        self.handled(&mut st);
         let written = self.flag_status(st, &problem, status::mark_stalled).await?;
         if written {
             if !spec_invalid {
@@ -161,6 +194,7 @@ impl Act<'_> {
         let mut st = self.status();
         st.job_name = Some(job);
         st.next_attempt_time = None;
+        self.handled(&mut st);
         status::apply_success(&mut st, &report, self.generation());
         if self.write(&st).await? {
             count(&self.ctx.metrics, "succeeded");
@@ -212,6 +246,7 @@ impl Act<'_> {
     pub async fn create_job(
         &self,
         target: &PushTarget,
+        pod: &PodSettings,
         attempt: u32,
     ) -> Result<Result<String, Step>, Error> {
         let (ctx, ip) = (self.ctx, self.ip);
@@ -225,8 +260,8 @@ impl Act<'_> {
             .host_path
             .as_ref()
             .and_then(|hp| validate::host_path_root(&hp.path, roots));
-        let job =
-            job::build(ip, self.generation(), attempt, &ctx.config.worker, &sources, host_root);
+        let settings = &ctx.config.worker;
+        let job = job::build(ip, self.generation(), attempt, settings, pod, &sources, host_root);
         let name = job.metadata.name.clone().unwrap_or_default();
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
         let params =

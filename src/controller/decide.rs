@@ -9,7 +9,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::facts::{ContainerState, EventFacts, Finished, JobFacts, PodFacts, WorkerFacts};
-use super::status::reasons;
+use super::job::round;
+use super::status::{reasons, says_suspended};
 use super::validate::Invalid;
 use crate::crd::{ImagePushStatus, Phase};
 use crate::push::progress::ProgressLine;
@@ -111,6 +112,13 @@ pub struct Facts<'a> {
     pub target: &'a str,
     /// The ImagePush is being deleted.
     pub deleting: bool,
+    /// `spec.suspend`: start nothing new.
+    pub suspended: bool,
+    /// Its `imagepush.dev/requested-at` annotation: a value the status has not handled asks
+    /// for the current spec to be pushed again.
+    pub requested: Option<&'a str>,
+    /// A hash of the spec but `suspend` (`spec_hash`).
+    pub spec_hash: &'a str,
     pub status: &'a ImagePushStatus,
     /// The spec checks that need no API call.
     pub valid: Result<(), Invalid>,
@@ -143,6 +151,12 @@ pub enum Step {
     NotStarting { job: String, problem: Problem },
     /// Start attempt `attempt` of this generation.
     Create { attempt: u32 },
+    /// A push would start, but `spec.suspend` holds it back. `finished`: the generation was
+    /// pushed (or failed for good) before, and the push held back is a request to push again.
+    Hold { finished: bool },
+    /// Nothing to push, but the status is behind the spec: its `Suspended` condition, or the
+    /// generation (a new one that only changed `suspend`).
+    Refresh,
     /// Nothing new: a worker already reported as unable to start is still not running (a
     /// replacement pod that nobody has reported on yet says nothing new). Look again later.
     Keep,
@@ -155,20 +169,59 @@ pub enum Step {
     RetryAt { job: String, attempt: u32, problem: Problem, at: Timestamp, delete: Option<String> },
 }
 
-/// The generation is finished: pushed, or failed for good.
-fn finished(status: &ImagePushStatus, generation: i64) -> bool {
-    status.observed_generation == Some(generation)
-        && matches!(status.phase, Some(Phase::Succeeded) | Some(Phase::Failed))
+/// The generation was pushed, or failed for good: it, or an earlier one with the same spec
+/// but `suspend`.
+pub fn generation_finished(f: &Facts) -> bool {
+    let same = f.status.observed_generation == Some(f.generation)
+        || f.status.spec_hash.as_deref() == Some(f.spec_hash);
+    same && matches!(f.status.phase, Some(Phase::Succeeded) | Some(Phase::Failed))
+}
+
+/// The generation is finished and no push of it was requested since.
+fn finished(f: &Facts) -> bool {
+    generation_finished(f)
+        && (f.requested.is_none() || f.status.last_handled_requested_at.as_deref() == f.requested)
 }
 
 pub fn decide(f: &Facts) -> Step {
-    if f.deleting || finished(f.status, f.generation) {
+    match next(f) {
+        Step::Create { .. } if f.suspended => Step::Hold { finished: generation_finished(f) },
+        Step::Idle
+            if !f.deleting
+                && (says_suspended(f.status) != f.suspended
+                    || f.status.observed_generation != Some(f.generation)) =>
+        {
+            Step::Refresh
+        }
+        step => step,
+    }
+}
+
+/// A hash of everything in `spec` that says what to push and how: all of it but `suspend`.
+pub fn spec_hash(spec: &crate::crd::ImagePushSpec) -> String {
+    use sha2::Digest as _;
+    let mut spec = spec.clone();
+    spec.suspend = false;
+    let json = serde_json::to_vec(&spec).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&json)[..8])
+}
+
+/// The next step as if the ImagePush were not suspended.
+fn next(f: &Facts) -> Step {
+    if f.deleting || finished(f) {
         return Step::Idle;
     }
     let Some(jobs) = &f.jobs else { return Step::Need(Need::Jobs) };
-    // Older generations first: even an invalid new spec must stop an older push.
-    let older: Vec<&JobFacts> =
-        jobs.iter().filter(|j| j.generation < f.generation && j.finished.is_none()).collect();
+    let round = round(f.requested);
+    // Older generations and requests first: even an invalid new spec must stop an older push.
+    let older: Vec<&JobFacts> = jobs
+        .iter()
+        .filter(|j| {
+            j.finished.is_none()
+                && (j.generation < f.generation
+                    || (j.generation == f.generation && j.round != round))
+        })
+        .collect();
     let running: Vec<String> =
         older.iter().filter(|j| !j.deleting).map(|j| j.name.clone()).collect();
     if !running.is_empty() {
@@ -193,7 +246,9 @@ pub fn decide(f: &Facts) -> Step {
         let problem = Problem::new(invalid.reason, invalid.message.clone());
         return Step::Stall { problem, delete: None, spec_invalid: true };
     }
-    let Some(job) = current_job(jobs, f.generation) else { return before_the_first_job(f) };
+    let Some(job) = current_job(jobs, f.generation, round.as_deref()) else {
+        return before_the_first_job(f);
+    };
     if job.deleting && job.finished.is_none() {
         return Step::WaitForJobs { jobs: vec![job.name.clone()] };
     }
@@ -242,9 +297,15 @@ fn stopping_too_long(job: &JobFacts, now: Timestamp) -> bool {
     job.deleting_since.is_some_and(|since| elapsed(since, now) > STOPPING_TOO_LONG)
 }
 
-/// The newest attempt's Job of `generation`.
-pub fn current_job(jobs: &[JobFacts], generation: i64) -> Option<&JobFacts> {
-    jobs.iter().filter(|j| j.generation == generation).max_by_key(|j| j.attempt)
+/// The newest attempt's Job of `generation` and push request `round`.
+pub fn current_job<'a>(
+    jobs: &'a [JobFacts],
+    generation: i64,
+    round: Option<&str>,
+) -> Option<&'a JobFacts> {
+    jobs.iter()
+        .filter(|j| j.generation == generation && j.round.as_deref() == round)
+        .max_by_key(|j| j.attempt)
 }
 
 fn ready_condition(

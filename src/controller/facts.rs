@@ -19,6 +19,8 @@ pub struct JobFacts {
     pub name: String,
     pub uid: String,
     pub generation: i64,
+    /// The push request it serves (`job::round`), `None` for none.
+    pub round: Option<String>,
     pub attempt: u32,
     /// `Complete` or `Failed` is True (pods are done: the Job controller writes these only
     /// once its pods have terminated).
@@ -101,6 +103,7 @@ pub fn job_facts(job: &Job) -> JobFacts {
         name: job.name_any(),
         uid: job.uid().unwrap_or_default(),
         generation: label(job::LABEL_GENERATION).unwrap_or(0),
+        round: job.labels().get(job::LABEL_REQUEST).cloned(),
         attempt: label(job::LABEL_ATTEMPT).map(|a: i64| a as u32).unwrap_or(1),
         finished,
         deleting: job.metadata.deletion_timestamp.is_some(),

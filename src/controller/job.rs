@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use sha2::Digest as _;
 
+use super::pod_settings::{PodSettings, Reserved};
 use crate::crd::{CaSource, ImagePush, ImagePushSpec, LocalObjectReference};
 use crate::worker::WorkerCommand;
 
@@ -28,6 +29,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "imagepush.dev/name";
 pub const LABEL_GENERATION: &str = "imagepush.dev/generation";
 pub const LABEL_ATTEMPT: &str = "imagepush.dev/attempt";
+/// The push request (`imagepush.dev/requested-at`) a Job serves, as [`round`] names it.
+pub const LABEL_REQUEST: &str = "imagepush.dev/request";
 
 /// The worker's container; the controller reads its state and log by this name, whatever
 /// other containers (an injected sidecar) the pod has.
@@ -54,15 +57,46 @@ pub struct WorkerSettings {
     pub image_pull_policy: Option<String>,
     /// Push timeout (the Job's activeDeadlineSeconds) when the spec gives none.
     pub default_timeout: Duration,
+    /// The admin's defaults for the pod (`--worker-defaults`); `spec.worker` chooses within.
+    pub pod: PodSettings,
 }
 
-/// A DNS-label-safe name: `<name>-<gen>-<attempt>-<uid>` where `<uid>` is the first five
-/// hex digits of the ImagePush's uid, shortened with a hash when too long (a Job name must
-/// leave room for the pod suffix). The uid keeps a deleted and re-created ImagePush (or one
-/// whose old Jobs were orphaned) from colliding with Jobs it does not own.
-pub fn job_name(name: &str, uid: &str, generation: i64, attempt: u32) -> String {
+/// The labels, annotations and variables the operator sets on every worker pod, which the
+/// admin's defaults may not set.
+pub fn reserved() -> Reserved {
+    Reserved {
+        labels: vec![LABEL_MANAGED_BY, LABEL_NAME, LABEL_GENERATION, LABEL_ATTEMPT, LABEL_REQUEST],
+        annotations: POD_ANNOTATIONS.iter().map(|(k, _)| *k).collect(),
+        env_prefix: "IMAGEPUSH_",
+    }
+}
+
+/// Which push request a Job serves: the first six hex digits of the SHA-256 of the
+/// `imagepush.dev/requested-at` value (`None` without the annotation). Each new value is a new
+/// round of Jobs for the same generation.
+pub fn round(requested: Option<&str>) -> Option<String> {
+    requested.map(|r| hex::encode(&sha2::Sha256::digest(r.as_bytes())[..3]))
+}
+
+/// The ImagePush's `imagepush.dev/requested-at` annotation.
+pub fn requested(ip: &ImagePush) -> Option<&str> {
+    ip.metadata.annotations.as_ref()?.get(super::status::REQUESTED_AT).map(String::as_str)
+}
+
+/// A DNS-label-safe name: `<name>-<gen>[r<round>]-<attempt>-<uid>` where `<uid>` is the first
+/// five hex digits of the ImagePush's uid, shortened with a hash when too long (a Job name
+/// must leave room for the pod suffix). The uid keeps a deleted and re-created ImagePush (or
+/// one whose old Jobs were orphaned) from colliding with Jobs it does not own.
+pub fn job_name(
+    name: &str,
+    uid: &str,
+    generation: i64,
+    round: Option<&str>,
+    attempt: u32,
+) -> String {
     let uid: String = uid.chars().filter(char::is_ascii_hexdigit).take(5).collect();
-    let suffix = format!("-{generation}-{attempt}-{}", uid.to_ascii_lowercase());
+    let round = round.map(|r| format!("r{r}")).unwrap_or_default();
+    let suffix = format!("-{generation}{round}-{attempt}-{}", uid.to_ascii_lowercase());
     let max = 52;
     if name.len() + suffix.len() <= max {
         return format!("{name}{suffix}");
@@ -102,13 +136,13 @@ impl Mounts {
 }
 
 /// Where the layout is: the volume holding it is mounted at `root`; the layout is `dir`, at
-/// or below it. A hostPath layout also says which node(s) the worker must run on.
+/// or below it. A hostPath layout may name the node the worker must run on (its node
+/// selector is merged into the pod's by `PodSettings::resolve`).
 struct LayoutSource {
     volume: Volume,
     root: String,
     dir: String,
     node_name: Option<String>,
-    node_selector: Option<BTreeMap<String, String>>,
 }
 
 fn layout_source(spec: &ImagePushSpec, host_root: Option<&Path>) -> LayoutSource {
@@ -130,7 +164,6 @@ fn layout_source(spec: &ImagePushSpec, host_root: Option<&Path>) -> LayoutSource
             root,
             dir: hp.path.clone(),
             node_name: hp.node_name.clone(),
-            node_selector: hp.node_selector.clone(),
         };
     }
     let pvc = spec.source.persistent_volume_claim.as_ref();
@@ -149,7 +182,6 @@ fn layout_source(spec: &ImagePushSpec, host_root: Option<&Path>) -> LayoutSource
         root: LAYOUT_MOUNT.to_string(),
         dir,
         node_name: None,
-        node_selector: None,
     }
 }
 
@@ -228,7 +260,7 @@ fn volumes_and_args(spec: &ImagePushSpec, layout: LayoutSource) -> (Mounts, Vec<
     (m, args)
 }
 
-fn env(known_sources: &str) -> Vec<EnvVar> {
+fn env(known_sources: &str, extra: &[EnvVar]) -> Vec<EnvVar> {
     let var = |name: &str, value: &str| EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -240,12 +272,14 @@ fn env(known_sources: &str) -> Vec<EnvVar> {
     }
     env.push(var("IMAGEPUSH_LOG", "info"));
     env.push(var("IMAGEPUSH_LOG_FORMAT", "json"));
+    env.extend(extra.iter().cloned());
     env
 }
 
 /// The `push` container: the image's binary, no privileges, a read-only root.
 fn container(
     settings: &WorkerSettings,
+    resources: ResourceRequirements,
     args: Vec<String>,
     env: Vec<EnvVar>,
     mounts: Vec<VolumeMount>,
@@ -260,14 +294,7 @@ fn container(
         volume_mounts: Some(mounts),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("100m".into())),
-                ("memory".to_string(), Quantity("64Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
-            ..Default::default()
-        }),
+        resources: Some(resources),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -300,11 +327,18 @@ fn pod_security_context() -> PodSecurityContext {
 
 /// Annotations that keep service meshes from injecting a sidecar: a Job whose pod keeps a
 /// sidecar running never completes.
-fn pod_annotations() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("sidecar.istio.io/inject".to_string(), "false".to_string()),
-        ("linkerd.io/inject".to_string(), "disabled".to_string()),
-    ])
+const POD_ANNOTATIONS: [(&str, &str); 2] =
+    [("sidecar.istio.io/inject", "false"), ("linkerd.io/inject", "disabled")];
+
+/// The admin's annotations, then the operator's.
+fn pod_annotations(pod: &PodSettings) -> BTreeMap<String, String> {
+    let mut out = pod.annotations.clone();
+    out.extend(POD_ANNOTATIONS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    out
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
 }
 
 /// Fails the Job at once on the exit codes no retry can fix; a disrupted pod (evicted,
@@ -343,19 +377,26 @@ pub fn build(
     generation: i64,
     attempt: u32,
     settings: &WorkerSettings,
+    pod: &PodSettings,
     known_sources: &str,
     host_root: Option<&Path>,
 ) -> Job {
     let name = ip.metadata.name.clone().unwrap_or_default();
     let uid = ip.metadata.uid.clone().unwrap_or_default();
-    let labels = BTreeMap::from([
+    let mut labels = pod.labels.clone();
+    labels.extend([
         (LABEL_MANAGED_BY.to_string(), "imagepush".to_string()),
         (LABEL_NAME.to_string(), name_label(&name)),
         (LABEL_GENERATION.to_string(), generation.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
+    let round = round(requested(ip));
+    if let Some(r) = &round {
+        labels.insert(LABEL_REQUEST.to_string(), r.clone());
+    }
     let layout = layout_source(&ip.spec, host_root);
-    let (node_name, node_selector) = (layout.node_name.clone(), layout.node_selector.clone());
+    // The source's node selector is in `pod`'s, merged with the admin's.
+    let node_name = layout.node_name.clone();
     let (mounts, args) = volumes_and_args(&ip.spec, layout);
     let timeout = ip
         .spec
@@ -363,20 +404,26 @@ pub fn build(
         .as_deref()
         .and_then(super::validate::parse_duration)
         .unwrap_or(settings.default_timeout);
-    let pod = PodSpec {
+    let container =
+        container(settings, pod.requirements(), args, env(known_sources, &pod.env), mounts.mounts);
+    let pod_spec = PodSpec {
         restart_policy: Some("Never".into()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         node_name,
-        node_selector,
+        node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
+        affinity: pod.affinity.clone(),
+        tolerations: non_empty(pod.tolerations.clone()),
+        priority_class_name: pod.priority_class_name.clone(),
+        image_pull_secrets: non_empty(pod.image_pull_secrets.clone()),
         security_context: Some(pod_security_context()),
-        containers: vec![container(settings, args, env(known_sources), mounts.mounts)],
+        containers: vec![container],
         volumes: Some(mounts.volumes),
         ..Default::default()
     };
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&name, &uid, generation, attempt)),
+            name: Some(job_name(&name, &uid, generation, round.as_deref(), attempt)),
             namespace: ip.metadata.namespace.clone(),
             labels: Some(labels.clone()),
             owner_references: ip.controller_owner_ref(&()).map(|o| vec![o]),
@@ -391,10 +438,10 @@ pub fn build(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: Some(pod_annotations()),
+                    annotations: Some(pod_annotations(pod)),
                     ..Default::default()
                 }),
-                spec: Some(pod),
+                spec: Some(pod_spec),
             },
             ..Default::default()
         }),
@@ -423,6 +470,8 @@ mod tests {
                 connection: Some(Connection { plain_http: true, ..Default::default() }),
                 max_concurrent_uploads: Some(3),
                 timeout: Some("10m".into()),
+                worker: None,
+                suspend: false,
             },
         );
         ip.metadata.namespace = Some("ns".into());
@@ -435,6 +484,7 @@ mod tests {
             image: "imagepush:test".into(),
             image_pull_policy: None,
             default_timeout: Duration::from_secs(3600),
+            pod: PodSettings::default(),
         }
     }
 
@@ -448,7 +498,15 @@ mod tests {
             host_path: None,
             reference: Some("v1".into()),
         };
-        let job = build(&ip(source), 3, 1, &settings(), r#"{"sha256:x":["reg/a"]}"#, None);
+        let job = build(
+            &ip(source),
+            3,
+            1,
+            &settings(),
+            &PodSettings::default(),
+            r#"{"sha256:x":["reg/a"]}"#,
+            None,
+        );
         assert_eq!(job.metadata.name.as_deref(), Some("app-3-1-0a1b2"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -523,8 +581,64 @@ mod tests {
         assert!(mounts.iter().filter(|m| m.name != "tmp").all(|m| m.read_only == Some(true)));
         let env = c.env.as_ref().unwrap();
         assert!(env.iter().any(|e| e.name == "IMAGEPUSH_KNOWN_SOURCES"));
+        // Without defaults: the built-in resources, nothing else placed.
+        let r = c.resources.as_ref().unwrap();
+        assert_eq!(r.requests.as_ref().unwrap()["memory"], Quantity("64Mi".into()));
+        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("256Mi".into()));
+        assert!(pod.tolerations.is_none() && pod.node_selector.is_none() && pod.affinity.is_none());
+        assert!(pod.image_pull_secrets.is_none() && pod.priority_class_name.is_none());
         // No credential material in the Job itself.
         assert!(!serde_json::to_string(&pod.containers).unwrap().contains("password"));
+    }
+
+    #[test]
+    fn the_admins_settings_shape_the_pod_and_never_replace_the_operators() {
+        let source = Source {
+            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
+            host_path: None,
+            reference: None,
+        };
+        let pod: PodSettings = serde_json::from_value(serde_json::json!({
+            "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"}],
+            "nodeSelector": {"pool": "builds"},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "arch", "operator": "In", "values": ["amd64"]}]}]}}},
+            "priorityClassName": "batch-low",
+            "imagePullSecrets": [{"name": "mirror-pull"}],
+            "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+            "labels": {"team": "platform"},
+            "annotations": {"cost-center": "42"}
+        }))
+        .unwrap();
+        let job = build(&ip(source), 1, 1, &settings(), &pod, "", None);
+        assert_eq!(job.metadata.labels.as_ref().unwrap()["team"], "platform");
+        let spec = job.spec.unwrap();
+        let meta = spec.template.metadata.unwrap();
+        let labels = meta.labels.unwrap();
+        assert_eq!(
+            (labels["team"].as_str(), labels[LABEL_MANAGED_BY].as_str()),
+            ("platform", "imagepush")
+        );
+        let annotations = meta.annotations.unwrap();
+        assert_eq!(annotations["cost-center"], "42");
+        assert_eq!(annotations["sidecar.istio.io/inject"], "false");
+        let p = spec.template.spec.unwrap();
+        assert_eq!(p.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(p.node_selector.unwrap()["pool"], "builds");
+        assert!(p.affinity.unwrap().node_affinity.is_some());
+        assert_eq!(p.priority_class_name.as_deref(), Some("batch-low"));
+        assert_eq!(p.image_pull_secrets.unwrap()[0].name, "mirror-pull");
+        let c = &p.containers[0];
+        let names: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["IMAGEPUSH_LOG", "IMAGEPUSH_LOG_FORMAT", "HTTPS_PROXY"]);
+        let r = c.resources.as_ref().unwrap();
+        assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("1".into()));
+        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("1Gi".into()));
+        // The hardening is the operator's whatever the settings.
+        assert_eq!(p.automount_service_account_token, Some(false));
+        assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+        assert_eq!(p.security_context.unwrap().run_as_user, Some(65532));
     }
 
     #[test]
@@ -537,7 +651,7 @@ mod tests {
         let mut ip = ip(source);
         ip.spec.mirror = true;
         ip.spec.target = "reg.example.com/mirror".into();
-        let job = build(&ip, 1, 1, &settings(), "", None);
+        let job = build(&ip, 1, 1, &settings(), &PodSettings::default(), "", None);
         let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
         assert!(args.iter().any(|a| a == "--mirror"), "{args:?}");
         assert_eq!(&args[args.len() - 2..], ["/layout", "reg.example.com/mirror"]);
@@ -554,7 +668,9 @@ mod tests {
             }),
             reference: None,
         };
-        let job = build(&ip(source), 1, 2, &settings(), "", Some(Path::new("/var/lib/images")));
+        let pod = PodSettings::default();
+        let job =
+            build(&ip(source), 1, 2, &settings(), &pod, "", Some(Path::new("/var/lib/images")));
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.node_name.as_deref(), Some("node-7"));
         let hp = pod
@@ -588,15 +704,23 @@ mod tests {
     #[test]
     fn job_names_fit_and_are_stable() {
         let uid = "7F3A9c01-2b3c-4d5e-8f00-aabbccddeeff";
-        assert_eq!(job_name("app", uid, 1, 1), "app-1-1-7f3a9");
+        assert_eq!(job_name("app", uid, 1, None, 1), "app-1-1-7f3a9");
         // A re-created ImagePush (new uid) never collides with its predecessor's Jobs.
-        assert_ne!(job_name("app", "0c3a9c01-0000", 1, 1), job_name("app", uid, 1, 1));
+        assert_ne!(job_name("app", "0c3a9c01-0000", 1, None, 1), job_name("app", uid, 1, None, 1));
         let long = "a".repeat(80);
-        let n = job_name(&long, uid, 12, 3);
+        let n = job_name(&long, uid, 12, None, 3);
         assert!(n.len() <= 52, "{n}");
         assert!(n.ends_with("-12-3-7f3a9"));
-        assert_eq!(n, job_name(&long, uid, 12, 3));
-        assert_ne!(job_name(&format!("{long}b"), uid, 12, 3), n);
+        assert_eq!(n, job_name(&long, uid, 12, None, 3));
+        assert_ne!(job_name(&format!("{long}b"), uid, 12, None, 3), n);
+        // A push request (imagepush.dev/requested-at) is its own round of Jobs.
+        let first = round(Some("2026-11-30T10:00:00Z")).unwrap();
+        assert_eq!(first.len(), 6);
+        assert_ne!(round(Some("2026-11-30T10:05:00Z")), Some(first.clone()));
+        assert_eq!(round(None), None);
+        assert_eq!(job_name("app", uid, 2, Some(&first), 1), format!("app-2r{first}-1-7f3a9"));
+        let n = job_name(&long, uid, 12, Some(&first), 3);
+        assert!(n.len() <= 52 && n.ends_with(&format!("-12r{first}-3-7f3a9")), "{n}");
         for name in [n.as_str(), &name_label(&long), &name_label("app")] {
             assert!(super::super::names::dns_label(name).is_ok(), "{name}");
         }

@@ -16,7 +16,9 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 mod observe;
+pub mod pod_settings;
 pub mod policy;
+mod quantity;
 mod reconcile;
 pub mod status;
 pub mod validate;
@@ -79,6 +81,15 @@ pub const DRAIN: Duration = Duration::from_millis(750);
 /// Runs until `shutdown` is requested: serves metrics, and reconciles (as the leader, with
 /// leader election). On shutdown the reconciles in flight get `DRAIN` to finish, then a
 /// leader releases its Lease, so a standby takes over at once.
+/// What a reconcile is triggered by: the generation and the push request annotation.
+fn trigger_key(ip: &ImagePush) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(ip).hash(&mut h);
+    job::requested(ip).hash(&mut h);
+    Some(h.finish())
+}
+
 pub async fn run(
     client: Client,
     config: Config,
@@ -120,15 +131,15 @@ async fn run_controller(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    // Spec changes (a new generation) trigger a reconcile; status writes, the controller's
-    // own output, do not: a reconcile that wrote status is not run again at once for it.
-    // (Owned Jobs and the requeue timers trigger the rest.)
+    // Spec changes (a new generation) and push requests trigger a reconcile; status writes,
+    // the controller's own output, do not: a reconcile that wrote status is not run again at
+    // once for it. (Owned Jobs and the requeue timers trigger the rest.)
     let (store, writer) = reflector::store();
     let trigger = watcher(pushes, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(trigger_key, Default::default());
     let controller = Controller::for_stream(trigger, store)
         .owns(
             jobs,

@@ -25,7 +25,7 @@ pub fn controlled_by(job: &Job, ip: &ImagePush) -> bool {
 }
 
 /// The ImagePush's worker Jobs of every generation: by label, controlled by it, and named
-/// as the controller names them for their generation and attempt.
+/// as the controller names them for their generation, push request and attempt.
 pub async fn owned_jobs(ctx: &Context, ip: &ImagePush, ns: &str) -> Result<Vec<JobFacts>, Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let name = ip.name_any();
@@ -36,7 +36,9 @@ pub async fn owned_jobs(ctx: &Context, ip: &ImagePush, ns: &str) -> Result<Vec<J
         .iter()
         .filter(|j| controlled_by(j, ip))
         .map(facts::job_facts)
-        .filter(|f| f.name == job::job_name(&name, &uid, f.generation, f.attempt))
+        .filter(|f| {
+            f.name == job::job_name(&name, &uid, f.generation, f.round.as_deref(), f.attempt)
+        })
         .collect())
 }
 

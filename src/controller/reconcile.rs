@@ -31,18 +31,24 @@ pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, 
 async fn once(ip: &ImagePush, ctx: &Context) -> Result<Result<Action, ImagePush>, Error> {
     let ns = ip.namespace().ok_or(Error::MissingField("ImagePush", "metadata.namespace"))?;
     let status = ip.status.clone().unwrap_or_default();
-    let target = validate::validate_with(
+    let spec_hash = decide::spec_hash(&ip.spec);
+    // The target, and the worker pod's settings within the admin's defaults.
+    let valid = validate::validate_with(
         &ip.spec,
         &ctx.config.allowed_host_path_roots,
         &ctx.config.allowed_targets,
-    );
+    )
+    .and_then(|target| Ok((target, ctx.config.worker.pod.resolve(&ip.spec)?)));
     let mut facts = Facts {
         namespace: &ns,
         generation: ip.metadata.generation.unwrap_or(1),
         target: &ip.spec.target,
         deleting: ip.metadata.deletion_timestamp.is_some(),
+        suspended: ip.spec.suspend,
+        requested: super::job::requested(ip),
+        spec_hash: &spec_hash,
         status: &status,
-        valid: target.as_ref().map(|_| ()).map_err(Clone::clone),
+        valid: valid.as_ref().map(|_| ()).map_err(Clone::clone),
         jobs: None,
         dependencies: None,
         worker: None,
@@ -59,8 +65,8 @@ async fn once(ip: &ImagePush, ctx: &Context) -> Result<Result<Action, ImagePush>
                     return Ok(Err(fresh));
                 }
                 let act = Act { ctx, ip, facts: &facts };
-                let target = target.as_ref().expect("decide creates only for a valid spec");
-                match act.create_job(target, attempt).await? {
+                let (target, pod) = valid.as_ref().expect("decide creates only for a valid spec");
+                match act.create_job(target, pod, attempt).await? {
                     Ok(name) => return act.started(&name, attempt).await.map(Ok),
                     Err(refusal) => refusal,
                 }
@@ -91,7 +97,8 @@ async fn gather(
         Need::Dependencies => facts.dependencies = Some(observe::dependencies(ctx, ip, ns).await?),
         Need::Worker => {
             let jobs = facts.jobs.as_deref().unwrap_or_default();
-            let job = decide::current_job(jobs, facts.generation)
+            let round = super::job::round(facts.requested);
+            let job = decide::current_job(jobs, facts.generation, round.as_deref())
                 .expect("decide asks for the worker of a Job");
             facts.worker = Some(observe::worker(ctx, ns, job).await?);
         }

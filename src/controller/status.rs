@@ -25,6 +25,9 @@ pub const MAX_STATUS_MOUNTS: usize = 256;
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+pub const SUSPENDED: &str = "Suspended";
+/// The annotation whose new value pushes the current spec again.
+pub const REQUESTED_AT: &str = "imagepush.dev/requested-at";
 
 /// Condition reasons the controller sets itself (the push's own reasons come from the report).
 pub mod reasons {
@@ -150,6 +153,41 @@ pub fn mark_waiting(status: &mut ImagePushStatus, reason: &str, message: &str, g
     mark_stalled(status, reason, message, generation);
     status.phase = Some(crate::crd::Phase::Pending);
     status.observed_generation = finished_before;
+}
+
+/// The `Suspended` condition as `spec.suspend` says: True while suspended, absent otherwise.
+pub fn show_suspension(status: &mut ImagePushStatus, suspended: bool, generation: i64) {
+    if suspended {
+        let message = "spec.suspend is true: no push starts until it is false";
+        set_condition(&mut status.conditions, SUSPENDED, true, SUSPENDED, message, generation);
+    } else {
+        remove_condition(&mut status.conditions, SUSPENDED);
+    }
+}
+
+/// The status (and its conditions) stand for `generation`.
+pub fn observe(status: &mut ImagePushStatus, generation: i64) {
+    status.observed_generation = Some(generation);
+    for c in &mut status.conditions {
+        c.observed_generation = Some(generation);
+    }
+}
+
+/// Whether the status says the ImagePush is suspended.
+pub fn says_suspended(status: &ImagePushStatus) -> bool {
+    condition(status, SUSPENDED).is_some_and(|c| c.status == "True")
+}
+
+/// A push that would start now is held back: Ready False (Suspended), not reconciling, not
+/// stalled, the generation not finished.
+pub fn mark_held(status: &mut ImagePushStatus, generation: i64) {
+    show_suspension(status, true, generation);
+    let message = "no push starts while spec.suspend is true";
+    set_condition(&mut status.conditions, READY, false, SUSPENDED, message, generation);
+    remove_condition(&mut status.conditions, RECONCILING);
+    remove_condition(&mut status.conditions, STALLED);
+    status.phase = Some(crate::crd::Phase::Pending);
+    status.next_attempt_time = None;
 }
 
 /// `blobs 3/8, 120.0/512.0 MiB`
@@ -490,5 +528,28 @@ mod tests {
         assert_eq!(condition(&s, STALLED).unwrap().reason, "AuthenticationFailed");
         assert!(condition(&s, RECONCILING).is_none());
         assert_eq!(s.phase, Some(crate::crd::Phase::Failed));
+    }
+
+    #[test]
+    fn a_held_push_is_pending_and_suspended_until_resumed() {
+        let mut s = ImagePushStatus::default();
+        mark_reconciling(&mut s, reasons::RETRYING, "again", 3);
+        s.next_attempt_time = Some(now());
+        mark_held(&mut s, 3);
+        assert!(says_suspended(&s));
+        assert_eq!(condition(&s, READY).unwrap().reason, SUSPENDED);
+        assert!(condition(&s, RECONCILING).is_none() && condition(&s, STALLED).is_none());
+        assert_eq!(
+            (s.phase, s.next_attempt_time.clone()),
+            (Some(crate::crd::Phase::Pending), None)
+        );
+        show_suspension(&mut s, false, 3);
+        assert!(!says_suspended(&s) && condition(&s, SUSPENDED).is_none());
+        // Shown on a pushed generation, Ready is left alone.
+        let mut s = ImagePushStatus::default();
+        set_condition(&mut s.conditions, READY, true, reasons::PUSHED, "pushed", 3);
+        show_suspension(&mut s, true, 3);
+        assert_eq!(condition(&s, READY).unwrap().status, "True");
+        assert_eq!(condition(&s, SUSPENDED).unwrap().status, "True");
     }
 }

@@ -68,6 +68,25 @@ The worker Jobs' image: the controller's own image unless worker.image says othe
 {{- end }}
 
 {{/*
+The worker pods' defaults, as the controller's --worker-defaults file reads them.
+*/}}
+{{- define "imagepush.workerDefaults" -}}
+{{- $w := .Values.worker }}
+{{- $pull := list }}
+{{- range $w.imagePullSecrets }}
+{{- $pull = append $pull (dict "name" (toString .)) }}
+{{- end }}
+{{- $out := dict "resources" ($w.resources | default dict) "tolerations" ($w.tolerations | default list) "nodeSelector" ($w.nodeSelector | default dict) "imagePullSecrets" $pull "env" ($w.env | default list) "labels" ($w.labels | default dict) "annotations" ($w.annotations | default dict) }}
+{{- with $w.affinity }}
+{{- $_ := set $out "affinity" . }}
+{{- end }}
+{{- with $w.priorityClassName }}
+{{- $_ := set $out "priorityClassName" . }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
 "true" when the replicas must elect a leader: always with more than one replica.
 */}}
 {{- define "imagepush.leaderElection" -}}

@@ -18,6 +18,7 @@ fn job(generation: i64, attempt: u32) -> JobFacts {
         name: format!("app-{generation}-{attempt}-0a1b2"),
         uid: format!("job-uid-{generation}-{attempt}"),
         generation,
+        round: None,
         attempt,
         finished: None,
         deleting: false,
@@ -93,6 +94,8 @@ struct Case {
     deps: Option<Dependencies>,
     worker: Option<WorkerFacts>,
     deleting: bool,
+    suspended: bool,
+    requested: Option<&'static str>,
 }
 
 fn case() -> Case {
@@ -106,6 +109,8 @@ fn case() -> Case {
         }),
         worker: None,
         deleting: false,
+        suspended: false,
+        requested: None,
     }
 }
 
@@ -129,6 +134,9 @@ impl Case {
             generation: 2,
             target: "reg/app:v1",
             deleting: self.deleting,
+            suspended: self.suspended,
+            requested: self.requested,
+            spec_hash: "spec-2",
             status: &self.status,
             valid: self.valid.clone(),
             jobs: self.jobs.clone(),
@@ -649,4 +657,149 @@ fn refused_jobs_stall_or_wait_with_the_server_message() {
     for transient in [429, 500, 503, 504] {
         assert_eq!(job_create_refused(transient, "busy"), None, "{transient}");
     }
+}
+
+fn pushed(generation: i64, handled: Option<&str>, suspended: bool) -> ImagePushStatus {
+    let mut st = ImagePushStatus {
+        observed_generation: Some(generation),
+        phase: Some(Phase::Succeeded),
+        last_handled_requested_at: handled.map(String::from),
+        ..Default::default()
+    };
+    crate::controller::status::show_suspension(&mut st, suspended, generation);
+    st
+}
+
+/// A Job of generation 2 serving push request `value`.
+fn requested_job(value: &str, attempt: u32) -> JobFacts {
+    JobFacts { round: round(Some(value)), ..job(2, attempt) }
+}
+
+#[test]
+fn a_new_requested_at_value_pushes_the_finished_generation_again() {
+    // Handled, or never asked: nothing to do.
+    for (requested, handled) in [(None, None), (None, Some("t1")), (Some("t1"), Some("t1"))] {
+        let mut c = case();
+        c.jobs = None;
+        c.requested = requested;
+        c.status = pushed(2, handled, false);
+        assert_eq!(c.decide(), Step::Idle, "{requested:?} {handled:?}");
+    }
+    // A value the status has not handled: a new round of Jobs, from attempt 1, even though
+    // the generation's earlier Jobs (no request, or an older one) finished.
+    let mut c = case().jobs(vec![finished_job(2, 3, true, "CompletionsReached", 60)]);
+    c.requested = Some("t2");
+    c.status = pushed(2, Some("t1"), false);
+    assert_eq!(c.decide(), Step::Create { attempt: 1 });
+    let mut c = case().jobs(vec![JobFacts {
+        finished: Some(Finished { succeeded: true, reason: String::new(), at: Some(t0()) }),
+        ..requested_job("t1", 1)
+    }]);
+    c.requested = Some("t2");
+    c.status = pushed(2, Some("t1"), false);
+    assert_eq!(c.decide(), Step::Create { attempt: 1 });
+    // The round's own Job is the current one.
+    let mut c = case().jobs(vec![requested_job("t2", 1)]);
+    c.requested = Some("t2");
+    c.status = pushed(2, Some("t1"), false);
+    assert_eq!(c.decide(), Step::Need(Need::Worker));
+    // A push of an earlier request still running is stopped first, like an older generation.
+    let mut c = case().jobs(vec![requested_job("t1", 1)]);
+    c.requested = Some("t2");
+    c.status = ImagePushStatus { phase: Some(Phase::Running), ..Default::default() };
+    assert_eq!(c.decide(), Step::StopOlder { jobs: vec![requested_job("t1", 1).name] });
+    // The annotation set before the first push: that push handles it.
+    let mut c = case();
+    c.requested = Some("t1");
+    assert_eq!(c.decide(), Step::Create { attempt: 1 });
+}
+
+#[test]
+fn suspend_holds_back_what_would_start_and_only_that() {
+    // Nothing pushed yet: held, and the status says so.
+    let mut c = case();
+    c.suspended = true;
+    assert_eq!(c.decide(), Step::Hold { finished: false });
+    // A retry that is due: held too.
+    let mut c = case().jobs(vec![finished_job(2, 1, false, "BackoffLimitExceeded", 300)]).worker(
+        None,
+        vec![],
+        Some(failed_report("RegistryUnavailable", true, None)),
+    );
+    c.suspended = true;
+    let failed = finished_job(2, 1, false, "BackoffLimitExceeded", 300);
+    c.status = ImagePushStatus {
+        phase: Some(Phase::Running),
+        job_name: Some(failed.name.clone()),
+        attempt: Some(1),
+        next_attempt_time: Some(Time(t0() - secs(1))),
+        ..Default::default()
+    };
+    assert_eq!(c.decide(), Step::Hold { finished: false });
+    c.suspended = false;
+    assert_eq!(c.decide(), Step::Create { attempt: 2 });
+    // A request to push a finished generation again: held; the generation stays finished.
+    let mut c = case().jobs(vec![]);
+    c.suspended = true;
+    c.requested = Some("t2");
+    c.status = pushed(2, Some("t1"), true);
+    assert_eq!(c.decide(), Step::Hold { finished: true });
+    // A push already running goes on.
+    let mut c = case().jobs(vec![job(2, 1)]).worker(
+        Some(pod("Running", Some(ContainerState::Running))),
+        vec![],
+        None,
+    );
+    c.suspended = true;
+    assert!(matches!(c.decide(), Step::Running { .. }), "{:?}", c.decide());
+    // An older generation's push is still stopped.
+    let mut c = case().jobs(vec![job(1, 1)]);
+    c.suspended = true;
+    assert_eq!(c.decide(), Step::StopOlder { jobs: vec![job(1, 1).name] });
+    // Finished: only the condition follows the spec, both ways.
+    for (suspended, shown) in [(true, false), (false, true)] {
+        let mut c = case();
+        c.jobs = None;
+        c.suspended = suspended;
+        c.status = pushed(2, None, shown);
+        assert_eq!(c.decide(), Step::Refresh, "suspend {suspended}");
+        c.status = pushed(2, None, suspended);
+        assert_eq!(c.decide(), Step::Idle, "suspend {suspended}, shown");
+    }
+    // Resumed: what was held starts.
+    let mut c = case();
+    c.status = ImagePushStatus::default();
+    crate::controller::status::mark_held(&mut c.status, 2);
+    assert_eq!(c.decide(), Step::Create { attempt: 1 });
+}
+
+#[test]
+fn a_generation_that_only_toggles_suspend_is_not_pushed_again() {
+    // Generation 1 pushed spec-2; generation 2 is the same spec with `suspend` set.
+    let mut c = case();
+    c.jobs = None;
+    c.suspended = true;
+    c.status = pushed(1, None, false);
+    c.status.spec_hash = Some("spec-2".into());
+    assert_eq!(c.decide(), Step::Refresh, "the status takes the generation, nothing is pushed");
+    // Already refreshed: nothing at all.
+    c.status = pushed(2, None, true);
+    c.status.spec_hash = Some("spec-2".into());
+    assert_eq!(c.decide(), Step::Idle);
+    // Another spec: a push (held back while suspended).
+    c.status = pushed(1, None, false);
+    c.status.spec_hash = Some("spec-1".into());
+    assert_eq!(c.decide(), Step::Need(Need::Jobs));
+    c.jobs = Some(vec![]);
+    assert_eq!(c.decide(), Step::Hold { finished: false });
+}
+
+#[test]
+fn the_spec_hash_ignores_suspend_only() {
+    let mut spec = crate::crd::ImagePushSpec::from_claim("c", Some("p"), "reg/app:v1");
+    let h = spec_hash(&spec);
+    spec.suspend = true;
+    assert_eq!(spec_hash(&spec), h);
+    spec.timeout = Some("5m".into());
+    assert_ne!(spec_hash(&spec), h);
 }
