@@ -582,7 +582,27 @@ async fn a_long_push_shows_progress_and_metrics_count_it() {
         .unwrap_or(0);
     assert!(bytes >= total, "{metrics}");
     assert!(metrics.contains("imagepush_reconciles_total"));
+    // Durations: the push (about 3 s through the throttle) and every reconcile.
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name));
+        line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(
+        value("imagepush_push_duration_seconds_count{result=\"succeeded\"}"),
+        1.0,
+        "{metrics}"
+    );
+    let took = value("imagepush_push_duration_seconds_sum{result=\"succeeded\"}");
+    assert!((1.0..120.0).contains(&took), "push took {took} s: {metrics}");
+    assert!(value("imagepush_reconcile_duration_seconds_count") >= 3.0, "{metrics}");
     assert_eq!(cluster.controller_http("/readyz").await.0, 200);
+    // Each reconcile's log lines name the object.
+    let log = cluster.controller_log();
+    assert!(
+        log.lines().any(|l| l.contains("reconcile{namespace=\"e2e\" name=slow generation=1}")
+            && l.contains("worker job created")),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

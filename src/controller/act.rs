@@ -120,6 +120,14 @@ impl Act<'_> {
         self.facts.generation
     }
 
+    /// Observes the push's duration: from its first worker Job (`status.startTime`) to now.
+    fn push_took(&self, result: &str) {
+        let Some(start) = &self.facts.status.start_time else { return };
+        let took = decide::elapsed(start.0, self.facts.now).as_secs_f64();
+        let label = metrics::ResultLabel { result: result.into() };
+        self.ctx.metrics.push_duration.get_or_create(&label).observe(took);
+    }
+
     /// Deletes the running Jobs of older generations (foreground: each stays visible until
     /// its pod is gone, so the next generation waits for it).
     async fn stop_older(&self, jobs: Vec<String>) -> Result<Action, Error> {
@@ -164,6 +172,7 @@ impl Act<'_> {
         if written {
             if !spec_invalid {
                 count(&self.ctx.metrics, "failed");
+                self.push_took("failed");
             }
             let reason = metrics::ReasonLabel { reason: problem.reason.clone() };
             self.ctx.metrics.push_failures.get_or_create(&reason).inc();
@@ -198,6 +207,7 @@ impl Act<'_> {
         status::apply_success(&mut st, &report, self.generation());
         if self.write(&st).await? {
             count(&self.ctx.metrics, "succeeded");
+            self.push_took("succeeded");
             let m = &self.ctx.metrics;
             m.bytes_uploaded.inc_by(report.totals.bytes_uploaded);
             m.blobs_uploaded.inc_by(report.totals.uploaded);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -35,6 +36,20 @@ pub struct Metrics {
     pub blobs_uploaded: Counter,
     pub blobs_mounted: Counter,
     pub blobs_existed: Counter,
+    /// Seconds one reconcile took (its API calls included).
+    pub reconcile_duration: Histogram,
+    /// Seconds from a push's first worker Job to its end, by result.
+    pub push_duration: Family<ResultLabel, Histogram>,
+}
+
+/// 5 ms to about 80 s.
+fn reconcile_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+/// 1 s to about 4.5 h.
+fn push_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -50,6 +65,8 @@ impl Default for Metrics {
             blobs_uploaded: Counter::default(),
             blobs_mounted: Counter::default(),
             blobs_existed: Counter::default(),
+            reconcile_duration: reconcile_buckets(),
+            push_duration: Family::new_with_constructor(push_buckets),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -88,6 +105,16 @@ impl Default for Metrics {
             "blobs_existed",
             "Blobs already in the target repository",
             m.blobs_existed.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, API calls included",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "push_duration_seconds",
+            "Time from a push's first worker Job to its end (all attempts), by result",
+            m.push_duration.clone(),
         );
         Metrics { registry, ..m }
     }

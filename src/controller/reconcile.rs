@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::act::Act;
 use super::decide::{self, Facts, Need, Step};
@@ -19,11 +19,24 @@ use crate::crd::ImagePush;
 
 pub async fn reconcile(ip: Arc<ImagePush>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
-    match once(&ip, &ctx).await? {
-        Ok(action) => Ok(action),
-        // The cache was behind: decide once more on the object as it is now.
-        Err(fresh) => once(&fresh, &ctx).await?.or(Ok(Action::requeue(Duration::from_secs(1)))),
+    let span = info_span!(
+        "reconcile",
+        namespace = ip.metadata.namespace.as_deref().unwrap_or_default(),
+        name = %ip.name_any(),
+        generation = ip.metadata.generation.unwrap_or_default(),
+    );
+    let started = std::time::Instant::now();
+    let result = async {
+        match once(&ip, &ctx).await? {
+            Ok(action) => Ok(action),
+            // The cache was behind: decide once more on the object as it is now.
+            Err(fresh) => once(&fresh, &ctx).await?.or(Ok(Action::requeue(Duration::from_secs(1)))),
+        }
     }
+    .instrument(span)
+    .await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    result
 }
 
 /// One decision and its step. `Err(fresh)`: a Job was about to be created on facts older than
