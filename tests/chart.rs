@@ -5,7 +5,7 @@
 //! RBAC rules allow every API call the real controller makes in an end-to-end run against the
 //! API test double, and nothing it does not make.
 //!
-//! Needs `go` with Debian's `golang-github-masterminds-sprig-dev` and `golang-k8s-sigs-yaml-dev`
+//! Needs `go` with Debian's `golang-github-masterminds-sprig-dev`, `golang-k8s-sigs-yaml-dev` and `golang-github-xeipuuv-gojsonschema-dev`
 //! (`.ci/run` installs them). Without `go` the tests are skipped with a message, except in CI
 //! (`CI=true`), where they fail.
 
@@ -224,14 +224,113 @@ fn chart_app_version_is_the_crate_version() {
             .unwrap();
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["apiVersion"], "v2");
+    // What Artifact Hub shows: the image of this version, the CRD by its real name, an
+    // example the API server and the controller accept.
+    let ann = &chart["annotations"];
+    let yaml = |key: &str| -> Value {
+        serde_saphyr::from_str(ann[key].as_str().unwrap_or_else(|| panic!("annotation {key}")))
+            .unwrap()
+    };
+    assert_eq!(
+        yaml("artifacthub.io/images")[0]["image"],
+        format!("imagepush:{}", env!("CARGO_PKG_VERSION"))
+    );
+    use kube::CustomResourceExt;
+    let crd = ImagePush::crd();
+    let listed = &yaml("artifacthub.io/crds")[0];
+    assert_eq!(listed["name"], crd.metadata.name.clone().unwrap());
+    assert_eq!(
+        (listed["kind"].as_str(), listed["version"].as_str()),
+        (Some("ImagePush"), Some("v1alpha1"))
+    );
+    for example in yaml("artifacthub.io/crdsExamples").as_array().unwrap() {
+        let ip: ImagePush = typed(example);
+        imagepush::controller::validate::validate(&ip.spec, &[]).expect("the example validates");
+    }
+}
+
+/// `helm test`: a pod (a test hook, after the release's objects) that asks the controller's
+/// `/readyz` through the metrics Service, under the restricted Pod Security Standard.
+#[test]
+fn helm_test_asks_the_controller_through_its_service() {
+    let bin = renderer_or_skip!();
+    let r = render(bin, &["--set", "metrics.service.port=9443"]);
+    assert_eq!(r.kinds().last().map(String::as_str), Some("Pod"), "hooks come last");
+    let pod: k8s_openapi::api::core::v1::Pod = r.one("Pod");
+    let ann = pod.metadata.annotations.clone().unwrap();
+    assert_eq!(ann["helm.sh/hook"], "test");
+    let svc: Service = r.one("Service");
+    let url =
+        format!("http://{}.{RELEASE_NS}.svc:9443/readyz", svc.metadata.name.as_deref().unwrap());
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.containers[0].command.as_ref().unwrap().last(), Some(&url));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    let sc = spec.containers[0].security_context.clone().unwrap();
+    assert_eq!(
+        (sc.allow_privilege_escalation, sc.read_only_root_filesystem),
+        (Some(false), Some(true))
+    );
+    assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
+    let off = render(bin, &["--set", "metrics.service.enabled=false"]);
+    assert!(off.of_kind("Pod").is_empty(), "no Service, no test");
+}
+
+/// values.schema.json: a misspelled key or a wrong type fails the install with the value's
+/// path, as Helm reports it; every documented value passes.
+#[test]
+fn the_values_schema_refuses_typos_and_wrong_types() {
+    let bin = renderer_or_skip!();
+    let chart = chart_dir();
+    for (set, want) in [
+        ("replicaCount=two", "- replicaCount: Invalid type. Expected: integer, given: string"),
+        ("controler.logLevel=debug", "- (root): Additional property controler is not allowed"),
+        (
+            "worker.resource.limits.memory=1Gi",
+            "- worker: Additional property resource is not allowed",
+        ),
+        (
+            "controller.logFormat=xml",
+            "- controller.logFormat: controller.logFormat must be one of the following",
+        ),
+        ("image.digest=sha256:abc", "- image.digest: Does not match pattern"),
+        ("metrics.port=70000", "- metrics.port: Must be less than or equal to 65535"),
+    ] {
+        let err = run_render(bin, &chart, &["--set", set]).unwrap_err();
+        assert!(
+            err.contains("values don't meet the specifications of the schema(s) in the following chart(s):\nimagepush:\n"),
+            "{set}: {err}"
+        );
+        assert!(err.contains(want), "{set}: {err}");
+    }
+    // The schema knows every value (none refused by additionalProperties).
+    let f = all_options_values();
+    assert!(run_render(bin, &chart, &["-f", &f]).is_ok());
+    assert!(run_render(bin, &chart, &["--set", "worker.resources.limits.cpu=2"]).is_ok());
+}
+
+/// More than one replica: a PodDisruptionBudget lets a drain take one at a time; one replica:
+/// none (it would block every drain).
+#[test]
+fn a_disruption_budget_comes_with_more_than_one_replica() {
+    let bin = renderer_or_skip!();
+    assert!(render(bin, &[]).of_kind("PodDisruptionBudget").is_empty());
+    let r = render(bin, &["--set", "replicaCount=3"]);
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = r.one("PodDisruptionBudget");
+    let spec = pdb.spec.unwrap();
+    assert_eq!(serde_json::to_value(&spec.max_unavailable).unwrap(), 1);
+    let (d, _) = r.controller();
+    let pod_labels = d.spec.template.metadata.unwrap().labels.unwrap();
+    for (k, v) in spec.selector.unwrap().match_labels.unwrap() {
+        assert_eq!(pod_labels.get(&k), Some(&v), "selector {k}");
+    }
 }
 
 /// Every value in values.yaml has a comment (on itself or on the object it belongs to), and
-/// every commented value is listed in docs/reference.md.
+/// every commented value is listed in the chart's README.
 #[test]
 fn every_value_is_commented_and_documented() {
     let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let reference = std::fs::read_to_string(repo().join("docs/reference.md")).unwrap();
+    let reference = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
     // (indent, key) of the ancestors, and whether each has a comment.
     let mut stack: Vec<(usize, String, bool)> = Vec::new();
     let mut previous_comment = false;
@@ -270,7 +369,10 @@ fn every_value_is_commented_and_documented() {
         previous_comment = false;
     }
     assert!(missing_comment.is_empty(), "values without a comment: {missing_comment:?}");
-    assert!(missing_doc.is_empty(), "values missing from docs/reference.md: {missing_doc:?}");
+    assert!(
+        missing_doc.is_empty(),
+        "values missing from charts/imagepush/README.md: {missing_doc:?}"
+    );
 }
 
 /// The image definition cannot be built here (no container engine): check what can be read.
@@ -395,7 +497,8 @@ fn default_values_render_a_locked_down_controller() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Service",
-            "Deployment"
+            "Deployment",
+            "Pod"
         ]
     );
     // The worker defaults are the binary's own.
@@ -516,6 +619,7 @@ fn non_default_values_reach_every_object() {
     assert_eq!(
         r.kinds(),
         [
+            "PodDisruptionBudget",
             "ServiceAccount",
             "ConfigMap",
             "Role",
@@ -524,7 +628,8 @@ fn non_default_values_reach_every_object() {
             "RoleBinding",
             "Service",
             "Deployment",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "Pod"
         ]
     );
     let sa: ServiceAccount = r.one("ServiceAccount");
@@ -727,14 +832,18 @@ fn the_deployment_strategy_is_the_same_for_every_replica_count() {
 fn bad_values_fail_rendering_with_a_reason() {
     let bin = renderer_or_skip!();
     for (set, wanted) in [
-        ("controller.allowedHostPathRoots={relative/dir}", "not an absolute path"),
+        // The schema's word, before any template runs.
+        (
+            "controller.allowedHostPathRoots={relative/dir}",
+            "controller.allowedHostPathRoots.0: Does not match pattern '^/'",
+        ),
         ("controller.allowedHostPathRoots={/}", "whole node"),
         (
             "serviceMonitor.enabled=true,metrics.service.enabled=false",
             "serviceMonitor.enabled needs metrics.service.enabled",
         ),
         ("serviceAccount.create=false", "serviceAccount.name is required"),
-        ("image.repository=", "image.repository is required"),
+        ("image.repository=", "image.repository: String length must be greater than or equal to 1"),
     ] {
         let err = run_render(bin, &chart_dir(), &["--set", set]).expect_err(set);
         assert!(err.contains(wanted), "{set}: {err}");

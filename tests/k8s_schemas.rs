@@ -104,6 +104,8 @@ fn every_chart_document_validates() {
         "ConfigMap",
         "CustomResourceDefinition",
         "Deployment",
+        "Pod",
+        "PodDisruptionBudget",
         "Role",
         "RoleBinding",
         "Service",

@@ -13,7 +13,10 @@
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o helm-render ./e2e/helm-render
 //
-// Not supported (it fails rather than guess): subcharts, hooks, toToml, values.schema.json.
+// values.schema.json is checked against the coalesced values with gojsonschema (what Helm 3
+// used up to 3.17; Debian's golang-github-xeipuuv-gojsonschema-dev), its errors worded as Helm's.
+// Hooks (helm.sh/hook, helm test pods) are printed after the release's manifests, as
+// `helm template` prints them. Not supported (it fails rather than guess): subcharts, toToml.
 package main
 
 import (
@@ -34,6 +37,7 @@ import (
 
 	"github.com/Masterminds/semver"
 	"github.com/Masterminds/sprig"
+	"github.com/xeipuuv/gojsonschema"
 	"sigs.k8s.io/yaml"
 )
 
@@ -639,6 +643,7 @@ type chart struct {
 	templates map[string]string // "templates/x.yaml" -> text
 	crds      []string          // "crds/x.yaml", sorted
 	files     Files
+	schema    []byte // values.schema.json, if the chart has one
 }
 
 func loadChart(dir string) (*chart, error) {
@@ -693,7 +698,7 @@ func loadChart(dir string) (*chart, error) {
 		switch {
 		case rel == "Chart.yaml" || rel == "values.yaml" || rel == ".helmignore":
 		case rel == "values.schema.json":
-			return errors.New("values.schema.json is not supported by helm-render")
+			c.schema = data
 		case strings.HasPrefix(rel, "templates/"):
 			c.templates[rel] = string(data)
 		default:
@@ -735,6 +740,33 @@ type manifest struct {
 	text   string
 	kind   string
 	obj    map[string]interface{}
+	hook   bool // a helm.sh/hook: printed after the release's manifests, as helm template does
+}
+
+// checkValues validates the coalesced values against the chart's values.schema.json (JSON
+// Schema, with the library Helm 3 used up to 3.17), reporting every failure as Helm does.
+func checkValues(c *chart, vals map[string]interface{}) error {
+	if c.schema == nil {
+		return nil
+	}
+	doc, err := json.Marshal(vals)
+	if err != nil {
+		return err
+	}
+	result, err := gojsonschema.Validate(gojsonschema.NewBytesLoader(c.schema), gojsonschema.NewBytesLoader(doc))
+	if err != nil {
+		return fmt.Errorf("%s: values.schema.json: %w", c.meta.Name, err)
+	}
+	if result.Valid() {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("values don't meet the specifications of the schema(s) in the following chart(s):\n")
+	b.WriteString(c.meta.Name + ":\n")
+	for _, e := range result.Errors() {
+		b.WriteString("- " + e.String() + "\n")
+	}
+	return errors.New(b.String())
 }
 
 func parseManifest(source, text string) (*manifest, error) {
@@ -759,7 +791,7 @@ func parseManifest(source, text string) (*manifest, error) {
 	}
 	if meta, _ := m.obj["metadata"].(map[string]interface{}); meta != nil {
 		if ann, _ := meta["annotations"].(map[string]interface{}); ann != nil && ann["helm.sh/hook"] != nil {
-			return nil, fmt.Errorf("%s: hooks are not supported by helm-render", source)
+			m.hook = true
 		}
 	}
 	m.kind = kind
@@ -854,6 +886,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	vals := deepCopy(user).(map[string]interface{})
 	coalesce(vals, deepCopy(c.values).(map[string]interface{}), "")
+	if err := checkValues(c, vals); err != nil {
+		return err
+	}
 
 	kv, err := semver.NewVersion(*kubeVersion)
 	if err != nil {
@@ -932,6 +967,8 @@ func run(args []string, stdout io.Writer) error {
 	sort.SliceStable(manifests, func(i, j int) bool {
 		return kindRank(manifests[i].kind) < kindRank(manifests[j].kind)
 	})
+	// Hooks (helm test pods among them) after the release's own objects.
+	sort.SliceStable(manifests, func(i, j int) bool { return !manifests[i].hook && manifests[j].hook })
 
 	var crds []*manifest
 	if *includeCRDs {

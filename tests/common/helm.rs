@@ -32,7 +32,7 @@ pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-const INSTALL_GO: &str = "apt-get install golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev \
+const INSTALL_GO: &str = "apt-get install golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev golang-github-xeipuuv-gojsonschema-dev \
      (.ci/run installs them)";
 
 /// Builds `e2e/helm-render` once per test binary (GOPATH mode against Debian's Go packages,
@@ -60,7 +60,7 @@ pub fn renderer() -> Result<&'static Path, String> {
             .expect("run go build");
         assert!(
             out.status.success(),
-            "building e2e/helm-render failed (are golang-github-masterminds-sprig-dev and golang-k8s-sigs-yaml-dev installed?):\n{}",
+            "building e2e/helm-render failed (are golang-github-masterminds-sprig-dev, golang-k8s-sigs-yaml-dev and golang-github-xeipuuv-gojsonschema-dev installed?):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(bin)
