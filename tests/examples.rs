@@ -668,12 +668,26 @@ fn reference_documents_every_condition_reason() {
 #[test]
 fn reference_documents_every_metric_and_exit_code() {
     let doc = reference();
-    let register = regex::Regex::new(r#"register\(\s*"([a-z_]+)""#).unwrap();
-    let metrics: Vec<String> = register
-        .captures_iter(&source("src/controller/metrics.rs"))
-        .map(|c| format!("`imagepush_{}_total`", &c[1]))
+    // Every metric the controller registers, by the name a query uses: counters with
+    // `_total`, histograms by their base name (told by the field's type).
+    let src = source("src/controller/metrics.rs");
+    let fields: BTreeMap<String, String> = regex::Regex::new(r"pub ([a-z_]+): ([^\n]+),")
+        .unwrap()
+        .captures_iter(&src)
+        .map(|c| (c[1].to_string(), c[2].to_string()))
         .collect();
-    assert!(metrics.len() >= 9, "{metrics:?}");
+    let register =
+        regex::Regex::new(r#"register\(\s*"([a-z_]+)",\s*"[^"]*",\s*m\.([a-z_]+)\.clone\(\)"#)
+            .unwrap();
+    let metrics: Vec<String> = register
+        .captures_iter(&src)
+        .map(|c| match fields[&c[2]].contains("Histogram") {
+            true => format!("`imagepush_{}`", &c[1]),
+            false => format!("`imagepush_{}_total`", &c[1]),
+        })
+        .collect();
+    assert!(metrics.len() >= 11, "{metrics:?}");
+    assert!(metrics.contains(&"`imagepush_push_duration_seconds`".to_string()), "{metrics:?}");
     for m in metrics {
         assert!(doc.contains(&m), "{m} missing from docs/reference.md");
     }
