@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::{error, info, warn};
 
 pub use decide::MAX_ATTEMPTS;
@@ -73,14 +74,15 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// All ImagePush objects the controller sees (for mount knowledge).
     pub store: Store<ImagePush>,
+    /// The worker Jobs and their pods (`app.kubernetes.io/managed-by=imagepush`), from watches:
+    /// a reconcile reads them here instead of listing them.
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
 }
 
 /// How long a stopping controller lets the reconciles in flight finish.
 pub const DRAIN: Duration = Duration::from_millis(750);
 
-/// Runs until `shutdown` is requested: serves metrics, and reconciles (as the leader, with
-/// leader election). On shutdown the reconciles in flight get `DRAIN` to finish, then a
-/// leader releases its Lease, so a standby takes over at once.
 /// What a reconcile is triggered by: the generation and the push request annotation.
 fn trigger_key(ip: &ImagePush) -> Option<u64> {
     use std::hash::{Hash, Hasher};
@@ -90,6 +92,9 @@ fn trigger_key(ip: &ImagePush) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Runs until `shutdown` is requested: serves metrics, and reconciles (as the leader, with
+/// leader election). On shutdown the reconciles in flight get `DRAIN` to finish, then a
+/// leader releases its Lease, so a standby takes over at once.
 pub async fn run(
     client: Client,
     config: Config,
@@ -127,10 +132,32 @@ async fn run_controller(
     metrics: Arc<metrics::Metrics>,
     shutdown: Shutdown,
 ) {
-    let (pushes, jobs): (Api<ImagePush>, Api<Job>) = match &config.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let (pushes, jobs, pods): (Api<ImagePush>, Api<Job>, Api<Pod>) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
+    let managed =
+        watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY));
+    // Worker Jobs: cached, and their changes trigger their ImagePush's reconcile.
+    let (job_store, job_writer) = reflector::store();
+    // (managedFields dropped: nothing reads them, and they are much of each object's size.)
+    let owned = watcher(jobs, managed.clone())
+        .default_backoff()
+        .modify(|j| j.managed_fields_mut().clear())
+        .reflect(job_writer)
+        .touched_objects();
+    // Worker pods: cached only (a reconcile looks at them when a Job's state or the requeue
+    // timer asks).
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_cache = watcher(pods, managed)
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(pod_writer)
+        .for_each(|_| async {});
     // Spec changes (a new generation) and push requests trigger a reconcile; status writes,
     // the controller's own output, do not: a reconcile that wrote status is not run again at
     // once for it. (Owned Jobs and the requeue timers trigger the rest.)
@@ -141,10 +168,7 @@ async fn run_controller(
         .applied_objects()
         .predicate_filter(trigger_key, Default::default());
     let controller = Controller::for_stream(trigger, store)
-        .owns(
-            jobs,
-            watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY)),
-        )
+        .owns_stream(owned)
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)));
     let reporter =
         Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
@@ -154,6 +178,8 @@ async fn run_controller(
         config,
         metrics,
         store: controller.store(),
+        jobs: job_store,
+        pods: pod_store,
     });
     // Each reconcile runs holding a read lock; the shutdown takes the write lock, which waits
     // for those in flight and holds back any that would start. (kube-runtime's own graceful
@@ -161,10 +187,13 @@ async fn run_controller(
     let running = Arc::new(tokio::sync::RwLock::new(()));
     let reconciler = {
         let running = running.clone();
-        move |obj, ctx| {
+        move |obj, ctx: Arc<Context>| {
             let running = running.clone();
             async move {
                 let _running = running.read().await;
+                // Decide on full caches only: an empty one would look like no worker at all.
+                let _ = ctx.jobs.wait_until_ready().await;
+                let _ = ctx.pods.wait_until_ready().await;
                 reconcile(obj, ctx).await
             }
         }
@@ -180,6 +209,7 @@ async fn run_controller(
     });
     tokio::select! {
         () = reconciles => {}
+        () = pod_cache => warn!("the watch of worker pods ended"),
         () = async {
             shutdown.wait().await;
             if tokio::time::timeout(DRAIN, running.write()).await.is_err() {

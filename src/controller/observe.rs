@@ -24,22 +24,24 @@ pub fn controlled_by(job: &Job, ip: &ImagePush) -> bool {
         .any(|o| o.controller == Some(true) && Some(&o.uid) == ip.metadata.uid.as_ref())
 }
 
-/// The ImagePush's worker Jobs of every generation: by label, controlled by it, and named
-/// as the controller names them for their generation, push request and attempt.
-pub async fn owned_jobs(ctx: &Context, ip: &ImagePush, ns: &str) -> Result<Vec<JobFacts>, Error> {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+/// The ImagePush's worker Jobs of every generation, from the watch cache: by label,
+/// controlled by it, and named as the controller names them for their generation, push
+/// request and attempt.
+pub fn owned_jobs(ctx: &Context, ip: &ImagePush, ns: &str) -> Vec<JobFacts> {
     let name = ip.name_any();
-    let selector = format!("{}={}", job::LABEL_NAME, job::name_label(&name));
-    let list = jobs.list(&ListParams::default().labels(&selector)).await?.items;
+    let label = job::name_label(&name);
     let uid = ip.metadata.uid.clone().unwrap_or_default();
-    Ok(list
+    ctx.jobs
+        .state()
         .iter()
+        .filter(|j| j.namespace().as_deref() == Some(ns))
+        .filter(|j| j.labels().get(job::LABEL_NAME) == Some(&label))
         .filter(|j| controlled_by(j, ip))
-        .map(facts::job_facts)
+        .map(|j| facts::job_facts(j))
         .filter(|f| {
             f.name == job::job_name(&name, &uid, f.generation, f.round.as_deref(), f.attempt)
         })
-        .collect())
+        .collect()
 }
 
 /// Whether the claim and the Secret the worker mounts exist (metadata only: the controller
@@ -68,14 +70,21 @@ fn presence(found: bool) -> Presence {
     if found { Presence::Present } else { Presence::Missing }
 }
 
-/// The newest pod of `job` (by the Job's uid, never by its reusable name), the Warning events
-/// that say why it does not start (only while it has none or a pending one), and what the
-/// worker wrote: the log's tail while it runs, the whole log and the termination message when
-/// its end matters (the Job finished, or a sidecar keeps the pod running after it).
+/// The newest pod of `job` (by the Job's uid, never by its reusable name; from the watch
+/// cache), the Warning events that say why it does not start (only while it has none or a
+/// pending one), and what the worker wrote: the log's tail while it runs, the whole log and
+/// the termination message when its end matters (the Job finished, or a sidecar keeps the
+/// pod running after it).
 pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFacts, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("controller-uid={}", job.uid);
-    let list = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    let list: Vec<Pod> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| p.labels().get("controller-uid") == Some(&job.uid))
+        .map(|p| Pod::clone(p))
+        .collect();
     let pod = facts::newest_pod(&list).map(facts::pod_facts);
     let mut worker = WorkerFacts { pod: pod.clone(), ..Default::default() };
     let Some(pod) = pod else {
@@ -85,6 +94,8 @@ pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFac
         return Ok(worker);
     };
     let tail = match &pod.push {
+        // A finished Job whose pod the cache still shows running: its end matters, read it all.
+        Some(ContainerState::Running) if job.finished.is_some() => None,
         Some(ContainerState::Running) => Some(PROGRESS_TAIL),
         Some(ContainerState::Terminated { .. }) if job.finished.is_some() || pod.others_running => {
             None

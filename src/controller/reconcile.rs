@@ -1,8 +1,8 @@
 //! One reconcile of one ImagePush: gather the facts `decide` asks for (`observe`), then carry
-//! out the step it returns (`act`). Every step looks at the world (the Jobs, their pods, logs
-//! and events), not at a memory of it, so a restarted controller picks up where the last one
-//! was, and a finished generation costs no API call at all. Nothing here chooses between
-//! outcomes.
+//! out the step it returns (`act`). Every step looks at the world (the Jobs and their pods as
+//! the controller's watches hold them, logs and events), not at a memory of its own, so a
+//! restarted controller picks up where the last one was, and a finished generation costs no
+//! API call at all. Nothing here chooses between outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,7 @@ async fn gather(
 ) -> Result<(), Error> {
     let ns = facts.namespace;
     match need {
-        Need::Jobs => facts.jobs = Some(observe::owned_jobs(ctx, ip, ns).await?),
+        Need::Jobs => facts.jobs = Some(observe::owned_jobs(ctx, ip, ns)),
         Need::Dependencies => facts.dependencies = Some(observe::dependencies(ctx, ip, ns).await?),
         Need::Worker => {
             let jobs = facts.jobs.as_deref().unwrap_or_default();

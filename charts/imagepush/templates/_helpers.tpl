@@ -107,16 +107,15 @@ The rules of the controller's role: exactly the API calls src/controller/ makes
 - apiGroups: ["imagepush.dev"]
   resources: ["imagepushes/status"]
   verbs: ["patch"]
-# One worker Job per generation and attempt: watched (owned objects), listed by label,
-# created; deleted when a newer generation supersedes it or its worker can never start; read
+# One worker Job per generation and attempt: watched into a cache (owned objects), created; deleted when a newer generation supersedes it or its worker can never start; read
 # when a create answers that the name is taken (to see whether it is ours).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "delete", "get"]
-# The worker pod's state, progress lines and push report.
+# The worker pods' state (watched into a cache), progress lines and push report.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
