@@ -22,6 +22,8 @@ use crate::crd::{ImagePushSpec, WorkerResources};
 
 /// Resources an ImagePush may ask for.
 pub const TENANT_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+/// Labels the Job controller puts on a Job's pods (besides `batch.kubernetes.io/*`).
+const JOB_CONTROLLER_LABELS: [&str; 2] = ["controller-uid", "job-name"];
 /// Condition reason of a `spec.worker` the defaults do not allow.
 pub const NOT_ALLOWED: &str = "WorkerSettingsNotAllowed";
 
@@ -107,6 +109,12 @@ impl PodSettings {
             label_key(k).and(label_value(v)).map_err(|e| format!("labels: {e}"))?;
             if reserved.labels.contains(&k.as_str()) || k.starts_with("imagepush.dev/") {
                 return Err(format!("labels: {k} is the operator's"));
+            }
+            // The Job controller's own: a template that sets them does not match the Job's
+            // selector, and the API server refuses the Job.
+            if JOB_CONTROLLER_LABELS.contains(&k.as_str()) || k.starts_with("batch.kubernetes.io/")
+            {
+                return Err(format!("labels: {k} is the Job controller's"));
             }
         }
         for k in self.annotations.keys() {

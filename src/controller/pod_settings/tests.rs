@@ -257,6 +257,11 @@ annotations: {cost-center: "42"}
             "annotations: {sidecar.istio.io/inject: \"true\"}",
             "annotations: sidecar.istio.io/inject is the operator's",
         ),
+        ("labels: {job-name: x}", "labels: job-name is the Job controller's"),
+        (
+            "labels: {batch.kubernetes.io/controller-uid: x}",
+            "labels: batch.kubernetes.io/controller-uid is the Job controller's",
+        ),
         ("env: [{name: IMAGEPUSH_LOG, value: debug}]", "env: IMAGEPUSH_LOG is the operator's"),
         ("priorityClassName: Not_A_Name", "priorityClassName:"),
         ("securityContext: {privileged: true}", "unknown field `securityContext`"),
