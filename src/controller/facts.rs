@@ -154,8 +154,8 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
 }
 
 /// The newest of `pods` (a retry pod replaces a failed one).
-pub fn newest_pod(pods: &[Pod]) -> Option<&Pod> {
-    pods.iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+pub fn newest_pod<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<&'a Pod> {
+    pods.into_iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// Warning events, oldest first.

@@ -77,15 +77,13 @@ fn presence(found: bool) -> Presence {
 /// pod running after it).
 pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFacts, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list: Vec<Pod> = ctx
-        .pods
-        .state()
+    let cached = ctx.pods.state();
+    let of_job = cached
         .iter()
+        .map(|p| p.as_ref())
         .filter(|p| p.namespace().as_deref() == Some(ns))
-        .filter(|p| p.labels().get("controller-uid") == Some(&job.uid))
-        .map(|p| Pod::clone(p))
-        .collect();
-    let pod = facts::newest_pod(&list).map(facts::pod_facts);
+        .filter(|p| p.labels().get("controller-uid") == Some(&job.uid));
+    let pod = facts::newest_pod(of_job).map(facts::pod_facts);
     let mut worker = WorkerFacts { pod: pod.clone(), ..Default::default() };
     let Some(pod) = pod else {
         if job.finished.is_none() {
