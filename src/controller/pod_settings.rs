@@ -233,13 +233,13 @@ fn resources(
         }
     }
     for (name, req) in &r.requests {
-        if let Some(lim) = r.limits.get(name) {
-            if milli(&req.0) > milli(&lim.0) {
-                return Err(spec_invalid(format!(
-                    "{field}: the {name} request {} is above its limit {}",
-                    req.0, lim.0
-                )));
-            }
+        if let Some(lim) = r.limits.get(name)
+            && milli(&req.0) > milli(&lim.0)
+        {
+            return Err(spec_invalid(format!(
+                "{field}: the {name} request {} is above its limit {}",
+                req.0, lim.0
+            )));
         }
     }
     Ok(())
