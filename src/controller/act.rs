@@ -91,7 +91,7 @@ impl Act<'_> {
                 Ok(Action::requeue(recheck))
             }
             Step::NotStarting { job, problem } => self.not_starting(job, problem).await,
-            Step::Running { job, attempt, progress } => {
+            Step::Running { job, attempt, progress, recheck } => {
                 let mut st = self.status();
                 st.phase = Some(Phase::Running);
                 st.job_name = Some(job.clone());
@@ -107,7 +107,8 @@ impl Act<'_> {
                     self.generation(),
                 );
                 self.write(&st).await?;
-                Ok(Action::requeue(self.ctx.config.progress_interval))
+                let every = self.ctx.config.progress_interval;
+                Ok(Action::requeue(recheck.map_or(every, |r| r.max(every))))
             }
             Step::Succeeded { job, report, delete } => self.succeeded(job, *report, delete).await,
             Step::RetryAt { job, attempt, problem, at, delete } => {

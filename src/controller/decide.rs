@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::facts::{ContainerState, EventFacts, Finished, JobFacts, PodFacts, WorkerFacts};
+use super::facts::{
+    CREATING, ContainerState, EVENTS_AFTER, EventFacts, Finished, JobFacts, PodFacts, WorkerFacts,
+};
 use super::job::round;
 use super::status::{reasons, says_suspended};
 use super::validate::Invalid;
@@ -22,6 +24,9 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// How long a pod may sit bound to a node that never starts it before we say so (less than
 /// the pod garbage collector's 40 s quarantine, after which it replaces such a pod).
 pub const NOT_STARTED_GRACE: Duration = Duration::from_secs(30);
+
+/// The longest wait between two looks at a worker that is being started.
+pub const STARTING_RECHECK_MAX: Duration = Duration::from_secs(30);
 
 /// Longest the controller waits for a registry that asked to be left alone (its
 /// `Retry-After`, copied by the worker into its report): beyond that, an attempt asks again.
@@ -160,8 +165,9 @@ pub enum Step {
     /// Nothing new: a worker already reported as unable to start is still not running (a
     /// replacement pod that nobody has reported on yet says nothing new). Look again later.
     Keep,
-    /// The worker runs (or is being started).
-    Running { job: String, attempt: u32, progress: Option<ProgressLine> },
+    /// The worker runs (or is being started). `recheck`: while it is being started, when to
+    /// look again (`None`: at the configured progress interval).
+    Running { job: String, attempt: u32, progress: Option<ProgressLine>, recheck: Option<Duration> },
     /// `delete`: the Job, when a sidecar keeps its pod running after the push ended.
     Succeeded { job: String, report: Box<PushReport>, delete: Option<String> },
     /// A transient failure: attempt `attempt + 1` starts at `at` (the controller's clock);
@@ -258,11 +264,21 @@ fn next(f: &Facts) -> Step {
     }
     match worker_state(worker, f.now) {
         WorkerState::Starting if reported_unable_to_start(f.status, job) => Step::Keep,
-        WorkerState::Starting | WorkerState::Running => Step::Running {
+        WorkerState::Running => Step::Running {
             job: job.name.clone(),
             attempt: job.attempt,
             progress: worker.progress.clone(),
+            recheck: None,
         },
+        WorkerState::Starting => {
+            let since = worker.pod.as_ref().map_or(job.created, |p| p.created);
+            Step::Running {
+                job: job.name.clone(),
+                attempt: job.attempt,
+                progress: worker.progress.clone(),
+                recheck: Some(starting_recheck(since, f.now)),
+            }
+        }
         // The Job will not finish while the sidecar runs: once the outcome is known, it goes.
         WorkerState::PushEnded(fin) => match outcome(f, job, &fin, worker) {
             Step::Succeeded { job, report, .. } => {
@@ -290,6 +306,16 @@ fn next(f: &Facts) -> Step {
             }
         }
     }
+}
+
+/// When to look again at a worker that is still being started. Its pod's changes trigger a
+/// reconcile anyway; this look is for what only events tell (a volume that cannot be
+/// mounted, a pod the Job controller cannot create) and for a pod nobody starts, so it comes
+/// once the start has taken `EVENTS_AFTER`, then the less often the longer it takes (half
+/// its age, at most `STARTING_RECHECK_MAX`).
+pub fn starting_recheck(since: Option<Timestamp>, now: Timestamp) -> Duration {
+    let age = since.map(|t| elapsed(t, now)).unwrap_or_default();
+    (age / 2).clamp(EVENTS_AFTER, STARTING_RECHECK_MAX)
 }
 
 /// A Job whose deletion started `STOPPING_TOO_LONG` ago and has not ended.
@@ -412,7 +438,7 @@ fn waiting(pod: &PodFacts, reason: &str, message: &str, events: &[EventFacts]) -
     let problem =
         |ours: &str, text: &str| Problem::new(ours, format!("pod {}: {reason}: {text}", pod.name));
     match reason {
-        "ContainerCreating" | "PodInitializing" | "" => match latest(events, "FailedMount") {
+        r if CREATING.contains(&r) => match latest(events, "FailedMount") {
             // A Secret, ConfigMap or key that is not there needs a person; anything else
             // (a volume still attaching) usually passes.
             Some(e) => WorkerState::CannotStart(

@@ -5,10 +5,12 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use std::time::Duration;
+
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::job;
+use super::{decide, job};
 use crate::push::progress::ProgressLine;
 use crate::push::report::PushReport;
 use crate::worker::WorkerLine;
@@ -22,6 +24,8 @@ pub struct JobFacts {
     /// The push request it serves (`job::round`), `None` for none.
     pub round: Option<String>,
     pub attempt: u32,
+    /// When the API server created it (the cluster's clock).
+    pub created: Option<Timestamp>,
     /// `Complete` or `Failed` is True (pods are done: the Job controller writes these only
     /// once its pods have terminated).
     pub finished: Option<Finished>,
@@ -105,6 +109,7 @@ pub fn job_facts(job: &Job) -> JobFacts {
         generation: label(job::LABEL_GENERATION).unwrap_or(0),
         round: job.labels().get(job::LABEL_REQUEST).cloned(),
         attempt: label(job::LABEL_ATTEMPT).map(|a: i64| a as u32).unwrap_or(1),
+        created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
         finished,
         deleting: job.metadata.deletion_timestamp.is_some(),
         deleting_since: job.metadata.deletion_timestamp.as_ref().map(|t| t.0),
@@ -156,6 +161,37 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
 /// The newest of `pods` (a retry pod replaces a failed one).
 pub fn newest_pod<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<&'a Pod> {
     pods.into_iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// How long a worker may be on its way before the events are read for why it waits: a
+/// worker that starts at once costs no look at all.
+pub const EVENTS_AFTER: Duration = Duration::from_secs(5);
+
+/// What kubelet says while it prepares a container (mounts its volumes, runs init
+/// containers): the only wait a `FailedMount` event explains.
+pub const CREATING: [&str; 3] = ["ContainerCreating", "PodInitializing", ""];
+
+/// The uid of the object whose Warning events say why the worker of `job` does not start
+/// (the Job while it has no pod, a scheduled pod while its `push` container waits to be
+/// created), once it has waited `EVENTS_AFTER`; `None` when nothing is waiting, or not yet.
+pub fn events_wanted<'a>(
+    job: &'a JobFacts,
+    pod: Option<&'a PodFacts>,
+    now: Timestamp,
+) -> Option<&'a str> {
+    let waited =
+        |since: Option<Timestamp>| since.is_some_and(|t| decide::elapsed(t, now) >= EVENTS_AFTER);
+    match pod {
+        None if job.finished.is_none() && waited(job.created) => Some(&job.uid),
+        None => None,
+        Some(p) => {
+            let creating = matches!(&p.push,
+                Some(ContainerState::Waiting { reason, .. }) if CREATING.contains(&reason.as_str()));
+            let pending = p.phase == "Pending" && p.unscheduled.is_none();
+            (job.finished.is_none() && creating && pending && waited(p.created))
+                .then_some(p.uid.as_str())
+        }
+    }
 }
 
 /// Warning events, oldest first.
@@ -265,5 +301,90 @@ mod tests {
         let (report, progress) = parse_worker_log(&log);
         assert!(report.is_none());
         assert_eq!(progress.unwrap().bytes_done, 5);
+    }
+
+    fn job_at(created: &str, finished: bool) -> JobFacts {
+        JobFacts {
+            name: "app-1-1-abcde".into(),
+            uid: "job-uid".into(),
+            generation: 1,
+            round: None,
+            attempt: 1,
+            created: Some(created.parse().unwrap()),
+            finished: finished.then(|| Finished {
+                succeeded: false,
+                reason: String::new(),
+                at: None,
+            }),
+            deleting: false,
+            deleting_since: None,
+        }
+    }
+
+    fn pod_at(created: &str, phase: &str, push: Option<ContainerState>) -> PodFacts {
+        PodFacts {
+            name: "p".into(),
+            uid: "pod-uid".into(),
+            phase: phase.into(),
+            node_name: Some("n".into()),
+            created: Some(created.parse().unwrap()),
+            unscheduled: None,
+            push,
+            others_running: false,
+        }
+    }
+
+    /// Events are read only about a wait they can explain, and only once it has lasted.
+    #[test]
+    fn events_are_read_for_a_wait_that_lasted() {
+        let now: Timestamp = "2026-11-30T12:00:10Z".parse().unwrap();
+        let (old, young) = ("2026-11-30T12:00:00Z", "2026-11-30T12:00:08Z");
+        let wait = |reason: &str| {
+            Some(ContainerState::Waiting { reason: reason.into(), message: String::new() })
+        };
+        let unscheduled = PodFacts {
+            unscheduled: Some(("Unschedulable".into(), String::new())),
+            ..pod_at(old, "Pending", None)
+        };
+        let table: [(&str, JobFacts, Option<PodFacts>, Option<&str>); 10] = [
+            ("no pod for 10 s", job_at(old, false), None, Some("job-uid")),
+            ("no pod for 2 s", job_at(young, false), None, None),
+            ("finished, no pod", job_at(old, true), None, None),
+            (
+                "mounting",
+                job_at(old, false),
+                Some(pod_at(old, "Pending", wait("ContainerCreating"))),
+                Some("pod-uid"),
+            ),
+            (
+                "init containers",
+                job_at(old, false),
+                Some(pod_at(old, "Pending", wait("PodInitializing"))),
+                Some("pod-uid"),
+            ),
+            (
+                "mounting for 2 s",
+                job_at(old, false),
+                Some(pod_at(young, "Pending", wait("ContainerCreating"))),
+                None,
+            ),
+            (
+                "image pull",
+                job_at(old, false),
+                Some(pod_at(old, "Pending", wait("ErrImagePull"))),
+                None,
+            ),
+            ("not reported", job_at(old, false), Some(pod_at(old, "Pending", None)), None),
+            ("unscheduled", job_at(old, false), Some(unscheduled), None),
+            (
+                "running",
+                job_at(old, false),
+                Some(pod_at(old, "Running", Some(ContainerState::Running))),
+                None,
+            ),
+        ];
+        for (name, job, pod, want) in table {
+            assert_eq!(events_wanted(&job, pod.as_ref(), now), want, "{name}");
+        }
     }
 }

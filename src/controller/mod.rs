@@ -34,7 +34,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{error, info, warn};
@@ -90,6 +90,19 @@ fn trigger_key(ip: &ImagePush) -> Option<u64> {
     predicates::generation(ip).hash(&mut h);
     job::requested(ip).hash(&mut h);
     Some(h.finish())
+}
+
+/// The ImagePush that controls the Job that controls `pod`, as the Job cache has it.
+fn imagepush_of_pod(jobs: &Store<Job>, pod: &Pod) -> Option<ObjectRef<ImagePush>> {
+    let ns = pod.namespace()?;
+    let owner = pod.owner_references().iter().find(|o| o.controller == Some(true))?;
+    let job = jobs.get(&ObjectRef::new(&owner.name).within(&ns))?;
+    if job.uid().as_deref() != Some(owner.uid.as_str()) {
+        return None;
+    }
+    let ip = job.owner_references().iter().find(|o| o.controller == Some(true))?;
+    let ours = ip.kind == "ImagePush" && ip.api_version.starts_with("imagepush.dev/");
+    ours.then(|| ObjectRef::new(&ip.name).within(&ns))
 }
 
 /// Runs until `shutdown` is requested: serves metrics, and reconciles (as the leader, with
@@ -150,14 +163,18 @@ async fn run_controller(
         .modify(|j| j.managed_fields_mut().clear())
         .reflect(job_writer)
         .touched_objects();
-    // Worker pods: cached only (a reconcile looks at them when a Job's state or the requeue
-    // timer asks).
+    // Worker pods: cached, and their changes trigger the reconcile of the ImagePush whose
+    // Job they belong to (a worker that starts, or cannot, is seen at once, not at a poll).
     let (pod_store, pod_writer) = reflector::store();
-    let pod_cache = watcher(pods, managed)
+    let pod_changes = watcher(pods, managed)
         .default_backoff()
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(pod_writer)
-        .for_each(|_| async {});
+        .touched_objects();
+    let owner_of_pod = {
+        let jobs = job_store.clone();
+        move |pod: Pod| imagepush_of_pod(&jobs, &pod)
+    };
     // Spec changes (a new generation) and push requests trigger a reconcile; status writes,
     // the controller's own output, do not: a reconcile that wrote status is not run again at
     // once for it. (Owned Jobs and the requeue timers trigger the rest.)
@@ -169,6 +186,7 @@ async fn run_controller(
         .predicate_filter(trigger_key, Default::default());
     let controller = Controller::for_stream(trigger, store)
         .owns_stream(owned)
+        .watches_stream(pod_changes, owner_of_pod)
         .with_config(controller::Config::default().debounce(Duration::from_millis(200)));
     let reporter =
         Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
@@ -209,7 +227,6 @@ async fn run_controller(
     });
     tokio::select! {
         () = reconciles => {}
-        () = pod_cache => warn!("the watch of worker pods ended"),
         () = async {
             shutdown.wait().await;
             if tokio::time::timeout(DRAIN, running.write()).await.is_err() {

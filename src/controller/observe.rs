@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, LogParams};
 use kube::{Api, ResourceExt};
 use tracing::warn;
@@ -71,12 +72,16 @@ fn presence(found: bool) -> Presence {
 }
 
 /// The newest pod of `job` (by the Job's uid, never by its reusable name; from the watch
-/// cache), the Warning events that say why it does not start (only while it has none or a
-/// pending one), and what the worker wrote: the log's tail while it runs, the whole log and
-/// the termination message when its end matters (the Job finished, or a sidecar keeps the
-/// pod running after it).
-pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFacts, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+/// cache), the Warning events that say why it does not start (`facts::events_wanted`), and
+/// what the worker wrote: the log's tail while it runs, the whole log and the termination
+/// message when its end matters (the Job finished, or a sidecar keeps the pod running after
+/// it).
+pub async fn worker(
+    ctx: &Context,
+    ns: &str,
+    job: &JobFacts,
+    now: Timestamp,
+) -> Result<WorkerFacts, Error> {
     let cached = ctx.pods.state();
     let of_job = cached
         .iter()
@@ -85,12 +90,10 @@ pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFac
         .filter(|p| p.labels().get("controller-uid") == Some(&job.uid));
     let pod = facts::newest_pod(of_job).map(facts::pod_facts);
     let mut worker = WorkerFacts { pod: pod.clone(), ..Default::default() };
-    let Some(pod) = pod else {
-        if job.finished.is_none() {
-            worker.events = warning_events(ctx, ns, &job.uid).await?;
-        }
-        return Ok(worker);
-    };
+    if let Some(uid) = facts::events_wanted(job, pod.as_ref(), now) {
+        worker.events = warning_events(ctx, ns, uid).await?;
+    }
+    let Some(pod) = pod else { return Ok(worker) };
     let tail = match &pod.push {
         // A finished Job whose pod the cache still shows running: its end matters, read it all.
         Some(ContainerState::Running) if job.finished.is_some() => None,
@@ -98,11 +101,7 @@ pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFac
         Some(ContainerState::Terminated { .. }) if job.finished.is_some() || pod.others_running => {
             None
         }
-        Some(ContainerState::Terminated { .. }) => return Ok(worker),
-        None | Some(ContainerState::Waiting { .. }) => {
-            if pod.phase == "Pending" && pod.unscheduled.is_none() {
-                worker.events = warning_events(ctx, ns, &pod.uid).await?;
-            }
+        Some(ContainerState::Terminated { .. }) | Some(ContainerState::Waiting { .. }) | None => {
             return Ok(worker);
         }
     };
@@ -111,6 +110,7 @@ pub async fn worker(ctx: &Context, ns: &str, job: &JobFacts) -> Result<WorkerFac
         tail_lines: tail,
         ..Default::default()
     };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     match pods.logs(&pod.name, &params).await {
         Ok(log) => (worker.report, worker.progress) = facts::parse_worker_log(&log),
         Err(e) => warn!(pod = %pod.name, error = %e, "cannot read the worker's log"),

@@ -113,7 +113,7 @@ async fn gather(
             let round = super::job::round(facts.requested);
             let job = decide::current_job(jobs, facts.generation, round.as_deref())
                 .expect("decide asks for the worker of a Job");
-            facts.worker = Some(observe::worker(ctx, ns, job).await?);
+            facts.worker = Some(observe::worker(ctx, ns, job, facts.now).await?);
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ fn job(generation: i64, attempt: u32) -> JobFacts {
         generation,
         round: None,
         attempt,
+        created: Some(t0() - secs(6)),
         finished: None,
         deleting: false,
         deleting_since: None,
@@ -253,7 +254,7 @@ fn a_running_job_is_observed_then_reported() {
     c.worker.as_mut().unwrap().progress = Some(progress.clone());
     assert_eq!(
         c.decide(),
-        Step::Running { job: job(2, 1).name, attempt: 1, progress: Some(progress) }
+        Step::Running { job: job(2, 1).name, attempt: 1, progress: Some(progress), recheck: None }
     );
     // Someone deleted the current Job: wait until it is gone, then start over.
     let deleting = JobFacts { deleting: true, ..job(2, 1) };
@@ -802,4 +803,36 @@ fn the_spec_hash_ignores_suspend_only() {
     assert_eq!(spec_hash(&spec), h);
     spec.timeout = Some("5m".into());
     assert_ne!(spec_hash(&spec), h);
+}
+
+/// A worker on its way is looked at again when events may say why it waits, then the less
+/// often the longer it takes; a running one at the progress interval.
+#[test]
+fn a_starting_worker_is_looked_at_less_often_the_longer_it_takes() {
+    let at = |age: i64| starting_recheck(Some(t0() - secs(age)), t0());
+    let table = [(0, 5), (4, 5), (10, 5), (14, 7), (40, 20), (60, 30), (3600, 30)];
+    for (age, want) in table {
+        assert_eq!(at(age), Duration::from_secs(want), "age {age}s");
+    }
+    // The cluster's clock ahead of ours, or no timestamp at all: as if just created.
+    assert_eq!(at(-90), EVENTS_AFTER);
+    assert_eq!(starting_recheck(None, t0()), EVENTS_AFTER);
+    // Pending pod created 5 s ago (the `pod` helper): the pod's age counts, not the Job's.
+    let c = case().jobs(vec![JobFacts { created: Some(t0() - secs(100)), ..job(2, 1) }]);
+    let starting = c.worker(Some(pod("Pending", waiting("ContainerCreating", ""))), vec![], None);
+    assert!(
+        matches!(starting.decide(), Step::Running { recheck: Some(r), .. } if r == EVENTS_AFTER)
+    );
+    // No pod yet: the Job's age.
+    let c = case().jobs(vec![JobFacts { created: Some(t0() - secs(100)), ..job(2, 1) }]);
+    let no_pod = c.worker(None, vec![], None);
+    assert!(
+        matches!(no_pod.decide(), Step::Running { recheck: Some(r), .. } if r == STARTING_RECHECK_MAX)
+    );
+    let running = case().jobs(vec![job(2, 1)]).worker(
+        Some(pod("Running", Some(ContainerState::Running))),
+        vec![],
+        None,
+    );
+    assert!(matches!(running.decide(), Step::Running { recheck: None, .. }));
 }
