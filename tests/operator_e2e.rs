@@ -10,9 +10,11 @@ use common::cluster::{
     Cluster, condition, copy_tree, create, create_pvc, is_ready, is_stalled, wait_for,
 };
 use common::{LayoutBuilder, TestRegistry, multi_platform, simple_image};
+use imagepush::controller::FIELD_MANAGER;
 use imagepush::crd::{ImagePush, Phase};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -63,15 +65,31 @@ async fn tagged_push_becomes_ready_with_the_digest_and_is_idempotent() {
     pvc(&client, "layouts").await;
     let (_b, image) =
         simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[200_000, 3000], 1);
-    cluster.start_controller(&[]);
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
     create(
         &api,
         image_push("app", "layouts", "app", &format!("{}/team/app:v1", registry.host()), json!({})),
     )
     .await;
+    // A status as an earlier version of the controller wrote it (a merge patch): what the
+    // push no longer has (a retry time, referrers left out, an old Job's name) is gone once
+    // it is Ready.
+    let earlier = json!({"status": {"phase": "Running", "jobName": "app-1-1-old",
+        "nextAttemptTime": "2026-01-01T00:00:00Z", "referrersLeftOut": "earlier"}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch_status("app", &params, &Patch::Merge(earlier)).await.unwrap();
+    cluster.start_controller(&[]);
     let ip = wait_for(&cluster, &api, "app", TIMEOUT, "Ready", is_ready).await;
     let st = ip.status.clone().unwrap();
+    assert_eq!((st.next_attempt_time, st.referrers_left_out.as_deref()), (None, None));
+    assert_ne!(st.job_name.as_deref(), Some("app-1-1-old"));
+    let owners: Vec<_> = ip
+        .managed_fields()
+        .iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| (m.manager.clone().unwrap_or_default(), m.operation.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(owners, [(FIELD_MANAGER.to_string(), "Apply".to_string())]);
     assert_eq!(st.digest.as_deref(), Some(image.digest.as_str()));
     assert_eq!(st.phase, Some(Phase::Succeeded));
     assert_eq!(st.observed_generation, Some(1));

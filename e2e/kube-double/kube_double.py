@@ -671,6 +671,12 @@ def update_ownership(managed, old, new, manager, subresource, api_version):
     return out
 
 
+def _valid_managed_entry(m):
+    """Whether the fieldmanager decodes this managedFields entry."""
+    return (isinstance(m, dict) and isinstance(m.get("manager"), str) and m.get("operation") in ("Apply", "Update")
+            and m.get("fieldsType", "FieldsV1") == "FieldsV1" and isinstance(m.get("fieldsV1", {}), dict))
+
+
 def _remove_path(obj, path):
     cur = obj
     for k in path[:-1]:
@@ -1771,13 +1777,22 @@ class Store:
                 meta[k] = om[k]
             else:
                 meta.pop(k, None)
+        # The fieldmanager keeps the managedFields a write through the main resource sends
+        # when they decode ([{}] resets them); a subresource write, or none sent, keeps the live ones.
+        base = om.get("managedFields")
+        sent = meta.get("managedFields")
+        if check and managed is None and sub is None and sent:
+            if sent == [{}]:
+                base = []
+            elif all(_valid_managed_entry(m) for m in sent):
+                base = sent
         if managed is not None:
             if managed:
                 meta["managedFields"] = managed
             else:
                 meta.pop("managedFields", None)
-        elif "managedFields" in om:
-            meta["managedFields"] = om["managedFields"]
+        elif base:
+            meta["managedFields"] = base
         else:
             meta.pop("managedFields", None)
         meta["resourceVersion"] = om["resourceVersion"]
@@ -1816,7 +1831,7 @@ class Store:
         if _strip_for_generation(new) != _strip_for_generation(old):
             meta["generation"] = int(om.get("generation") or 0) + 1
         if managed is None and manager:
-            mf = update_ownership(om.get("managedFields") or [], old, new, manager, sub, new["apiVersion"])
+            mf = update_ownership(base or [], old, new, manager, sub, new["apiVersion"])
             if mf:
                 meta["managedFields"] = mf
             else:
@@ -1943,7 +1958,8 @@ class Store:
         # conflicts with other managers that own an applied leaf holding a different value
         conflicts = []
         for m in managed:
-            if m.get("manager") == manager:
+            # (manager, operation, subresource) is the owner: the same name's Update is another
+            if _same_entry(m, manager, "Apply", subres):
                 continue
             for q in sorted(fields_to_paths(m.get("fieldsV1"))):
                 for p in paths:
@@ -1995,6 +2011,11 @@ class Store:
         for p in before - paths:
             if not any(_overlaps(p, q) for q in others):
                 _remove_path(new, p)
+                # a map whose last field went goes too (its fields were all this manager's)
+                for n in range(len(p) - 1, 0, -1):
+                    if _get_path(new, p[:n]) != {} or p[:n] in paths:
+                        break
+                    _remove_path(new, p[:n])
         if mine is not None:
             if mine.get("fieldsV1") != entry["fieldsV1"]:
                 managed[managed.index(mine)] = entry

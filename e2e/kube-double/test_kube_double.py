@@ -386,6 +386,12 @@ class KubeDoubleTest(unittest.TestCase):
                             ctype="application/apply-patch+yaml")
         self.assertEqual(o4["status"], {"phase": "Again"})
         self.assertEqual(o4["metadata"]["generation"], 2)
+        # a stale resourceVersion in a status apply is a conflict
+        code, st = self.req("PATCH", f"{IP}/st1/status?fieldManager=ctl&force=true",
+                            {"apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush",
+                             "metadata": {"resourceVersion": o3["metadata"]["resourceVersion"]}, "status": {"phase": "x"}},
+                            ctype="application/apply-patch+yaml")
+        self.assertEqual((code, st.get("reason")), (409, "Conflict"))
         # apply needs kind/apiVersion and a field manager
         code, st = self.req("PATCH", f"{IP}/st1/status?fieldManager=ctl", {"status": {"phase": "x"}},
                             ctype="application/apply-patch+yaml")
@@ -395,6 +401,55 @@ class KubeDoubleTest(unittest.TestCase):
                             {"apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush", "metadata": {"name": "applied"},
                              "spec": {"target": "z"}}, ctype="application/apply-patch+yaml")
         self.assertEqual((code, o5["spec"]), (201, {"target": "z"}))
+
+    def test_fields_of_a_merge_patch_move_to_apply_through_managed_fields(self):
+        """What a manager wrote with a merge patch an apply of the same name never removes (the
+        Update entry is another owner, and an equal value is shared), until its managedFields
+        entry is rewritten as an Apply one through the main resource (csaupgrade's way)."""
+        code, _ = self.req("POST", IP, {"apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush",
+                                        "metadata": {"name": "mig"}, "spec": {"target": "t"}})
+        self.assertEqual(code, 201)
+        code, o = self.req("PATCH", f"{IP}/mig/status?fieldManager=ctl", {"status": {"phase": "Running", "progress": {"a": 1}}},
+                           ctype="application/merge-patch+json")
+        self.assertEqual(code, 200)
+
+        def apply(status, rv=None):
+            meta = {"resourceVersion": rv} if rv else {}
+            return self.req("PATCH", f"{IP}/mig/status?fieldManager=ctl&force=true",
+                            {"apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush", "metadata": meta,
+                             "status": status}, ctype="application/apply-patch+yaml")
+        code, o = apply({"phase": "Running", "digest": "d"})
+        self.assertEqual(o["status"], {"phase": "Running", "progress": {"a": 1}, "digest": "d"})
+        code, o = apply({"phase": "Done"})
+        self.assertEqual(o["status"], {"phase": "Done", "progress": {"a": 1}})
+        # managedFields sent to the status subresource are ignored
+        entries = o["metadata"]["managedFields"]
+        moved = [dict(m, operation="Apply") if (m["manager"], m["operation"]) == ("ctl", "Update") else m
+                 for m in entries if (m["manager"], m["operation"]) != ("ctl", "Apply")]
+        code, o2 = self.req("PATCH", f"{IP}/mig/status", {"metadata": {"managedFields": moved}},
+                            ctype="application/merge-patch+json")
+        self.assertEqual(o2["metadata"]["managedFields"], entries)
+        # through the main resource, with a stale resourceVersion: refused
+        code, st = self.req("PATCH", f"{IP}/mig", {"metadata": {"managedFields": moved, "resourceVersion": "1"}},
+                            ctype="application/merge-patch+json")
+        self.assertEqual(code, 409)
+        # an entry the fieldmanager cannot decode: the live ones stay
+        code, o3 = self.req("PATCH", f"{IP}/mig", {"metadata": {"managedFields": [{"operation": "Bogus"}]}},
+                            ctype="application/merge-patch+json")
+        self.assertEqual(o3["metadata"]["managedFields"], entries)
+        code, o3 = self.req("PATCH", f"{IP}/mig", {"metadata": {"managedFields": moved,
+                                                               "resourceVersion": o2["metadata"]["resourceVersion"]}},
+                            ctype="application/merge-patch+json")
+        self.assertEqual(code, 200)
+        self.assertEqual(o3["metadata"]["managedFields"], moved)
+        self.assertEqual(o3["metadata"]["generation"], 1)
+        code, o4 = apply({"phase": "Done"}, o3["metadata"]["resourceVersion"])
+        self.assertEqual((code, o4["status"]), (200, {"phase": "Done"}))
+        self.assertEqual({(m["manager"], m["operation"]) for m in o4["metadata"]["managedFields"]},
+                         {(m["manager"], m["operation"]) for m in moved})
+        # [{}] resets them
+        code, o5 = self.req("PATCH", f"{IP}/mig", {"metadata": {"managedFields": [{}]}}, ctype="application/merge-patch+json")
+        self.assertNotIn("managedFields", o5["metadata"])
 
     def test_server_side_apply_conflicts(self):
         leases = "/apis/coordination.k8s.io/v1/namespaces/default/leases"

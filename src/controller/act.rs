@@ -1,5 +1,5 @@
 //! The writes of a reconcile: carrying out the step `decide` chose. One function per step;
-//! each creates or deletes a Job when the step says so, writes the status (only when it
+//! each creates or deletes a Job when the step says so, applies the status (only when it
 //! changed, with the object's resourceVersion as a precondition) and publishes an event
 //! when something a person should know changed.
 
@@ -18,7 +18,7 @@ use super::decide::{self, Facts, Problem, Step};
 use super::observe::controlled_by;
 use super::pod_settings::PodSettings;
 use super::status::{self, reasons};
-use super::{Context, Error, job, knowledge, metrics, validate};
+use super::{Context, Error, job, knowledge, metrics, status_apply, validate};
 use crate::crd::{ImagePush, ImagePushStatus, Phase};
 use crate::push::report::PushReport;
 use crate::reference::PushTarget;
@@ -395,32 +395,52 @@ impl Act<'_> {
         Ok(written)
     }
 
-    /// Writes `new` as the status if it differs from what the reconcile started from: a JSON
-    /// merge patch of the whole status (fields that disappeared set to null), on the
-    /// resourceVersion the decision was made on. A newer object (409) means the decision was
-    /// made on old facts: the write is refused and the reconcile runs again.
+    /// Writes `new` as the status if it differs from what the reconcile started from: a
+    /// server-side apply of the whole status (`status_apply`), on the resourceVersion the
+    /// decision was made on. A newer object (409) means the decision was made on old facts:
+    /// the write is refused and the reconcile runs again.
     async fn write(&self, new: &ImagePushStatus) -> Result<bool, Error> {
         let old = self.facts.status;
         if old == new && self.ip.status.is_some() {
             return Ok(false);
         }
-        let mut value = serde_json::to_value(new)?;
-        if let (Some(obj), serde_json::Value::Object(old_obj)) =
-            (value.as_object_mut(), serde_json::to_value(old)?)
+        let mut rv = self.ip.resource_version();
+        if let Some(managed) =
+            status_apply::upgraded(self.ip.managed_fields(), super::FIELD_MANAGER)
         {
-            for key in old_obj.keys() {
-                obj.entry(key.clone()).or_insert(serde_json::Value::Null);
-            }
+            rv = self.upgrade_field_manager(managed, rv.as_deref()).await?.resource_version();
         }
+        self.apply_status(new, rv.as_deref()).await?;
+        Ok(true)
+    }
+
+    /// Replaces the object's managedFields (through the main resource: a subresource write
+    /// ignores them; a merge patch replaces the list whole), on `rv`.
+    async fn upgrade_field_manager(
+        &self,
+        managed: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry>,
+        rv: Option<&str>,
+    ) -> Result<ImagePush, Error> {
         let api: Api<ImagePush> = Api::namespaced(self.ctx.client.clone(), self.facts.namespace);
-        let patch = Patch::Merge(serde_json::json!({
-            "metadata": {"resourceVersion": self.ip.resource_version()},
-            "status": value,
-        }));
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": rv, "managedFields": managed},
+        });
         let params =
             PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() };
-        api.patch_status(&self.ip.name_any(), &params, &patch).await?;
-        Ok(true)
+        info!(name = %self.ip.name_any(), "status fields of a merge patch handed over to server-side apply");
+        Ok(api.patch(&self.ip.name_any(), &params, &Patch::Merge(patch)).await?)
+    }
+
+    async fn apply_status(
+        &self,
+        st: &ImagePushStatus,
+        rv: Option<&str>,
+    ) -> Result<ImagePush, Error> {
+        let api: Api<ImagePush> = Api::namespaced(self.ctx.client.clone(), self.facts.namespace);
+        let name = self.ip.name_any();
+        let body = status_apply::body(st, &name, rv)?;
+        let params = PatchParams::apply(super::FIELD_MANAGER).force();
+        Ok(api.patch_status(&name, &params, &Patch::Apply(body)).await?)
     }
 
     async fn publish(&self, warning: bool, reason: &str, note: String) {

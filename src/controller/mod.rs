@@ -21,6 +21,7 @@ pub mod policy;
 mod quantity;
 mod reconcile;
 pub mod status;
+mod status_apply;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -100,10 +100,12 @@ The rules of the controller's role: exactly the API calls src/controller/ makes
 {{- define "imagepush.controllerRules" -}}
 # Watch ImagePush objects (the controller's reflector lists and watches them), and read one
 # afresh before starting a worker, so a cache that lags never starts a Job twice.
+# Patch: once per object whose status an earlier version of the controller wrote with a merge patch, its
+# managedFields (moved to the server-side apply entry; a subresource write cannot change them).
 - apiGroups: ["imagepush.dev"]
   resources: ["imagepushes"]
-  verbs: ["list", "watch", "get"]
-# Write status, conditions and progress (JSON merge patch of the status subresource).
+  verbs: ["list", "watch", "get", "patch"]
+# Write status, conditions and progress (server-side apply of the status subresource).
 - apiGroups: ["imagepush.dev"]
   resources: ["imagepushes/status"]
   verbs: ["patch"]
