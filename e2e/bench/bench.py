@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import http.client
 import json
+import math
 import os
 import platform
 import random
@@ -854,6 +855,14 @@ def summarize(samples):
 # Operator: N ImagePush objects against the API test double
 # --------------------------------------------------------------------------------------------
 
+def percentile(values, p):
+    """The nearest-rank p-th percentile of `values`, rounded to 0.01; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 2)
+
+
 def run_operator(bench, lay, count, timeout):
     args = bench.args
     state = os.path.join(bench.work, "kube")
@@ -929,6 +938,7 @@ def run_operator(bench, lay, count, timeout):
                             "connection": {"plainHttp": True}}} for i, n in enumerate(names)]
         t0 = time.perf_counter()
         errors = []
+        created_at = {}
         lock = threading.Lock()
         todo = list(bodies)
 
@@ -938,6 +948,7 @@ def run_operator(bench, lay, count, timeout):
                     if not todo:
                         return
                     b = todo.pop(0)
+                    created_at[b["metadata"]["name"]] = time.perf_counter() - t0
                 st, body = api_call("POST", f"/apis/imagepush.dev/v1alpha1/namespaces/{ns}/imagepushes", b)
                 if st not in (200, 201):
                     with lock:
@@ -985,6 +996,9 @@ def run_operator(bench, lay, count, timeout):
             seconds=round(max(ready_at.values()) if len(ready_at) == count else wall, 2),
             firstReadySeconds=round(min(ready_at.values()), 2) if ready_at else None,
             medianReadySeconds=round(median(list(ready_at.values())), 2) if ready_at else None,
+            # from each object's create request to the first poll that saw it Ready (polls 1 s apart)
+            p95CreateToReadySeconds=percentile([ready_at[n] - created_at[n] for n in ready_at], 95),
+            medianCreateToReadySeconds=percentile([ready_at[n] - created_at[n] for n in ready_at], 50),
             apiRequests=len(ctl), apiRequestsPerPush=round(len(ctl) / count, 2),
             apiRequestsByVerb=dict(by.most_common()),
             apiWatchRequests=sum(1 for r in ctl if r.get("verb") == "watch"),
@@ -1084,10 +1098,11 @@ def markdown(result):
         if "error" in op and "ready" not in op:
             out.append(f"- error: {op['error']}")
         else:
-            out.append("| objects | all Ready | Ready | Stalled | seconds to all Ready | first / median Ready s | API requests per push | controller peak RSS MiB | controller CPU s | double CPU s | registry tags missing |")
-            out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+            out.append("| objects | all Ready | Ready | Stalled | seconds to all Ready | first / median Ready s | create to Ready median / p95 s | API requests per push | controller peak RSS MiB | controller CPU s | double CPU s | registry tags missing |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
             out.append(f"| {op['objects']} | {op['allReady']} | {op['ready']} | {op['stalled']} | {op['seconds']} | "
-                       f"{op['firstReadySeconds']} / {op['medianReadySeconds']} | {op['apiRequestsPerPush']} | "
+                       f"{op['firstReadySeconds']} / {op['medianReadySeconds']} | "
+                       f"{op.get('medianCreateToReadySeconds')} / {op.get('p95CreateToReadySeconds')} | {op['apiRequestsPerPush']} | "
                        f"{op['controllerPeakRssKiB'] / 1024:.1f} | {op['controllerCpu']:.2f} | {op['doubleCpu']:.2f} | {op.get('registryMissing')} |")
             out.append("")
             out.append("API requests by verb: " + ", ".join(f"{k} {v}" for k, v in op["apiRequestsByVerb"].items()))
