@@ -589,8 +589,17 @@ async fn a_long_push_shows_progress_and_metrics_count_it() {
         .count();
     assert!(status_patches <= 30, "{status_patches} status patches");
 
-    let (code, metrics) = cluster.controller_http("/metrics").await;
-    assert_eq!(code, 200);
+    // The counters follow the status write that made it Ready (the same reconcile, just after).
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let (code, text) = cluster.controller_http("/metrics").await;
+        assert_eq!(code, 200);
+        metrics = text;
+        if metrics.contains("imagepush_pushes_total{result=\"succeeded\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(metrics.contains("imagepush_pushes_total{result=\"succeeded\"} 1"), "{metrics}");
     let bytes: u64 = metrics
         .lines()
