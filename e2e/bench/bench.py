@@ -867,7 +867,7 @@ def run_operator(bench, lay, count, timeout):
     args = bench.args
     state = os.path.join(bench.work, "kube")
     os.makedirs(state, exist_ok=True)
-    res = {"objects": count}
+    res = {"objects": count, "progressInterval": args.operator_progress_interval}
     reg = bench.registry.start()
     double = controller = None
     try:
@@ -903,7 +903,8 @@ def run_operator(bench, lay, count, timeout):
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         controller = subprocess.Popen([args.binary, "controller", "--kubeconfig", os.path.join(state, "kubeconfig"),
-                                       "--metrics-addr", f"127.0.0.1:{metrics_port}", "--progress-interval", "1",
+                                       "--metrics-addr", f"127.0.0.1:{metrics_port}",
+                                       "--progress-interval", str(args.operator_progress_interval),
                                        "--worker-image", "imagepush:bench"],
                                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(state, "controller.log"), "ab"),
                                       stdin=subprocess.DEVNULL, env=env)
@@ -1184,6 +1185,8 @@ def main():
     ap.add_argument("--no-traffic", action="store_true", help="skip the counting-proxy runs of cases 2, 3, 4, 6")
     ap.add_argument("--operator", action="store_true", help="also run the operator benchmark against the API test double")
     ap.add_argument("--operator-count", type=int, help="ImagePush objects (default 200, --quick 20)")
+    ap.add_argument("--operator-progress-interval", type=int, default=1,
+                    help="the controller's --progress-interval in the operator run (default 1; the controller's own default is 5)")
     ap.add_argument("--operator-timeout", type=float, default=900, help="seconds to wait for all Ready (default 900)")
     ap.add_argument("--binary", help="imagepush binary to use (default: cargo build --release, target/release/imagepush)")
     ap.add_argument("--out", help="JSON results file (default $TMPDIR/imagepush-bench-<time>.json)")

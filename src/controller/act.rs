@@ -18,7 +18,7 @@ use super::decide::{self, Facts, Problem, Step};
 use super::observe::controlled_by;
 use super::pod_settings::PodSettings;
 use super::status::{self, reasons};
-use super::{Context, Error, job, knowledge, metrics, status_apply, validate};
+use super::{Context, Error, facts, job, knowledge, metrics, status_apply, validate};
 use crate::crd::{ImagePush, ImagePushStatus, Phase};
 use crate::push::report::PushReport;
 use crate::reference::PushTarget;
@@ -107,7 +107,8 @@ impl Act<'_> {
                     self.generation(),
                 );
                 self.write(&st).await?;
-                let every = self.ctx.config.progress_interval;
+                let running = self.ctx.jobs.state().iter().filter(|j| facts::unfinished(j)).count();
+                let every = decide::progress_every(self.ctx.config.progress_interval, running);
                 Ok(Action::requeue(recheck.map_or(every, |r| r.max(every))))
             }
             Step::Succeeded { job, report, delete } => self.succeeded(job, *report, delete).await,

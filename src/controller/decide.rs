@@ -318,6 +318,17 @@ pub fn starting_recheck(since: Option<Timestamp>, now: Timestamp) -> Duration {
     (age / 2).clamp(EVENTS_AFTER, STARTING_RECHECK_MAX)
 }
 
+/// Progress reads (a log tail, then a status write when it moved) the controller allows
+/// itself per second over all running workers.
+pub const PROGRESS_READS_PER_SECOND: f64 = 20.0;
+
+/// How often one running worker's progress is read: every `interval`, or less often when
+/// that many workers run that reading them all would pass `PROGRESS_READS_PER_SECOND` (a
+/// thousand pushes at once must not become a thousand API calls a second).
+pub fn progress_every(interval: Duration, running: usize) -> Duration {
+    interval.max(Duration::from_secs_f64(running as f64 / PROGRESS_READS_PER_SECOND))
+}
+
 /// A Job whose deletion started `STOPPING_TOO_LONG` ago and has not ended.
 fn stopping_too_long(job: &JobFacts, now: Timestamp) -> bool {
     job.deleting_since.is_some_and(|since| elapsed(since, now) > STOPPING_TOO_LONG)

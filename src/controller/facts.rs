@@ -3,7 +3,7 @@
 //! the worker wrote. Built from API objects by pure functions here; `decide` reasons over
 //! them and never sees an API object or a client.
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use std::time::Duration;
 
@@ -89,20 +89,28 @@ pub struct WorkerFacts {
     pub report: Option<PushReport>,
 }
 
-pub fn job_facts(job: &Job) -> JobFacts {
-    let label = |key: &str| job.labels().get(key).and_then(|v| v.parse().ok());
-    let finished = job
-        .status
+/// The `Complete` or `Failed` condition that is True, if one is.
+fn finished_condition(job: &Job) -> Option<&JobCondition> {
+    job.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
         .find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
-        .map(|c| Finished {
-            succeeded: c.type_ == "Complete",
-            reason: c.reason.clone().unwrap_or_default(),
-            at: c.last_transition_time.as_ref().map(|t| t.0),
-        });
+}
+
+/// Whether the Job has not finished (its worker is starting or running).
+pub fn unfinished(job: &Job) -> bool {
+    finished_condition(job).is_none()
+}
+
+pub fn job_facts(job: &Job) -> JobFacts {
+    let label = |key: &str| job.labels().get(key).and_then(|v| v.parse().ok());
+    let finished = finished_condition(job).map(|c| Finished {
+        succeeded: c.type_ == "Complete",
+        reason: c.reason.clone().unwrap_or_default(),
+        at: c.last_transition_time.as_ref().map(|t| t.0),
+    });
     JobFacts {
         name: job.name_any(),
         uid: job.uid().unwrap_or_default(),
