@@ -4,7 +4,7 @@
 //! them and never sees an API object or a client.
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod, PodSpec};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -87,6 +87,24 @@ pub struct WorkerFacts {
     pub progress: Option<ProgressLine>,
     /// The worker's report, from its log or its termination message.
     pub report: Option<PushReport>,
+}
+
+/// A worker Job as the watch cache keeps it: what `job_facts`, `controlled_by` and the pod
+/// trigger read (metadata and status), without its spec (the pod template is most of it)
+/// or managedFields.
+pub fn slim_job(job: &mut Job) {
+    job.spec = None;
+    job.metadata.managed_fields = None;
+    job.metadata.annotations = None;
+}
+
+/// A worker pod as the watch cache keeps it: what `pod_facts` and the pod trigger read
+/// (metadata, the node it is bound to, its status), nothing of the rest of its spec.
+pub fn slim_pod(pod: &mut Pod) {
+    let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
+    pod.spec = Some(PodSpec { node_name, ..Default::default() });
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
 }
 
 /// The `Complete` or `Failed` condition that is True, if one is.
@@ -394,5 +412,43 @@ mod tests {
         for (name, job, pod, want) in table {
             assert_eq!(events_wanted(&job, pod.as_ref(), now), want, "{name}");
         }
+    }
+
+    /// What a reconcile knows of a Job or pod is the same from the slim copy in the cache.
+    #[test]
+    fn slim_copies_give_the_same_facts() {
+        let mut p = pod(serde_json::json!({
+            "metadata": {"name": "app-1-1-abcde-x", "uid": "u", "namespace": "ns",
+                         "creationTimestamp": "2026-11-30T10:00:00Z", "labels": {"controller-uid": "j"},
+                         "annotations": {"a": "b"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "app-1-1-abcde",
+                                              "uid": "j", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "push", "image": "i", "args": ["push"]}],
+                     "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                       "containerStatuses": [{"name": "push", "image": "i", "imageID": "", "ready": false,
+                        "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }));
+        let before = pod_facts(&p);
+        let owners = p.metadata.owner_references.clone();
+        slim_pod(&mut p);
+        assert_eq!(pod_facts(&p), before);
+        assert_eq!(p.metadata.owner_references, owners);
+        assert!(p.spec.as_ref().unwrap().containers.is_empty());
+        let mut j: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app-1-1-abcde", "uid": "j", "namespace": "ns",
+                         "creationTimestamp": "2026-11-30T10:00:00Z",
+                         "labels": {"imagepush.dev/generation": "1", "imagepush.dev/attempt": "1"},
+                         "ownerReferences": [{"apiVersion": "imagepush.dev/v1alpha1", "kind": "ImagePush",
+                                              "name": "app", "uid": "ip", "controller": true}]},
+            "spec": {"template": {"spec": {"containers": [{"name": "push", "image": "i"}]}}},
+            "status": {"conditions": [{"type": "Complete", "status": "True", "reason": "Done",
+                                       "lastTransitionTime": "2026-11-30T10:01:00Z"}]}
+        }))
+        .unwrap();
+        let before = job_facts(&j);
+        slim_job(&mut j);
+        assert_eq!(job_facts(&j), before);
+        assert!(j.spec.is_none() && j.metadata.owner_references.is_some());
     }
 }

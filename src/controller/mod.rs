@@ -81,6 +81,10 @@ pub struct Context {
     pub pods: Store<Pod>,
 }
 
+/// Reconciles in flight at once (the rest wait in the queue): a thousand objects created
+/// at once do not become a thousand requests and their buffers at once.
+const MAX_CONCURRENT_RECONCILES: u16 = 32;
+
 /// How long a stopping controller lets the reconciles in flight finish.
 pub const DRAIN: Duration = Duration::from_millis(750);
 
@@ -158,10 +162,10 @@ async fn run_controller(
         watcher::Config::default().labels(&format!("{}=imagepush", job::LABEL_MANAGED_BY));
     // Worker Jobs: cached, and their changes trigger their ImagePush's reconcile.
     let (job_store, job_writer) = reflector::store();
-    // (managedFields dropped: nothing reads them, and they are much of each object's size.)
+    // (Slim copies: a thousand pushes keep a thousand Jobs and pods in memory.)
     let owned = watcher(jobs, managed.clone())
         .default_backoff()
-        .modify(|j| j.managed_fields_mut().clear())
+        .modify(facts::slim_job)
         .reflect(job_writer)
         .touched_objects();
     // Worker pods: cached, and their changes trigger the reconcile of the ImagePush whose
@@ -169,7 +173,7 @@ async fn run_controller(
     let (pod_store, pod_writer) = reflector::store();
     let pod_changes = watcher(pods, managed)
         .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
+        .modify(facts::slim_pod)
         .reflect(pod_writer)
         .touched_objects();
     let owner_of_pod = {
@@ -188,7 +192,11 @@ async fn run_controller(
     let controller = Controller::for_stream(trigger, store)
         .owns_stream(owned)
         .watches_stream(pod_changes, owner_of_pod)
-        .with_config(controller::Config::default().debounce(Duration::from_millis(200)));
+        .with_config(
+            controller::Config::default()
+                .debounce(Duration::from_millis(200))
+                .concurrency(MAX_CONCURRENT_RECONCILES),
+        );
     let reporter =
         Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
