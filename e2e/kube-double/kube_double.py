@@ -19,6 +19,7 @@ import datetime
 import fnmatch
 import hashlib
 import heapq
+import hmac
 import http.server
 import json
 import os
@@ -1715,6 +1716,8 @@ class Store:
                 obj.pop("status", None)
             normalize_write(info, obj)
             apply_create_defaults(info, obj)
+            if info.gr == PODS:
+                self._service_account_admission(ns, obj)
             validate(info, obj)
             self._pod_security(info, ns, obj, warnings)
             if managed is None and manager:
@@ -1728,6 +1731,54 @@ class Store:
             self.by_uid[meta["uid"]] = (info, ns, name)
             self._emit(info, ns, "ADDED", obj, None)
             return obj
+
+    def _service_account_admission(self, ns, pod):
+        """The ServiceAccount admission plugin: the pod's ServiceAccount must exist (`default` is
+        taken to exist everywhere, as the ServiceAccounts controller makes it in each namespace);
+        unless automounting is off (the pod's `automountServiceAccountToken`, else the
+        ServiceAccount's, else on) every container gets the `kube-api-access-*` projected volume
+        at /var/run/secrets/kubernetes.io/serviceaccount; a pod without imagePullSecrets gets the
+        ServiceAccount's."""
+        name, spec = pod["metadata"]["name"], pod["spec"]
+        sa_name = spec.get("serviceAccountName") or "default"
+        sa = self.objs[SERVICEACCOUNTS].get((ns, sa_name))
+        if sa is None and sa_name != "default":
+            raise ApiError(403, f'pods "{name}" is forbidden: error looking up service account {ns}/{sa_name}: '
+                                f'serviceaccount "{sa_name}" not found', "Forbidden", {"name": name, "kind": "pods"})
+        sa = sa or {}
+        automount = spec.get("automountServiceAccountToken")
+        if automount is None:
+            automount = sa.get("automountServiceAccountToken")
+        if automount is not False:
+            self._mount_api_access(ns, spec)
+        if not spec.get("imagePullSecrets") and sa.get("imagePullSecrets"):
+            spec["imagePullSecrets"] = [{"name": s.get("name", "")} for s in sa["imagePullSecrets"]]
+
+    def _mount_api_access(self, ns, spec):
+        volume = "kube-api-access-" + rand_suffix()
+        mount = {"name": volume, "readOnly": True, "mountPath": SA_TOKEN_DIR}
+        wanted = False
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            mounts = c.setdefault("volumeMounts", [])
+            if not any(m.get("mountPath") == SA_TOKEN_DIR for m in mounts):
+                mounts.append(dict(mount))
+                wanted = True
+        if not wanted:
+            return
+        spec.setdefault("volumes", []).append({"name": volume, "projected": {"defaultMode": 0o644, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}})
+        self._publish_root_ca(ns)
+
+    def _publish_root_ca(self, ns):
+        """The root-ca-cert-publisher: `kube-root-ca.crt` in every namespace (here: by the time
+        a pod there needs it, since namespaces need not exist as objects)."""
+        if (ns, ROOT_CA_CONFIGMAP) not in self.objs[CONFIGMAPS]:
+            self.create(self.registry.lookup(*CONFIGMAPS), ns,
+                        {"metadata": {"name": ROOT_CA_CONFIGMAP}, "data": {"ca.crt": DOUBLE_CA_PEM}},
+                        manager="kube-controller-manager")
 
     def _pod_security(self, info, ns, obj, warnings):
         """Pod Security admission: pods violating the namespace's enforce level are refused; pods
@@ -2131,6 +2182,24 @@ PODS = ("", "pods")
 JOBS = ("batch", "jobs")
 SECRETS = ("", "secrets")
 CONFIGMAPS = ("", "configmaps")
+SERVICEACCOUNTS = ("", "serviceaccounts")
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+DOUBLE_CA_PEM = "# kube-double serves plain HTTP: it has no certificate authority\n"
+TOKEN_KEY = os.urandom(32)
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def sign_jwt(claims, key):
+    """A compact JWS (HS256) of `claims`."""
+    head = _b64url(json.dumps({"alg": "HS256", "kid": "kube-double"}, separators=(",", ":")).encode())
+    body = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    mac = hmac.new(key, head + b"." + body, hashlib.sha256).digest()
+    return head + b"." + body + b"." + _b64url(mac)
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 PVCS = ("", "persistentvolumeclaims")
 NODES = ("", "nodes")
 NAMESPACES = ("", "namespaces")
@@ -2872,9 +2941,11 @@ class Images:
     mapped binary; by the reference's last component or a `--binary-image` glob), `--host-image` images (the host's system directories) and the injected
     sidecar's image. Anything else cannot be pulled."""
 
-    def __init__(self, binary_map, binary_images, host_patterns, sidecar_image):
+    def __init__(self, binary_map, binary_images, host_patterns, sidecar_image, image_files=()):
         self.binary_map = binary_map
         self.binary_images = binary_images  # [(glob on the reference, NAME)]
+        # [(glob on the reference, path in the image, host file)]: a `COPY` onto a binary image
+        self.image_files = [(p, d, os.path.realpath(src)) for p, d, src in image_files]
         self.host_patterns = host_patterns
         self.sidecar_image = sidecar_image
         self.libs = {name: shared_libraries(path) for name, path in binary_map.items()}
@@ -2910,7 +2981,12 @@ class Images:
                     {"kind": "file", "path": "/etc/os-release",
                      "content": 'PRETTY_NAME="Distroless"\nNAME="Debian GNU/Linux"\nID="debian"\nVERSION_ID="12"\n'},
                     {"kind": "bind", "path": f"/usr/local/bin/{name}", "source": binary}]
-        entries += [{"kind": "bind", "path": lib, "source": lib} for lib in self.libs.get(name) or []]
+        libs = list(self.libs.get(name) or [])
+        for pattern, dest, src in self.image_files:
+            if fnmatch.fnmatchcase(ref, pattern):
+                entries.append({"kind": "bind", "path": dest, "source": src})
+                libs += [lib for lib in shared_libraries(src) if lib not in libs]
+        entries += [{"kind": "bind", "path": lib, "source": lib} for lib in libs]
         if os.path.exists(CA_BUNDLE):
             entries.append({"kind": "bind", "path": CA_BUNDLE, "source": CA_BUNDLE})
         size = sum(os.path.getsize(e["source"]) for e in entries if e["kind"] == "bind" and os.path.exists(e["source"]))
@@ -3105,7 +3181,7 @@ class PodVolumes:
                             payload.update(self._downward(s["downwardAPI"].get("items"), mode))
                         elif "serviceAccountToken" in s:
                             payload[s["serviceAccountToken"].get("path") or "token"] = (
-                                b"kube-double-has-no-service-account-tokens", mode)
+                                self._service_account_token(s["serviceAccountToken"], vname), mode)
                     except PodWait as w:
                         errors.append(w.message.split(" : ", 1)[-1])
                 if errors:
@@ -3129,6 +3205,25 @@ class PodVolumes:
             raise self._fail(vname, w.message)
         except OSError as e:
             raise self._fail(vname, str(e))
+
+    def _service_account_token(self, src, vname):
+        """What kubelet gets from the TokenRequest API for the pod's ServiceAccount: a JWT bound
+        to the pod, for the source's audience (the API server's by default). Signed with the
+        double's own HMAC key, not an RSA key, so only its claims mean anything."""
+        meta, ns = self.pod["metadata"], self.pod["metadata"]["namespace"]
+        sa_name = self.pod["spec"].get("serviceAccountName") or "default"
+        sa = self.kubelet.store.get(SERVICEACCOUNTS, ns, sa_name)
+        if sa is None and sa_name != "default":
+            raise self._fail(vname, f'failed to fetch token: serviceaccounts "{sa_name}" not found')
+        now = int(time.time())
+        claims = {"aud": [src.get("audience") or API_AUDIENCE], "iss": API_AUDIENCE, "iat": now, "nbf": now,
+                  "exp": now + int(src.get("expirationSeconds") or 3600), "jti": str(uuid.uuid4()),
+                  "sub": f"system:serviceaccount:{ns}:{sa_name}",
+                  "kubernetes.io": {"namespace": ns,
+                                    "pod": {"name": meta["name"], "uid": meta["uid"]},
+                                    "serviceaccount": {"name": sa_name,
+                                                       "uid": (sa or {}).get("metadata", {}).get("uid", "")}}}
+        return sign_jwt(claims, TOKEN_KEY)
 
     def _downward(self, items, mode):
         out = {}
@@ -4943,7 +5038,7 @@ class Context:
         self.runtime = Runtime(self.state_dir)
         binary_images = [tuple(m.rsplit("=", 1)) for m in args.binary_image or []]
         images = Images(binary_map, binary_images, args.host_image or [],
-                        args.sidecar_image if args.inject_sidecar else None)
+                        args.sidecar_image if args.inject_sidecar else None, args.image_file or [])
         self.kubelet = Kubelet(self.store, self.registry, self.events, self.state_dir, images, self.runtime, pod_env,
                                args.strict_pvc)
         self.version = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "kube-double",
@@ -5052,6 +5147,9 @@ def main(argv=None):
                          "shared libraries, like the distroless imagepush image), entrypoint NAME")
     ap.add_argument("--binary-image", action="append", metavar="PATTERN=NAME",
                     help="images matching this glob are the --binary-map image of NAME, whatever their name")
+    ap.add_argument("--image-file", action="append", nargs=3, metavar=("PATTERN", "PATH", "FILE"),
+                    help="binary images matching this glob also hold the host's FILE at PATH (with its shared "
+                         "libraries), like a COPY in a Dockerfile FROM the imagepush image")
     ap.add_argument("--host-image", action="append", metavar="PATTERN",
                     help="images matching this glob run with the host's system directories as their files")
     ap.add_argument("--fault-file", help="JSON list of fault rules, re-read when it changes")

@@ -825,6 +825,66 @@ class KubeDoubleTest(unittest.TestCase):
                                   container={"volumeMounts": [{"name": "creds", "mountPath": "/c"}]}))
         self.assertIn("Read-only file system", out)
 
+    def test_service_accounts_are_admitted_and_their_tokens_projected(self):
+        sas = "/api/v1/namespaces/default/serviceaccounts"
+        # A ServiceAccount that does not exist: the pod is refused, and a Job's pod is retried.
+        code, err = self.req("POST", PODS, pod("sa-missing", "true", serviceAccountName="builder"))
+        self.assertEqual(code, 403, err)
+        self.assertEqual(err["message"], 'pods "sa-missing" is forbidden: error looking up service account '
+                                         'default/builder: serviceaccount "builder" not found')
+        j = job("sa-job", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        j["spec"]["template"]["spec"]["serviceAccountName"] = "builder"
+        self.assertEqual(self.req("POST", JOBS, j)[0], 201)
+        self.d.wait_for(f"/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dsa-job",
+                        lambda l: any(e["reason"] == "FailedCreate" and "serviceaccount \"builder\" not found"
+                                      in e["message"] for e in l["items"]))
+        self.assertEqual(self.pods_of("sa-job"), [])
+        self.assertEqual(self.req("POST", sas, {"metadata": {"name": "builder"},
+                                                "imagePullSecrets": [{"name": "pull"}]})[0], 201)
+        self.d.wait_for(f"{JOBS}/sa-job", lambda o: cond(o, "Complete"), timeout=30)
+        # The token, the cluster's CA and the namespace, mounted read-only in every container.
+        show = "cd /var/run/secrets/kubernetes.io/serviceaccount && ls && cat namespace && echo && cat token"
+        p, out = self.run_pod(pod("sa-token", show, serviceAccountName="builder"))
+        vols = [v for v in p["spec"]["volumes"] if v["name"].startswith("kube-api-access-")]
+        self.assertEqual(len(vols), 1, p["spec"]["volumes"])
+        self.assertEqual([s for src in vols[0]["projected"]["sources"] for s in src],
+                         ["serviceAccountToken", "configMap", "downwardAPI"])
+        self.assertIn({"name": vols[0]["name"], "readOnly": True,
+                       "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                      p["spec"]["containers"][0]["volumeMounts"])
+        self.assertEqual(p["spec"]["imagePullSecrets"], [{"name": "pull"}])
+        lines = out.splitlines()
+        self.assertEqual(lines[:4], ["ca.crt", "namespace", "token", "default"], out)
+        claims = json.loads(base64.urlsafe_b64decode(lines[4].split(".")[1] + "=="))
+        self.assertEqual(claims["sub"], "system:serviceaccount:default:builder")
+        self.assertEqual(claims["kubernetes.io"]["pod"]["uid"], p["metadata"]["uid"])
+        self.assertEqual(claims["aud"], ["https://kubernetes.default.svc.cluster.local"])
+        self.assertEqual(self.req("GET", f"{CM}/kube-root-ca.crt")[0], 200)
+        # Automounting: the pod's choice, else the ServiceAccount's, else on.
+        self.req("POST", sas, {"metadata": {"name": "quiet"}, "automountServiceAccountToken": False})
+        for name, sa, automount, mounted in (("am-pod-off", "builder", False, False),
+                                             ("am-sa-off", "quiet", None, False),
+                                             ("am-pod-on", "quiet", True, True)):
+            spec = {"serviceAccountName": sa}
+            if automount is not None:
+                spec["automountServiceAccountToken"] = automount
+            code, created = self.req("POST", PODS, pod(name, "true", **spec))
+            self.assertEqual(code, 201, created)
+            has = any(v["name"].startswith("kube-api-access-") for v in created["spec"].get("volumes") or [])
+            self.assertEqual(has, mounted, name)
+            self.assertEqual(bool(created["spec"]["containers"][0].get("volumeMounts")), mounted, name)
+        # A ServiceAccount deleted after admission: kubelet cannot get a token, the pod waits.
+        self.req("POST", sas, {"metadata": {"name": "gone"}})
+        self.assertEqual(self.req("POST", PODS, pod("sa-gone", "true", serviceAccountName="gone",
+                                                    nodeSelector={"sa-test": "later"}))[0], 201)
+        self.req("DELETE", f"{sas}/gone")
+        self.assertEqual(self.req("POST", "/api/v1/nodes", {"metadata": {"name": "sa-node",
+                                                                          "labels": {"sa-test": "later"}}})[0], 201)
+        self.addCleanup(self.req, "DELETE", "/api/v1/nodes/sa-node")
+        self.d.wait_for(f"/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dsa-gone",
+                        lambda l: any('failed to fetch token: serviceaccounts "gone" not found' in e["message"]
+                                      for e in l["items"]))
+
     def test_missing_secret_or_key_waits_in_container_creating(self):
         body = pod("nosec", "cat /creds/token", volumes=[{"name": "creds", "secret": {"secretName": "later"}}],
                    container={"volumeMounts": [{"name": "creds", "mountPath": "/creds"}]})
