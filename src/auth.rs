@@ -2,12 +2,14 @@
 //! Kubernetes Secret formats (`kubernetes.io/dockerconfigjson`, the legacy
 //! `kubernetes.io/dockercfg`, and `kubernetes.io/basic-auth`) mounted as a directory.
 //!
-//! This module only reads; it never writes a credential anywhere and runs no credential helper.
+//! This module only reads; it never writes a credential anywhere. Credentials that live in a
+//! credential helper (a `credHelpers` entry, or a `credsStore`) are asked for with docker's
+//! helper protocol ([`helper`]).
 //! Credentials never appear in `Debug` or `Display` output, in logs or in errors: secrets are held
 //! in [`Secret`], and errors name the file, the registry and the field, never a value read from
 //! the file.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -16,6 +18,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Map, Value};
+
+pub mod helper;
 
 /// A secret string: `Debug` and `Display` print `<redacted>`; [`Secret::expose`] gives the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -84,16 +88,14 @@ pub enum Error {
         path.display()
     )]
     InvalidAuthField { path: PathBuf, registry: String, reason: &'static str },
-    /// The registry's entry (or the global `credsStore`) sends docker to a credential helper
-    /// program, which imagepush does not run.
+    /// The registry's credentials are kept by a credential helper (its `credHelpers` entry, or
+    /// the `credsStore`), and the helper gave none: `reason` says why (never its answer).
     #[error(
         "{}: credentials for registry {registry} are kept by the credential helper \
-         docker-credential-{helper}, which imagepush does not run; put them in the file instead \
-         (for example a Kubernetes Secret of type kubernetes.io/dockerconfigjson, or \
-         `docker login` with a config that has no credsStore/credHelpers)",
+         docker-credential-{helper}, {reason}",
         path.display()
     )]
-    CredentialHelperUnsupported { path: PathBuf, registry: String, helper: String },
+    CredentialHelper { path: PathBuf, registry: String, helper: String, reason: String },
     /// A Secret directory lacks a key its type needs (`password` next to `username`).
     #[error("{}: Secret key {key:?} is missing", path.display())]
     MissingKey { path: PathBuf, key: String },
@@ -145,11 +147,12 @@ fn docker_config_path_from(
 /// From the entry: `identitytoken` if set, else `auth` (base64 of `username:password`), else
 /// `username` and `password`. No entry, or an entry without credentials, is
 /// [`Credential::Anonymous`]. A `credHelpers` entry for the registry, or a `credsStore` when the
-/// registry's entry holds no credentials of its own, is
-/// [`Error::CredentialHelperUnsupported`].
+/// registry's entry holds no credentials of its own, sends the question to that helper
+/// (`docker-credential-<name>` on `PATH`); a `credsStore` whose program is missing is passed over
+/// for a registry the file has no entry for (anonymous), as most registries need none.
 pub fn from_docker_config(path: &Path, registry: &str) -> Result<Credential, Error> {
     let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    credential_from_config_bytes(path, &bytes, registry)
+    credential_from_config_bytes(path, &bytes, registry, std::env::var_os("PATH").as_deref())
 }
 
 /// Like `from_docker_config`, from the file's bytes (`path` only names it in errors).
@@ -158,7 +161,7 @@ pub fn from_docker_config_bytes(
     bytes: &[u8],
     registry: &str,
 ) -> Result<Credential, Error> {
-    credential_from_config_bytes(path, bytes, registry)
+    credential_from_config_bytes(path, bytes, registry, std::env::var_os("PATH").as_deref())
 }
 
 /// A mounted Kubernetes Secret directory: key `.dockerconfigjson` (type
@@ -168,7 +171,8 @@ pub fn from_docker_config_bytes(
 pub fn from_secret_dir(dir: &Path, registry: &str) -> Result<Credential, Error> {
     for key in [".dockerconfigjson", ".dockercfg"] {
         if let Some(bytes) = read_key(dir, key)? {
-            return credential_from_config_bytes(&dir.join(key), &bytes, registry);
+            let path = std::env::var_os("PATH");
+            return credential_from_config_bytes(&dir.join(key), &bytes, registry, path.as_deref());
         }
     }
     let username = read_key(dir, "username")?;
@@ -237,6 +241,7 @@ fn credential_from_config_bytes(
     path: &Path,
     bytes: &[u8],
     registry: &str,
+    helper_path: Option<&OsStr>,
 ) -> Result<Credential, Error> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     // Untyped first: serde_json's syntax errors carry a position only, never content.
@@ -270,11 +275,8 @@ fn credential_from_config_bytes(
                 return Err(invalid(format!("\"credHelpers\" entry {key:?} is not a string")));
             };
             if !helper.is_empty() {
-                return Err(Error::CredentialHelperUnsupported {
-                    path: path.to_owned(),
-                    registry: registry.to_owned(),
-                    helper: helper.clone(),
-                });
+                let ask = Ask { path, registry, helper, helper_path };
+                return ask.helper(true);
             }
         }
     }
@@ -290,19 +292,18 @@ fn credential_from_config_bytes(
         }
     };
 
-    if credential == Credential::Anonymous && entry.is_some() {
-        // `docker login` with a credsStore leaves an empty entry behind; the secret is in the store.
-        if let Some(store) = config.get("credsStore").filter(|_| modern) {
-            let Value::String(store) = store else {
-                return Err(invalid("\"credsStore\" is not a string".to_owned()));
-            };
-            if !store.is_empty() {
-                return Err(Error::CredentialHelperUnsupported {
-                    path: path.to_owned(),
-                    registry: registry.to_owned(),
-                    helper: store.clone(),
-                });
-            }
+    // `docker login` with a credsStore leaves an empty entry behind: the secret is in the store,
+    // which docker also asks about registries the file does not name. A program that is missing
+    // matters only for a registry that has an entry.
+    if credential == Credential::Anonymous
+        && modern
+        && let Some(store) = config.get("credsStore")
+    {
+        let Value::String(store) = store else {
+            return Err(invalid("\"credsStore\" is not a string".to_owned()));
+        };
+        if !store.is_empty() {
+            return Ask { path, registry, helper: store, helper_path }.helper(entry.is_some());
         }
     }
 
@@ -318,6 +319,70 @@ fn credential_from_config_bytes(
         "resolved registry credentials from docker config"
     );
     Ok(credential)
+}
+
+/// A question to a credential helper about one registry.
+struct Ask<'a> {
+    path: &'a Path,
+    registry: &'a str,
+    helper: &'a str,
+    /// Where to look for the helper's program (`$PATH`).
+    helper_path: Option<&'a OsStr>,
+}
+
+impl Ask<'_> {
+    /// The helper's answer; `required`: whether a missing program is an error (else anonymous).
+    fn helper(&self, required: bool) -> Result<Credential, Error> {
+        let program = match helper::find(self.helper, self.helper_path) {
+            Ok(program) => program,
+            Err(helper::Failure::Missing) if !required => {
+                tracing::debug!(
+                    registry = self.registry,
+                    helper = self.helper,
+                    "credsStore program missing; anonymous"
+                );
+                return Ok(Credential::Anonymous);
+            }
+            Err(failure) => return Err(self.error(failure)),
+        };
+        let answer = helper::get(&program, &helper_server_url(self.registry), helper::TIMEOUT)
+            .map_err(|failure| self.error(failure))?;
+        tracing::debug!(
+            registry = self.registry,
+            helper = self.helper,
+            found = matches!(answer, helper::Answer::Found(_)),
+            "asked the credential helper"
+        );
+        Ok(match answer {
+            helper::Answer::Found(credential) => credential,
+            helper::Answer::NotFound => Credential::Anonymous,
+        })
+    }
+
+    fn error(&self, failure: helper::Failure) -> Error {
+        let reason = match failure {
+            helper::Failure::InvalidName => "which is not a program name".to_owned(),
+            helper::Failure::Missing => "which is not on PATH: install it next to imagepush (in a \
+                Kubernetes worker: in the worker image), or put the credentials in the file"
+                .to_owned(),
+            helper::Failure::Failed(why) => format!("which failed: {why}"),
+        };
+        Error::CredentialHelper {
+            path: self.path.to_owned(),
+            registry: self.registry.to_owned(),
+            helper: self.helper.to_owned(),
+            reason,
+        }
+    }
+}
+
+/// What docker tells a helper the registry is: Docker Hub by its v1 URL, others by host[:port].
+fn helper_server_url(registry: &str) -> String {
+    if registry_hosts(registry).iter().any(|h| h == "docker.io") {
+        "https://index.docker.io/v1/".to_owned()
+    } else {
+        registry.to_owned()
+    }
 }
 
 /// The credential in one registry entry of `auths`.
@@ -435,9 +500,9 @@ mod tests {
         (dir, path)
     }
 
+    /// `content`'s credential for `registry`, with no credential helper on the path.
     fn lookup(content: &str, registry: &str) -> Result<Credential, Error> {
-        let (_dir, path) = config_file(content);
-        from_docker_config(&path, registry)
+        credential_from_config_bytes(Path::new("config.json"), content.as_bytes(), registry, None)
     }
 
     fn auths_with(key: &str, entry: &str) -> String {
@@ -606,43 +671,107 @@ mod tests {
     }
 
     #[test]
-    fn credential_helpers_are_a_clear_error() {
-        let cases: &[(&str, &str, &str)] = &[
+    fn credential_helpers_are_asked_as_docker_asks_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Each helper answers with its own name as the username, for the server it was asked about.
+        for name in ["ecr-login", "desktop"] {
+            let program = dir.path().join(format!("docker-credential-{name}"));
+            fs::write(
+                &program,
+                format!(
+                    "#!/bin/sh\nread -r url\ncase \"$url\" in\n  unknown.example.com) echo \
+                     'credentials not found in native keychain'; exit 1 ;;\nesac\nprintf \
+                     '{{\"Username\":\"{name}\",\"Secret\":\"%s\"}}' \"$url\"\n"
+                ),
+            )
+            .unwrap();
+            fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let on_path = |config: &str, registry: &str| {
+            let path = Path::new("config.json");
+            credential_from_config_bytes(
+                path,
+                config.as_bytes(),
+                registry,
+                Some(dir.path().as_os_str()),
+            )
+        };
+        let table: &[(&str, &str, Credential)] = &[
+            // A credHelpers entry wins over inline credentials.
             (
-                r#"{"credHelpers": {"registry.example.com": "ecr-login"}}"#,
-                "registry.example.com",
-                "ecr-login",
+                r#"{"auths": {"r.example.com": {"auth": "YTpi"}}, "credHelpers": {"r.example.com": "ecr-login"}}"#,
+                "r.example.com",
+                basic("ecr-login", "r.example.com"),
             ),
+            // Docker Hub is asked about by docker's v1 URL.
             (
-                r#"{"auths": {"registry.example.com": {"auth": "YTpi"}}, "credHelpers": {"registry.example.com": "gcloud"}}"#,
-                "registry.example.com",
-                "gcloud",
-            ),
-            (r#"{"credHelpers": {"https://index.docker.io/v1/": "pass"}}"#, "docker.io", "pass"),
-            (
-                r#"{"auths": {"https://index.docker.io/v1/": {}}, "credsStore": "desktop"}"#,
+                r#"{"credHelpers": {"https://index.docker.io/v1/": "ecr-login"}}"#,
                 "docker.io",
-                "desktop",
+                basic("ecr-login", "https://index.docker.io/v1/"),
+            ),
+            // The store: for the empty entry docker login leaves, and for registries not named.
+            (
+                r#"{"auths": {"r.example.com": {}}, "credsStore": "desktop"}"#,
+                "r.example.com",
+                basic("desktop", "r.example.com"),
+            ),
+            (r#"{"credsStore": "desktop"}"#, "127.0.0.1:5000", basic("desktop", "127.0.0.1:5000")),
+            // Inline credentials beat the store (kubelet reads only those).
+            (
+                &format!(
+                    r#"{{"auths": {{"r.example.com": {{"auth": "{}"}}}}, "credsStore": "desktop"}}"#,
+                    b64("alice:pw")
+                ),
+                "r.example.com",
+                basic("alice", "pw"),
+            ),
+            // What the helper does not know is anonymous.
+            (
+                r#"{"credHelpers": {"unknown.example.com": "ecr-login"}}"#,
+                "unknown.example.com",
+                Credential::Anonymous,
             ),
         ];
-        for (config, registry, helper) in cases {
-            let err = lookup(config, registry).unwrap_err();
-            match &err {
-                Error::CredentialHelperUnsupported { registry: r, helper: h, .. } => {
-                    assert_eq!((r.as_str(), h.as_str()), (*registry, *helper), "{config}");
-                }
-                other => panic!("{config}: {other:?}"),
-            }
+        for (config, registry, want) in table {
+            assert_eq!(&on_path(config, registry).unwrap(), want, "{config}");
+        }
+        // A helper that is not there, or not a program name, is an error naming it and the
+        // registry; a missing store is passed over for registries without an entry.
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                r#"{"credHelpers": {"r.example.com": "gcloud"}}"#,
+                "r.example.com",
+                "gcloud",
+                "not on PATH",
+            ),
+            (
+                r#"{"credHelpers": {"r.example.com": "../../bin/sh"}}"#,
+                "r.example.com",
+                "../../bin/sh",
+                "not a program name",
+            ),
+            (
+                r#"{"auths": {"https://index.docker.io/v1/": {}}, "credsStore": "pass"}"#,
+                "docker.io",
+                "pass",
+                "not on PATH",
+            ),
+        ];
+        for (config, registry, helper, reason) in cases {
+            let err = on_path(config, registry).unwrap_err();
+            let Error::CredentialHelper { registry: r, helper: h, .. } = &err else {
+                panic!("{config}: {err:?}")
+            };
+            assert_eq!((r.as_str(), h.as_str()), (*registry, *helper), "{config}");
             let message = err.to_string();
             assert!(message.contains(&format!("docker-credential-{helper}")), "{message}");
-            assert!(message.contains(registry), "{message}");
+            assert!(message.contains(reason), "{message}");
         }
-        // Helpers for other registries, and a credsStore next to inline credentials, are fine.
-        let config = format!(
-            r#"{{"auths": {{"r.example.com": {{"auth": "{}"}}}}, "credsStore": "desktop", "credHelpers": {{"gcr.io": "gcloud"}}}}"#,
-            b64("alice:pw")
+        assert_eq!(
+            on_path(r#"{"credsStore": "pass"}"#, "127.0.0.1:5000").unwrap(),
+            Credential::Anonymous
         );
-        assert_eq!(lookup(&config, "r.example.com").unwrap(), basic("alice", "pw"));
     }
 
     #[test]

@@ -285,6 +285,81 @@ async fn home_docker_config_is_discovered() {
     assert_tag_is(&reg, "env/home", "v1", &image.digest).await;
 }
 
+/// A `docker-credential-test` in `dir` that answers with `PASSWORD`-style credentials for
+/// `host` only, and notes each server it was asked about in `dir/asked`.
+fn credential_helper(dir: &Path, host: &str, user: &str, password: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let program = dir.join("docker-credential-test");
+    let asked = dir.join("asked");
+    fs::write(
+        &program,
+        format!(
+            "#!/bin/sh
+[ \"$1\" = get ] || exit 3
+read -r url
+echo \"$url\" >> '{}'
+\
+             if [ \"$url\" = '{host}' ]; then
+  printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$url\"
+\
+             else
+  echo 'credentials not found in native keychain'; exit 1
+fi
+",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn credential_helper_answers_for_its_registry_and_never_leaks() {
+    let reg = TestRegistry::start_with_htpasswd(USER, DISTINCTIVE);
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = make_layout(dir.path(), 31);
+    let helpers = dir.path().join("helpers");
+    fs::create_dir_all(&helpers).unwrap();
+    credential_helper(&helpers, &reg.host(), USER, DISTINCTIVE);
+    let config = dir.path().join("config.json");
+    fs::write(&config, serde_json::json!({"credHelpers": {reg.host(): "test"}}).to_string())
+        .unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(helpers.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let target = format!("{}/helper/app:v1", reg.host());
+    let args = ["push", "--plain-http", "--registry-config", s(&config), "--report", s(&report)];
+    let run = imagepush_env(
+        &[&args[..], &[s(&layout), &target]].concat(),
+        &[("PATH", path.as_os_str())],
+        None,
+    );
+    run.ok();
+    assert_tag_is(&reg, "helper/app", "v1", &image.digest).await;
+    assert_eq!(fs::read_to_string(helpers.join("asked")).unwrap(), format!("{}\n", reg.host()));
+    assert_no_leak(&run, &report, &leak_needles(DISTINCTIVE));
+
+    // Without the program on PATH: exit 2, naming the helper and the registry, nothing pushed.
+    let target = format!("{}/helper/missing:v1", reg.host());
+    let run = imagepush_env(
+        &[&args[..], &[s(&layout), &target]].concat(),
+        &[("PATH", "/usr/bin:/bin".as_ref())],
+        None,
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("docker-credential-test") && run.stderr.contains("not on PATH"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&reg.host()), "{}", run.stderr);
+    assert_report_error(&report, "CredentialsInvalid", 2, false);
+    assert!(reg.tags("helper/missing").await.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6: --registry-config DIR, a mounted Kubernetes Secret
 // ---------------------------------------------------------------------------------------------
