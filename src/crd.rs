@@ -67,6 +67,12 @@ pub struct ImagePushSpec {
     /// (keys `username`, `password`). Omit for anonymous registries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<LocalObjectReference>,
+    /// Run the worker under this ServiceAccount of the namespace, with its token mounted at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount` (only then: by default the worker has no
+    /// token). For registries that accept the pod's identity (cloud workload identity through
+    /// a credential helper in the worker image); `credentialsSecret` stays optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     /// Repositories of the target registry to mount blobs from, in addition to what earlier
     /// pushes in this namespace recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -471,6 +477,7 @@ impl ImagePushSpec {
             mirror: false,
             platform: None,
             credentials_secret: None,
+            service_account_name: None,
             mount_from: vec![],
             referrers: None,
             connection: None,

@@ -270,6 +270,7 @@ fn the_promised_examples_exist() {
         "quickstart.yaml",
         "mirror.yaml",
         "worker-settings.yaml",
+        "workload-identity.yaml",
     ] {
         assert!(names.iter().any(|n| n == want), "examples/{want} is missing: {names:?}");
     }
@@ -428,6 +429,7 @@ fn other_objects_parse_as_their_kubernetes_types() {
                 "Pod" => drop(typed::<Pod>(&doc)),
                 "Deployment" => drop(typed::<Deployment>(&doc)),
                 "Service" => drop(typed::<Service>(&doc)),
+                "ServiceAccount" => drop(typed::<k8s_openapi::api::core::v1::ServiceAccount>(&doc)),
                 other => panic!("{file}: add a typed check for {other}"),
             }
         }

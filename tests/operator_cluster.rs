@@ -953,3 +953,127 @@ async fn worker_defaults_and_spec_worker_place_and_shape_the_worker() {
     );
     assert!(jobs_of(&client, NS, "greedy").await.is_empty(), "a Job for a refused spec");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Workload identity: spec.serviceAccountName
+// ---------------------------------------------------------------------------------------------
+
+/// A credential helper for a worker image (dash builtins only): the pod's ServiceAccount token
+/// as docker's identity token, or a failure saying there is none.
+const IDENTITY_HELPER: &str = r#"#!/bin/sh
+[ "$1" = get ] || exit 3
+read -r url
+token=/var/run/secrets/kubernetes.io/serviceaccount/token
+if [ -r "$token" ]; then
+  read -r jwt < "$token"
+  printf '{"ServerURL":"%s","Username":"<token>","Secret":"%s"}' "$url" "$jwt"
+else
+  echo "no ServiceAccount token at $token"
+  exit 1
+fi
+"#;
+
+/// A worker image with a credential helper that turns the pod's ServiceAccount token into
+/// registry credentials (as `docker-credential-ecr-login` or `-gcr` do with a cloud's workload
+/// identity), and a registry that accepts only that identity: with `serviceAccountName` the push
+/// goes through without any Secret; without it the worker has no token and the helper's reason
+/// is in the status; a ServiceAccount that does not exist yet holds the push until it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_gives_the_worker_an_identity_the_registry_accepts() {
+    use common::token_registry::{Accept, TokenRegistry};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let files = tempfile::tempdir().unwrap();
+    let helper = files.path().join("docker-credential-k8s");
+    std::fs::write(&helper, IDENTITY_HELPER).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let registry = TokenRegistry::start_accepting(Accept::Subject(format!(
+        "system:serviceaccount:{NS}:pusher"
+    )));
+    let config = files.path().join("config.json");
+    std::fs::write(&config, json!({"credHelpers": {registry.host(): "k8s"}}).to_string()).unwrap();
+    let image = "registry.example.com/platform/imagepush-identity:1";
+    let pattern = "*/imagepush-identity:*";
+    let mut cluster = Cluster::start_with(&[
+        "--image-file",
+        pattern,
+        "/bin/sh",
+        "/bin/sh",
+        "--image-file",
+        pattern,
+        "/usr/local/bin/docker-credential-k8s",
+        helper.to_str().unwrap(),
+        "--image-file",
+        pattern,
+        "/etc/imagepush/docker/config.json",
+        config.to_str().unwrap(),
+    ]);
+    let client = cluster.client().await;
+    claim(&client, NS, "layouts").await;
+    let (_b, built) = simple_image(&cluster.pvc_dir(NS, "layouts").join("app"), "v1", &[2000], 97);
+    let defaults = cluster.state_dir().join("worker-defaults.yaml");
+    std::fs::write(&defaults, "env: [{name: DOCKER_CONFIG, value: /etc/imagepush/docker}]\n")
+        .unwrap();
+    cluster.start_controller(&[
+        "--worker-image",
+        image,
+        "--worker-defaults",
+        defaults.to_str().unwrap(),
+    ]);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    create(&accounts, json!({"metadata": {"name": "pusher", "namespace": NS}})).await;
+    let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
+    let host = registry.host();
+    let with = |account: &str| json!({"serviceAccountName": account});
+    create(&api, push_spec(NS, "app", "app", &format!("{host}/identity/app:v1"), with("pusher")))
+        .await;
+    create(&api, push_spec(NS, "anon", "app", &format!("{host}/identity/anon:v1"), json!({})))
+        .await;
+    create(&api, push_spec(NS, "later", "app", &format!("{host}/identity/later:v1"), with("late")))
+        .await;
+
+    let ip = wait_for(&cluster, &api, "app", MINUTE, "Ready", is_ready).await;
+    assert_eq!(ip.status.unwrap().digest.as_deref(), Some(built.digest.as_str()));
+    assert!(
+        registry.subjects().contains(&format!("system:serviceaccount:{NS}:pusher")),
+        "{:?}",
+        registry.subjects()
+    );
+    let pod = jobs_of(&client, NS, "app").await[0].spec.clone().unwrap().template.spec.unwrap();
+    assert_eq!(
+        (pod.service_account_name.as_deref(), pod.automount_service_account_token),
+        (Some("pusher"), Some(true))
+    );
+
+    // No ServiceAccount named: no token in the pod, and the helper says so.
+    let anon = wait_for(&cluster, &api, "anon", MINUTE, "Stalled", is_stalled).await;
+    assert_eq!(reason_of(&anon), "CredentialsInvalid", "{}", message_of(&anon));
+    assert!(message_of(&anon).contains("no ServiceAccount token"), "{}", message_of(&anon));
+    let pods = pods_of_job(
+        &client,
+        NS,
+        &jobs_of(&client, NS, "anon").await[0].metadata.name.clone().unwrap(),
+    )
+    .await;
+    let volumes = pods[0].spec.clone().unwrap().volumes.unwrap_or_default();
+    assert!(volumes.iter().all(|v| !v.name.starts_with("kube-api-access-")), "{volumes:?}");
+
+    // A ServiceAccount that does not exist: the cluster's refusal, until it is created.
+    let held = wait_for(&cluster, &api, "later", MINUTE, "WorkerPodRejected", |ip| {
+        reason_of(ip) == "WorkerPodRejected"
+    })
+    .await;
+    assert!(
+        message_of(&held).contains(&format!("error looking up service account {NS}/late")),
+        "{}",
+        message_of(&held)
+    );
+    create(&accounts, json!({"metadata": {"name": "late", "namespace": NS}})).await;
+    let registry_late = format!("system:serviceaccount:{NS}:late");
+    let later = wait_for(&cluster, &api, "later", 2 * MINUTE, "the push's own outcome", |ip| {
+        reason_of(ip) != "WorkerPodRejected" && (is_ready(ip) || is_stalled(ip))
+    })
+    .await;
+    // The registry accepts only `pusher`: `late` gets a token the registry refuses.
+    assert_eq!(reason_of(&later), "AuthenticationFailed", "{}", message_of(&later));
+    assert!(registry.subjects().contains(&registry_late), "{:?}", registry.subjects());
+}

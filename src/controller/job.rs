@@ -408,7 +408,8 @@ pub fn build(
         container(settings, pod.requirements(), args, env(known_sources, &pod.env), mounts.mounts);
     let pod_spec = PodSpec {
         restart_policy: Some("Never".into()),
-        automount_service_account_token: Some(false),
+        service_account_name: ip.spec.service_account_name.clone(),
+        automount_service_account_token: Some(ip.spec.service_account_name.is_some()),
         enable_service_links: Some(false),
         node_name,
         node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
@@ -465,6 +466,7 @@ mod tests {
                 mirror: false,
                 platform: Some("linux/arm64".into()),
                 credentials_secret: Some(LocalObjectReference { name: "regcred".into() }),
+                service_account_name: None,
                 mount_from: vec!["team/base".into()],
                 referrers: None,
                 connection: Some(Connection { plain_http: true, ..Default::default() }),
@@ -655,6 +657,35 @@ mod tests {
         let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
         assert!(args.iter().any(|a| a == "--mirror"), "{args:?}");
         assert_eq!(&args[args.len() - 2..], ["/layout", "reg.example.com/mirror"]);
+    }
+
+    #[test]
+    fn a_service_account_is_the_only_way_to_a_token() {
+        let source = Source {
+            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
+            host_path: None,
+            reference: None,
+        };
+        let mut ip = ip(source);
+        let pod_of = |ip: &ImagePush| {
+            build(ip, 1, 1, &settings(), &PodSettings::default(), "", None)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let p = pod_of(&ip);
+        assert_eq!(
+            (p.service_account_name, p.automount_service_account_token),
+            (None, Some(false))
+        );
+        ip.spec.service_account_name = Some("registry-pusher".into());
+        let p = pod_of(&ip);
+        assert_eq!(
+            (p.service_account_name.as_deref(), p.automount_service_account_token),
+            (Some("registry-pusher"), Some(true))
+        );
     }
 
     #[test]

@@ -211,6 +211,9 @@ pub fn validate_with(
     if spec.max_concurrent_uploads == Some(0) {
         return Err(invalid("SpecInvalid", "maxConcurrentUploads must be at least 1"));
     }
+    if let Some(account) = &spec.service_account_name {
+        name_field("serviceAccountName", account, dns_subdomain)?;
+    }
     if let Some(secret) = &spec.credentials_secret {
         name_field("credentialsSecret.name", &secret.name, dns_subdomain)?;
     }
@@ -339,6 +342,11 @@ mod tests {
                 },
                 "SpecInvalid",
                 "claimName",
+            ),
+            (
+                |s| s.service_account_name = Some("Builder".into()),
+                "SpecInvalid",
+                "serviceAccountName",
             ),
             (
                 |s| s.credentials_secret = Some(LocalObjectReference { name: "Reg Cred".into() }),

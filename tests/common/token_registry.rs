@@ -3,6 +3,11 @@
 //! issuer checks basic credentials, records every scope asked for, and grants what is asked
 //! except pull on repositories under `denied/` — so tests can watch a mount ask for pull on
 //! its source, and what happens when that scope is refused.
+//!
+//! Started with [`Accept::Subject`], the issuer is instead a registry that accepts a pod's
+//! identity: docker's identity-token flow (`POST` with `grant_type=refresh_token`) where the
+//! refresh token is a Kubernetes ServiceAccount token whose `sub` names the expected account
+//! (its signature is not checked: the test double's tokens are signed with its own key).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -24,6 +29,51 @@ pub struct TokenRegistry {
     port: u16,
     /// Scope lists of every token request, in order.
     pub scopes: Arc<Mutex<Vec<Vec<String>>>>,
+    /// The `sub` of every refresh token presented, in order.
+    pub subjects: Arc<Mutex<Vec<String>>>,
+}
+
+/// Whom the issuer grants tokens to.
+#[derive(Clone)]
+pub enum Accept {
+    /// `Authorization: Basic` with this username and password.
+    Basic(String, String),
+    /// A refresh token (a JWT) whose `sub` claim is this.
+    Subject(String),
+}
+
+/// One HTTP request: its head and its body (by Content-Length).
+fn read_request(sock: &mut std::net::TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    while let Ok(n) = sock.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            if body.len() >= length {
+                return (head.to_string(), body.to_string());
+            }
+        }
+    }
+    (String::from_utf8_lossy(&buf).to_string(), String::new())
+}
+
+/// The `sub` claim of a JWT, unverified.
+fn subject_of(jwt: &str) -> Option<String> {
+    let payload = URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1)?.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    claims["sub"].as_str().map(str::to_string)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -44,6 +94,10 @@ fn grant(scope: &str) -> Option<serde_json::Value> {
 
 impl TokenRegistry {
     pub fn start(user: &str, password: &str) -> TokenRegistry {
+        TokenRegistry::start_accepting(Accept::Basic(user.into(), password.into()))
+    }
+
+    pub fn start_accepting(accept: Accept) -> TokenRegistry {
         let dir = tempfile::tempdir().unwrap();
         openssl(
             dir.path(),
@@ -86,27 +140,49 @@ impl TokenRegistry {
         let token_port = listener.local_addr().unwrap().port();
         let scopes: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
         let seen = scopes.clone();
-        let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
-        let user = user.to_string();
+        let subjects: Arc<Mutex<Vec<String>>> = Arc::default();
+        let presented = subjects.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut sock) = stream else { continue };
-                let mut buf = vec![0u8; 16384];
-                let n = sock.read(&mut buf).unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let (head, body) = read_request(&mut sock);
                 let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
-                let asked: Vec<String> = query
+                // A GET carries its parameters in the query, a POST in a form body.
+                let form = if body.is_empty() { query.to_string() } else { body.clone() };
+                let field = |name: &str| {
+                    form.split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| percent_decode(v))
+                };
+                let asked: Vec<String> = form
                     .split('&')
                     .filter_map(|kv| kv.split_once('='))
                     .filter(|(k, _)| *k == "scope")
                     .map(|(_, v)| percent_decode(v))
                     .collect();
                 seen.lock().unwrap().push(asked.clone());
-                let authorized = head.lines().any(|l| {
-                    l.to_ascii_lowercase().starts_with("authorization:")
-                        && l[14..].trim() == expected
-                });
+                let (authorized, user) = match &accept {
+                    Accept::Basic(user, password) => {
+                        let expected =
+                            format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+                        let ok = head.lines().any(|l| {
+                            l.to_ascii_lowercase().starts_with("authorization:")
+                                && l[14..].trim() == expected
+                        });
+                        (ok, user.clone())
+                    }
+                    Accept::Subject(want) => {
+                        let sub = (field("grant_type").as_deref() == Some("refresh_token"))
+                            .then(|| field("refresh_token").and_then(|t| subject_of(&t)))
+                            .flatten();
+                        if let Some(sub) = &sub {
+                            presented.lock().unwrap().push(sub.clone());
+                        }
+                        (sub.as_deref() == Some(want.as_str()), want.clone())
+                    }
+                };
                 let (status, body) = if !authorized {
                     ("401 Unauthorized", r#"{"details":"bad credentials"}"#.to_string())
                 } else {
@@ -163,7 +239,7 @@ impl TokenRegistry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        TokenRegistry { dir, child, port, scopes }
+        TokenRegistry { dir, child, port, scopes, subjects }
     }
 
     pub fn host(&self) -> String {
@@ -176,6 +252,10 @@ impl TokenRegistry {
 
     pub fn scope_requests(&self) -> Vec<Vec<String>> {
         self.scopes.lock().unwrap().clone()
+    }
+
+    pub fn subjects(&self) -> Vec<String> {
+        self.subjects.lock().unwrap().clone()
     }
 }
 
