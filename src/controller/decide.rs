@@ -320,7 +320,7 @@ pub fn starting_recheck(since: Option<Timestamp>, now: Timestamp) -> Duration {
 
 /// Progress reads (a log tail, then a status write when it moved) the controller allows
 /// itself per second over all running workers.
-pub const PROGRESS_READS_PER_SECOND: f64 = 20.0;
+pub const PROGRESS_READS_PER_SECOND: f64 = 10.0;
 
 /// How often one running worker's progress is read: every `interval`, or less often when
 /// that many workers run that reading them all would pass `PROGRESS_READS_PER_SECOND` (a
