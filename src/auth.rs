@@ -4,7 +4,7 @@
 //!
 //! This module only reads; it never writes a credential anywhere. Credentials that live in a
 //! credential helper (a `credHelpers` entry, or a `credsStore`) are asked for with docker's
-//! helper protocol ([`helper`]).
+//! helper protocol ([`helper`]), except for a Kubernetes Secret, whose helpers are never run.
 //! Credentials never appear in `Debug` or `Display` output, in logs or in errors: secrets are held
 //! in [`Secret`], and errors name the file, the registry and the field, never a value read from
 //! the file.
@@ -152,7 +152,8 @@ fn docker_config_path_from(
 /// for a registry the file has no entry for (anonymous), as most registries need none.
 pub fn from_docker_config(path: &Path, registry: &str) -> Result<Credential, Error> {
     let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    credential_from_config_bytes(path, &bytes, registry, std::env::var_os("PATH").as_deref())
+    let search = std::env::var_os("PATH");
+    credential_from_config_bytes(path, &bytes, registry, Helpers::Path(search.as_deref()))
 }
 
 /// Like `from_docker_config`, from the file's bytes (`path` only names it in errors).
@@ -161,7 +162,8 @@ pub fn from_docker_config_bytes(
     bytes: &[u8],
     registry: &str,
 ) -> Result<Credential, Error> {
-    credential_from_config_bytes(path, bytes, registry, std::env::var_os("PATH").as_deref())
+    let search = std::env::var_os("PATH");
+    credential_from_config_bytes(path, bytes, registry, Helpers::Path(search.as_deref()))
 }
 
 /// A mounted Kubernetes Secret directory: key `.dockerconfigjson` (type
@@ -171,8 +173,8 @@ pub fn from_docker_config_bytes(
 pub fn from_secret_dir(dir: &Path, registry: &str) -> Result<Credential, Error> {
     for key in [".dockerconfigjson", ".dockercfg"] {
         if let Some(bytes) = read_key(dir, key)? {
-            let path = std::env::var_os("PATH");
-            return credential_from_config_bytes(&dir.join(key), &bytes, registry, path.as_deref());
+            let path = dir.join(key);
+            return credential_from_config_bytes(&path, &bytes, registry, Helpers::Refused);
         }
     }
     let username = read_key(dir, "username")?;
@@ -241,7 +243,7 @@ fn credential_from_config_bytes(
     path: &Path,
     bytes: &[u8],
     registry: &str,
-    helper_path: Option<&OsStr>,
+    helpers: Helpers<'_>,
 ) -> Result<Credential, Error> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     // Untyped first: serde_json's syntax errors carry a position only, never content.
@@ -266,18 +268,20 @@ fn credential_from_config_bytes(
     };
 
     let hosts = registry_hosts(registry);
-    if modern && let Some(helpers) = config.get("credHelpers") {
-        let Value::Object(helpers) = helpers else {
+    // An empty credHelpers entry means the file, whatever the credsStore (as in docker).
+    let mut store_applies = true;
+    if modern && let Some(named) = config.get("credHelpers") {
+        let Value::Object(named) = named else {
             return Err(invalid("\"credHelpers\" is not a JSON object".to_owned()));
         };
-        if let Some((key, helper)) = find_entry(helpers, registry, &hosts) {
+        if let Some((key, helper)) = find_entry(named, registry, &hosts) {
             let Value::String(helper) = helper else {
                 return Err(invalid(format!("\"credHelpers\" entry {key:?} is not a string")));
             };
             if !helper.is_empty() {
-                let ask = Ask { path, registry, helper, helper_path };
-                return ask.helper(true);
+                return Ask { path, registry, helper, helpers }.helper(true);
             }
+            store_applies = false;
         }
     }
 
@@ -297,13 +301,14 @@ fn credential_from_config_bytes(
     // matters only for a registry that has an entry.
     if credential == Credential::Anonymous
         && modern
+        && store_applies
         && let Some(store) = config.get("credsStore")
     {
         let Value::String(store) = store else {
             return Err(invalid("\"credsStore\" is not a string".to_owned()));
         };
         if !store.is_empty() {
-            return Ask { path, registry, helper: store, helper_path }.helper(entry.is_some());
+            return Ask { path, registry, helper: store, helpers }.helper(entry.is_some());
         }
     }
 
@@ -321,21 +326,35 @@ fn credential_from_config_bytes(
     Ok(credential)
 }
 
+/// Whether a docker config may have its credential helpers run.
+#[derive(Clone, Copy)]
+enum Helpers<'a> {
+    /// Yes, found in these directories (`$PATH`'s syntax).
+    Path(Option<&'a OsStr>),
+    /// No: a Kubernetes Secret, which kubelet reads without running any helper. In a worker it
+    /// is the tenant's, and must not choose which of the worker image's programs runs for which
+    /// host; helpers for workload identity are named by the worker's own docker config.
+    Refused,
+}
+
 /// A question to a credential helper about one registry.
 struct Ask<'a> {
     path: &'a Path,
     registry: &'a str,
     helper: &'a str,
-    /// Where to look for the helper's program (`$PATH`).
-    helper_path: Option<&'a OsStr>,
+    helpers: Helpers<'a>,
 }
 
 impl Ask<'_> {
     /// The helper's answer; `required`: whether a missing program is an error (else anonymous).
     fn helper(&self, required: bool) -> Result<Credential, Error> {
-        let program = match helper::find(self.helper, self.helper_path) {
+        let found = match self.helpers {
+            Helpers::Path(search) => helper::find(self.helper, search),
+            Helpers::Refused => Err(helper::Failure::FromSecret),
+        };
+        let program = match found {
             Ok(program) => program,
-            Err(helper::Failure::Missing) if !required => {
+            Err(helper::Failure::Missing | helper::Failure::FromSecret) if !required => {
                 tracing::debug!(
                     registry = self.registry,
                     helper = self.helper,
@@ -365,6 +384,12 @@ impl Ask<'_> {
             helper::Failure::Missing => "which is not on PATH: install it next to imagepush (in a \
                 Kubernetes worker: in the worker image), or put the credentials in the file"
                 .to_owned(),
+            helper::Failure::FromSecret => {
+                "which is not run for a Kubernetes Secret (kubelet runs \
+                none either): name it in the docker config the worker reads ($DOCKER_CONFIG in \
+                its image or environment), or put the credentials in the Secret"
+                    .to_owned()
+            }
             helper::Failure::Failed(why) => format!("which failed: {why}"),
         };
         Error::CredentialHelper {
@@ -502,7 +527,13 @@ mod tests {
 
     /// `content`'s credential for `registry`, with no credential helper on the path.
     fn lookup(content: &str, registry: &str) -> Result<Credential, Error> {
-        credential_from_config_bytes(Path::new("config.json"), content.as_bytes(), registry, None)
+        let helpers = Helpers::Path(None);
+        credential_from_config_bytes(
+            Path::new("config.json"),
+            content.as_bytes(),
+            registry,
+            helpers,
+        )
     }
 
     fn auths_with(key: &str, entry: &str) -> String {
@@ -694,7 +725,7 @@ mod tests {
                 path,
                 config.as_bytes(),
                 registry,
-                Some(dir.path().as_os_str()),
+                Helpers::Path(Some(dir.path().as_os_str())),
             )
         };
         let table: &[(&str, &str, Credential)] = &[
@@ -730,6 +761,12 @@ mod tests {
             (
                 r#"{"credHelpers": {"unknown.example.com": "ecr-login"}}"#,
                 "unknown.example.com",
+                Credential::Anonymous,
+            ),
+            // An empty credHelpers entry means the file, whatever the store.
+            (
+                r#"{"auths": {"r.example.com": {}}, "credHelpers": {"r.example.com": ""}, "credsStore": "desktop"}"#,
+                "r.example.com",
                 Credential::Anonymous,
             ),
         ];
@@ -772,6 +809,14 @@ mod tests {
             on_path(r#"{"credsStore": "pass"}"#, "127.0.0.1:5000").unwrap(),
             Credential::Anonymous
         );
+        // A Kubernetes Secret's helpers are never run, even when the program is there.
+        let secret = tempfile::tempdir().unwrap();
+        let config = r#"{"auths": {"s.example.com": {}}, "credHelpers": {"r.example.com": "ecr-login"}, "credsStore": "desktop"}"#;
+        fs::write(secret.path().join(".dockerconfigjson"), config).unwrap();
+        let err = from_secret_dir(secret.path(), "r.example.com").unwrap_err();
+        assert!(err.to_string().contains("not run for a Kubernetes Secret"), "{err}");
+        assert!(from_secret_dir(secret.path(), "s.example.com").is_err());
+        assert_eq!(from_secret_dir(secret.path(), "o.example.com").unwrap(), Credential::Anonymous);
     }
 
     #[test]

@@ -5,12 +5,19 @@
 //!
 //! This is how credentials that are not in a file reach a push: Docker Desktop's store, and the
 //! cloud helpers (`docker-credential-ecr-login`, `-gcr`, `-acr-env`) that turn a pod's workload
-//! identity into registry credentials. The helper's answer is held in [`Secret`]; neither its
-//! output nor its error text is logged.
+//! identity into registry credentials. The helper's answer is held in [`Secret`] and never
+//! logged; when it fails, the reason it gives is quoted in the error (cut to 300 characters),
+//! unless that looks like an answer (JSON), which is withheld.
+//!
+//! The helper runs in its own process group: on a timeout the whole group is killed, and
+//! reading its output stops at the deadline even when a process it left behind keeps the pipes
+//! open.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -22,6 +29,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the helper's own message is cut to in errors.
 const MESSAGE_LIMIT: usize = 300;
+
+/// The most of a helper's output that is read (an answer is a few KiB).
+const OUTPUT_LIMIT: u64 = 1 << 20;
 
 /// What a helper said.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,6 +48,8 @@ pub enum Failure {
     InvalidName,
     /// No `docker-credential-<name>` in `PATH`.
     Missing,
+    /// Named by a Kubernetes Secret, whose helpers are not run (as kubelet runs none).
+    FromSecret,
     /// It ran and failed, or did not answer in time: its message (cut), or what went wrong.
     Failed(String),
 }
@@ -50,12 +62,14 @@ pub fn program_name(helper: &str) -> Result<String, Failure> {
     Ok(format!("docker-credential-{helper}"))
 }
 
-/// `docker-credential-<helper>` in one of `path`'s directories (`$PATH`'s syntax).
+/// `docker-credential-<helper>` in one of `path`'s directories (`$PATH`'s syntax). Relative
+/// directories are passed over (as Go's `exec.LookPath`, which docker uses, refuses them): a
+/// helper is never run from wherever the command happens to be started.
 pub fn find(helper: &str, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, Failure> {
     let name = program_name(helper)?;
     let path = path.ok_or(Failure::Missing)?;
     std::env::split_paths(path)
-        .filter(|dir| !dir.as_os_str().is_empty())
+        .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(&name))
         .find(|p| is_executable(p))
         .ok_or(Failure::Missing)
@@ -68,56 +82,91 @@ fn is_executable(path: &Path) -> bool {
 
 /// Runs `program get` for `server_url`, waiting at most `timeout`.
 pub fn get(program: &Path, server_url: &str, timeout: Duration) -> Result<Answer, Failure> {
-    let mut child = Command::new(program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::Failed(format!("cannot start it: {e}")))?;
+    let deadline = Instant::now() + timeout;
+    let mut child = spawn(program)?;
     // The URL is short: it fits the pipe, so writing cannot wait for the helper.
     let mut stdin = child.stdin.take().expect("piped");
     let _ = stdin.write_all(server_url.as_bytes());
     drop(stdin);
     let stdout = reader(child.stdout.take().expect("piped"));
     let stderr = reader(child.stderr.take().expect("piped"));
-    let started = Instant::now();
+    let late = || Failure::Failed(format!("it did not answer within {} s", timeout.as_secs()));
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Failure::Failed(format!(
-                    "it did not answer within {} s",
-                    timeout.as_secs()
-                )));
-            }
-            Err(e) => return Err(Failure::Failed(format!("cannot wait for it: {e}"))),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => return Err(stop(&mut child, late())),
+            Err(e) => return Err(stop(&mut child, Failure::Failed(format!("cannot wait: {e}")))),
         }
     };
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
+    // A process the helper left behind may hold the pipes open: read until the deadline only.
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let out = stdout.recv_timeout(remaining()).map_err(|_| stop(&mut child, late()))?;
+    let err = stderr.recv_timeout(remaining()).unwrap_or_default();
     if status.success() {
         return parse(&out);
     }
-    let said = String::from_utf8_lossy(if out.trim_ascii().is_empty() { &err } else { &out });
+    let said = if out.trim_ascii().is_empty() { &err } else { &out };
+    let said = String::from_utf8_lossy(said);
     let said = said.trim();
     if said == "credentials not found in native keychain" {
         return Ok(Answer::NotFound);
     }
+    if said.starts_with('{') {
+        return Err(Failure::Failed(format!(
+            "{status} (its output withheld: it looks like an answer)"
+        )));
+    }
     Err(Failure::Failed(format!("{status}: {}", cut(said))))
 }
 
-fn reader(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+/// Starts the helper in a process group of its own. A program just written may still be open
+/// for writing in a process another thread forked meanwhile (ETXTBSY): try again briefly.
+fn spawn(program: &Path) -> Result<Child, Failure> {
+    let mut tries = 0;
+    loop {
+        let started = Command::new(program)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn();
+        match started {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.map_err(|e| Failure::Failed(format!("cannot start it: {e}"))),
+        }
+    }
+}
+
+/// Kills the helper's whole process group and reaps the helper; passes `failure` through.
+fn stop(child: &mut Child, failure: Failure) -> Failure {
+    kill_group(child);
+    let _ = child.kill();
+    let _ = child.wait();
+    failure
+}
+
+/// Whatever the helper left running in its group goes with it.
+fn kill_group(child: &Child) {
+    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+/// Reads at most `OUTPUT_LIMIT` bytes on a thread; the result comes over the channel.
+fn reader(from: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut all = Vec::new();
-        let _ = from.read_to_end(&mut all);
-        all
-    })
+        let _ = from.take(OUTPUT_LIMIT).read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
 }
 
 fn cut(text: &str) -> String {
@@ -143,9 +192,15 @@ pub fn parse(stdout: &[u8]) -> Result<Answer, Failure> {
     if !stdout.trim_ascii_start().starts_with(b"{") {
         return Err(not_json());
     }
-    let out: Output = serde_json::from_slice(stdout).map_err(|_| not_json())?;
+    // The first JSON value; what follows it is ignored, as docker's decoder ignores it.
+    let out: Output = serde_json::Deserializer::from_slice(stdout)
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(not_json)?;
     Ok(Answer::Found(match (out.username.as_str(), out.secret) {
-        (_, secret) if secret.is_empty() => Credential::Anonymous,
+        ("", secret) if secret.is_empty() => Credential::Anonymous,
+        ("<token>", secret) if secret.is_empty() => Credential::Anonymous,
         ("<token>", secret) => Credential::IdentityToken(Secret::new(secret)),
         ("", _) => {
             return Err(Failure::Failed("its answer has a Secret but no Username".into()));
@@ -184,7 +239,18 @@ mod tests {
                 r#"{"Username":"<token>","Secret":"hunter2-from-helper"}"#,
                 Ok(Answer::Found(Credential::IdentityToken(Secret::new(SECRET)))),
             ),
-            (r#"{"Username":"ci","Secret":""}"#, Ok(Answer::Found(Credential::Anonymous))),
+            (
+                r#"{"Username":"ci","Secret":""}"#,
+                Ok(Answer::Found(Credential::Basic {
+                    username: "ci".into(),
+                    password: Secret::new(""),
+                })),
+            ),
+            (r#"{"Username":"","Secret":""}"#, Ok(Answer::Found(Credential::Anonymous))),
+            (
+                "{\"Username\":\"<token>\",\"Secret\":\"hunter2-from-helper\"}\nwarning: cached\n",
+                Ok(Answer::Found(Credential::IdentityToken(Secret::new(SECRET)))),
+            ),
         ];
         for (out, want) in table {
             assert_eq!(&parse(out.as_bytes()), want, "{out}");
@@ -216,6 +282,8 @@ case "$url" in
   reg.example.com:5000) printf '{"ServerURL":"%s","Username":"ci","Secret":"hunter2-from-helper"}' "$url" ;;
   slow.example.com) sleep 5 ;;
   broken.example.com) echo "no IAM role bound to this pod" >&2; exit 1 ;;
+  leaky.example.com) printf '{"Username":"ci","Secret":"hunter2-from-helper"}'; exit 1 ;;
+  daemon.example.com) sleep 5 & printf '{"Username":"ci","Secret":"x"}' ;;
   *) echo "credentials not found in native keychain"; exit 1 ;;
 esac"#,
         );
@@ -234,6 +302,25 @@ esac"#,
             panic!()
         };
         assert!(why.contains("no IAM role bound to this pod"), "{why}");
+        let Err(Failure::Failed(why)) = get(&program, "leaky.example.com", TIMEOUT) else {
+            panic!()
+        };
+        assert!(why.contains("withheld") && !why.contains(SECRET), "{why}");
+        // Relative directories of PATH are not searched, even one that leads to the helper.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count());
+        let relative = Path::new(&up).join(dir.path().strip_prefix("/").unwrap());
+        assert!(relative.join("docker-credential-fake").is_file());
+        assert_eq!(find("fake", Some(relative.as_os_str())), Err(Failure::Missing));
+        // Neither a slow helper nor one that leaves a process holding its output holds us up.
+        let started = Instant::now();
+        let Err(Failure::Failed(why)) =
+            get(&program, "daemon.example.com", Duration::from_millis(300))
+        else {
+            panic!()
+        };
+        assert!(why.contains("did not answer"), "{why}");
+        assert!(started.elapsed() < Duration::from_secs(4), "the group was not killed");
         let started = Instant::now();
         let Err(Failure::Failed(why)) =
             get(&program, "slow.example.com", Duration::from_millis(300))
