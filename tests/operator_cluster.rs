@@ -1020,7 +1020,12 @@ async fn a_service_account_gives_the_worker_an_identity_the_registry_accepts() {
         defaults.to_str().unwrap(),
     ]);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
-    create(&accounts, json!({"metadata": {"name": "pusher", "namespace": NS}})).await;
+    // The pod's automountServiceAccountToken wins over the account's.
+    create(
+        &accounts,
+        json!({"metadata": {"name": "pusher", "namespace": NS}, "automountServiceAccountToken": false}),
+    )
+    .await;
     let api: Api<ImagePush> = Api::namespaced(client.clone(), NS);
     let host = registry.host();
     let with = |account: &str| json!({"serviceAccountName": account});

@@ -1683,8 +1683,11 @@ class Store:
             raise ApiError(400, f"the apiVersion of the object ({api_version}) does not match the group {info.group!r}")
         if not api_version:
             obj["apiVersion"] = info.api_version()
-        if info.gr == PODS:  # defaulting, then the mutating webhooks, before the name is generated
+        if info.gr == PODS:  # defaulting, then mutating admission (the ServiceAccount plugin, then
+            # the webhooks), all before the name is generated
             default_pod_spec(obj.setdefault("spec", {}))
+            with self.lock:
+                self._service_account_admission(ns, obj)
             if self.sidecar is not None:
                 self.sidecar.mutate(obj, ns)
         with self.lock:
@@ -1716,8 +1719,6 @@ class Store:
                 obj.pop("status", None)
             normalize_write(info, obj)
             apply_create_defaults(info, obj)
-            if info.gr == PODS:
-                self._service_account_admission(ns, obj)
             validate(info, obj)
             self._pod_security(info, ns, obj, warnings)
             if managed is None and manager:
@@ -1739,7 +1740,8 @@ class Store:
         ServiceAccount's, else on) every container gets the `kube-api-access-*` projected volume
         at /var/run/secrets/kubernetes.io/serviceaccount; a pod without imagePullSecrets gets the
         ServiceAccount's."""
-        name, spec = pod["metadata"]["name"], pod["spec"]
+        # Admission sees the pod before its name is generated: a Job's pod is `JOB-`.
+        name, spec = pod["metadata"].get("name") or pod["metadata"].get("generateName", ""), pod["spec"]
         sa_name = spec.get("serviceAccountName") or "default"
         sa = self.objs[SERVICEACCOUNTS].get((ns, sa_name))
         if sa is None and sa_name != "default":
