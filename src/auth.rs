@@ -152,8 +152,7 @@ fn docker_config_path_from(
 /// for a registry the file has no entry for (anonymous), as most registries need none.
 pub fn from_docker_config(path: &Path, registry: &str) -> Result<Credential, Error> {
     let bytes = fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-    let search = std::env::var_os("PATH");
-    credential_from_config_bytes(path, &bytes, registry, Helpers::Path(search.as_deref()))
+    from_docker_config_bytes(path, &bytes, registry)
 }
 
 /// Like `from_docker_config`, from the file's bytes (`path` only names it in errors).
@@ -358,7 +357,7 @@ impl Ask<'_> {
                 tracing::debug!(
                     registry = self.registry,
                     helper = self.helper,
-                    "credsStore program missing; anonymous"
+                    "credsStore not asked (program missing, or a Secret's); anonymous"
                 );
                 return Ok(Credential::Anonymous);
             }
@@ -703,21 +702,18 @@ mod tests {
 
     #[test]
     fn credential_helpers_are_asked_as_docker_asks_them() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         // Each helper answers with its own name as the username, for the server it was asked about.
         for name in ["ecr-login", "desktop"] {
-            let program = dir.path().join(format!("docker-credential-{name}"));
-            fs::write(
-                &program,
-                format!(
-                    "#!/bin/sh\nread -r url\ncase \"$url\" in\n  unknown.example.com) echo \
+            helper::tests::script(
+                dir.path(),
+                &format!("docker-credential-{name}"),
+                &format!(
+                    "read -r url\ncase \"$url\" in\n  unknown.example.com) echo \
                      'credentials not found in native keychain'; exit 1 ;;\nesac\nprintf \
-                     '{{\"Username\":\"{name}\",\"Secret\":\"%s\"}}' \"$url\"\n"
+                     '{{\"Username\":\"{name}\",\"Secret\":\"%s\"}}' \"$url\""
                 ),
-            )
-            .unwrap();
-            fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+            );
         }
         let on_path = |config: &str, registry: &str| {
             let path = Path::new("config.json");

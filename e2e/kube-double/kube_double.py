@@ -1742,12 +1742,10 @@ class Store:
         ServiceAccount's."""
         # Admission sees the pod before its name is generated: a Job's pod is `JOB-`.
         name, spec = pod["metadata"].get("name") or pod["metadata"].get("generateName", ""), pod["spec"]
-        sa_name = spec.get("serviceAccountName") or "default"
-        sa = self.objs[SERVICEACCOUNTS].get((ns, sa_name))
-        if sa is None and sa_name != "default":
+        sa_name, sa = self.service_account(ns, spec)
+        if sa is None:
             raise ApiError(403, f'pods "{name}" is forbidden: error looking up service account {ns}/{sa_name}: '
                                 f'serviceaccount "{sa_name}" not found', "Forbidden", {"name": name, "kind": "pods"})
-        sa = sa or {}
         automount = spec.get("automountServiceAccountToken")
         if automount is None:
             automount = sa.get("automountServiceAccountToken")
@@ -1755,6 +1753,14 @@ class Store:
             self._mount_api_access(ns, spec)
         if not spec.get("imagePullSecrets") and sa.get("imagePullSecrets"):
             spec["imagePullSecrets"] = [{"name": s.get("name", "")} for s in sa["imagePullSecrets"]]
+
+    def service_account(self, ns, spec):
+        """The pod spec's ServiceAccount: its name and object ({} for a `default` never created,
+        which the ServiceAccounts controller would have made; None when it does not exist)."""
+        name = spec.get("serviceAccountName") or "default"
+        with self.lock:
+            sa = self.objs[SERVICEACCOUNTS].get((ns, name))
+        return name, ({} if sa is None and name == "default" else sa)
 
     def _mount_api_access(self, ns, spec):
         volume = "kube-api-access-" + rand_suffix()
@@ -3213,9 +3219,8 @@ class PodVolumes:
         to the pod, for the source's audience (the API server's by default). Signed with the
         double's own HMAC key, not an RSA key, so only its claims mean anything."""
         meta, ns = self.pod["metadata"], self.pod["metadata"]["namespace"]
-        sa_name = self.pod["spec"].get("serviceAccountName") or "default"
-        sa = self.kubelet.store.get(SERVICEACCOUNTS, ns, sa_name)
-        if sa is None and sa_name != "default":
+        sa_name, sa = self.kubelet.store.service_account(ns, self.pod["spec"])
+        if sa is None:
             raise self._fail(vname, f'failed to fetch token: serviceaccounts "{sa_name}" not found')
         now = int(time.time())
         claims = {"aud": [src.get("audience") or API_AUDIENCE], "iss": API_AUDIENCE, "iat": now, "nbf": now,
@@ -3224,7 +3229,7 @@ class PodVolumes:
                   "kubernetes.io": {"namespace": ns,
                                     "pod": {"name": meta["name"], "uid": meta["uid"]},
                                     "serviceaccount": {"name": sa_name,
-                                                       "uid": (sa or {}).get("metadata", {}).get("uid", "")}}}
+                                                       "uid": sa.get("metadata", {}).get("uid", "")}}}
         return sign_jwt(claims, TOKEN_KEY)
 
     def _downward(self, items, mode):

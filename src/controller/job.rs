@@ -457,6 +457,15 @@ mod tests {
         Connection, HostPathSource, ImagePushSpec, LocalObjectReference, PvcSource, Source,
     };
 
+    /// The whole claim `layouts`.
+    fn claim_source() -> Source {
+        Source {
+            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
+            host_path: None,
+            reference: None,
+        }
+    }
+
     fn ip(source: Source) -> ImagePush {
         let mut ip = ImagePush::new(
             "app",
@@ -595,11 +604,7 @@ mod tests {
 
     #[test]
     fn the_admins_settings_shape_the_pod_and_never_replace_the_operators() {
-        let source = Source {
-            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
-            host_path: None,
-            reference: None,
-        };
+        let source = claim_source();
         let pod: PodSettings = serde_json::from_value(serde_json::json!({
             "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "1Gi"}},
             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"}],
@@ -645,12 +650,7 @@ mod tests {
 
     #[test]
     fn a_mirror_worker_is_told_so() {
-        let source = Source {
-            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
-            host_path: None,
-            reference: None,
-        };
-        let mut ip = ip(source);
+        let mut ip = ip(claim_source());
         ip.spec.mirror = true;
         ip.spec.target = "reg.example.com/mirror".into();
         let job = build(&ip, 1, 1, &settings(), &PodSettings::default(), "", None);
@@ -661,12 +661,7 @@ mod tests {
 
     #[test]
     fn a_service_account_is_the_only_way_to_a_token() {
-        let source = Source {
-            persistent_volume_claim: Some(PvcSource { claim_name: "layouts".into(), path: None }),
-            host_path: None,
-            reference: None,
-        };
-        let mut ip = ip(source);
+        let mut ip = ip(claim_source());
         let pod_of = |ip: &ImagePush| {
             build(ip, 1, 1, &settings(), &PodSettings::default(), "", None)
                 .spec
