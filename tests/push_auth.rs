@@ -899,6 +899,38 @@ async fn tls_ca_file_that_is_not_pem_exits_2_naming_the_file() {
     );
 }
 
+/// The system's trust store (what rustls-native-certs reads: SSL_CERT_FILE / SSL_CERT_DIR
+/// when set) is read only when a registry speaks TLS: a worker image without CA certificates
+/// pushes over plain HTTP, and over TLS it fails saying what is missing.
+#[tokio::test]
+async fn the_system_trust_store_is_needed_only_for_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = make_layout(dir.path(), 24);
+    let nothing = dir.path().join("no-such-store");
+    let no_store = [("SSL_CERT_FILE", nothing.as_os_str()), ("SSL_CERT_DIR", nothing.as_os_str())];
+
+    let plain = TestRegistry::start();
+    let target = format!("{}/trust/plain:v1", plain.host());
+    imagepush_env(&["push", "--plain-http", s(&layout), &target], &no_store, None).ok();
+    assert_tag_is(&plain, "trust/plain", "v1", &image.digest).await;
+
+    let reg = TlsRegistry::start();
+    let target = format!("{}/trust/tls:v1", reg.host());
+    let run = imagepush_env(&["push", s(&layout), &target], &no_store, None);
+    run.expect_code(2);
+    assert!(run.stderr.contains("no trusted CA certificates"), "{}", run.stderr);
+    assert!(run.stderr.contains("--ca-file"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Retrying"), "{}", run.stderr);
+    assert!(reg.tags("trust/tls").await.is_empty());
+
+    // The store, when there is one, is what TLS trusts; --ca-file adds to it.
+    let ca = reg.ca_pem();
+    let ca_store = [("SSL_CERT_FILE", ca.as_os_str()), ("SSL_CERT_DIR", nothing.as_os_str())];
+    imagepush_env(&["push", s(&layout), &target], &ca_store, None).ok();
+    reg.assert_tag_is("trust/tls", "v1", &image.digest).await;
+    imagepush_env(&["push", "--ca-file", s(&ca), s(&layout), &target], &no_store, None).ok();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9: bad input and unreachable registries
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 
 mod error;
 pub mod retry;
+mod tls;
 mod token;
 mod upload;
 
@@ -110,20 +111,10 @@ impl RegistryClient {
         opts: &ConnectOptions,
     ) -> Result<RegistryClient, Error> {
         install_crypto_provider();
-        let mut certs = Vec::new();
-        if let Some(path) = &opts.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| Error::CaFile { path: path.clone(), reason: e.to_string() })?;
-            let parsed = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::CaFile { path: path.clone(), reason: e.to_string() })?;
-            if parsed.is_empty() {
-                return Err(Error::CaFile {
-                    path: path.clone(),
-                    reason: "no PEM certificate in the file".into(),
-                });
-            }
-            certs.extend(parsed);
-        }
+        let extra_roots = match &opts.ca_file {
+            Some(path) => tls::read_ca_file(path)?,
+            None => Vec::new(),
+        };
         let user_agent = concat!("imagepush/", env!("CARGO_PKG_VERSION"));
         let mut builder = reqwest::Client::builder()
             .user_agent(user_agent)
@@ -132,11 +123,14 @@ impl RegistryClient {
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::limited(5));
-        for c in certs {
-            builder = builder.add_root_certificate(c);
-        }
         if opts.insecure_skip_tls_verify {
-            builder = builder.danger_accept_invalid_certs(true);
+            // reqwest's own verifier that accepts anything: no trust store is read.
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        } else {
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .cloned()
+                .ok_or_else(|| Error::Client("no TLS crypto provider installed".into()))?;
+            builder = builder.tls_backend_preconfigured(tls::client_config(provider, extra_roots)?);
         }
         let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
 
