@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use common::cli::imagepush_traced;
 use common::{
     Run, TestRegistry, imagepush, imagepush_env, imagepush_with_stdin, openssl, simple_image,
 };
@@ -913,14 +914,24 @@ async fn the_system_trust_store_is_needed_only_for_tls() {
     let target = format!("{}/trust/plain:v1", plain.host());
     imagepush_env(&["push", "--plain-http", s(&layout), &target], &no_store, None).ok();
     assert_tag_is(&plain, "trust/plain", "v1", &image.digest).await;
+    // With the machine's own store in place, a plain-HTTP push does not open it.
+    let (run, opened) = imagepush_traced(&["push", "--plain-http", s(&layout), &target]);
+    run.ok();
+    let stores = ["/etc/ssl/", "/etc/pki/", "/usr/share/ca-certificates/"];
+    let read: Vec<_> =
+        opened.paths.iter().filter(|p| stores.iter().any(|d| p.starts_with(d))).collect();
+    assert!(read.is_empty(), "a plain-HTTP push read the trust store: {read:?}");
 
     let reg = TlsRegistry::start();
     let target = format!("{}/trust/tls:v1", reg.host());
-    let run = imagepush_env(&["push", s(&layout), &target], &no_store, None);
+    let report = dir.path().join("report.json");
+    let args = ["push", "--progress", "plain", "--report", s(&report), s(&layout), &target];
+    let run = imagepush_env(&args, &no_store, None);
     run.expect_code(2);
     assert!(run.stderr.contains("no trusted CA certificates"), "{}", run.stderr);
     assert!(run.stderr.contains("--ca-file"), "{}", run.stderr);
-    assert!(!run.stderr.contains("Retrying"), "{}", run.stderr);
+    assert!(!run.stdout.contains("Retrying"), "a missing store is not retried: {}", run.stdout);
+    assert_report_error(&report, "TLSVerificationFailed", 2, false);
     assert!(reg.tags("trust/tls").await.is_empty());
 
     // The store, when there is one, is what TLS trusts; --ca-file adds to it.

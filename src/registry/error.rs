@@ -131,6 +131,7 @@ pub(crate) fn network(method: &'static str, url: &str, e: reqwest::Error) -> Err
     if lower.contains("certificate")
         || lower.contains("unknownissuer")
         || lower.contains("invalid peer")
+        || detail.contains(super::tls::NO_TRUST_STORE)
     {
         return Error::Tls { method, url: url.to_string(), detail };
     }

@@ -4,7 +4,7 @@
 //! parses every certificate of the system's store (bundle file and directory), even for a
 //! push that never speaks TLS (`--plain-http`), and fails to build the client when there is
 //! no store. Measured on a re-push of `examples/layouts/hello` over plain HTTP: 83% of the
-//! process's instructions (callgrind) and 316 KB of its 477 KB peak heap (massif). Here the
+//! process's instructions (callgrind) and 316 KB of its 485 KB peak heap (massif). Here the
 //! same platform verifier (system roots plus `--ca-file`'s certificates) is built when a
 //! server first presents a certificate, once per client: a plain-HTTP push reads no trust
 //! store, and a TLS push verifies exactly as before.
@@ -21,8 +21,12 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::Error;
 
-/// The certificates of a PEM file given as `--ca-file`, each checked to be usable as a
-/// trust anchor, so that a wrong file fails before anything is sent.
+/// What a TLS push without any trusted certificate fails with; `error::network` classes it
+/// as a TLS error (exit 2, not retried) by this text.
+pub(super) const NO_TRUST_STORE: &str = "no trusted CA certificates";
+
+/// The certificates of a PEM file given as `--ca-file`, each parsed as a trust anchor (as
+/// the verifier will), so that a wrong file fails before anything is sent.
 pub(super) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let fail = |reason: String| Error::CaFile { path: path.to_path_buf(), reason };
     let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
@@ -87,7 +91,7 @@ impl LazyVerifier {
             )
             .map_err(|e| {
                 rustls::Error::General(format!(
-                    "no trusted CA certificates: {e} (install the system's CA certificates, or give --ca-file)"
+                    "{NO_TRUST_STORE}: {e} (install the system's CA certificates, or give --ca-file)"
                 ))
             })
         });
