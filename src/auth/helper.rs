@@ -199,8 +199,7 @@ pub fn parse(stdout: &[u8]) -> Result<Answer, Failure> {
         .and_then(Result::ok)
         .ok_or_else(not_json)?;
     Ok(Answer::Found(match (out.username.as_str(), out.secret) {
-        ("", secret) if secret.is_empty() => Credential::Anonymous,
-        ("<token>", secret) if secret.is_empty() => Credential::Anonymous,
+        ("" | "<token>", secret) if secret.is_empty() => Credential::Anonymous,
         ("<token>", secret) => Credential::IdentityToken(Secret::new(secret)),
         ("", _) => {
             return Err(Failure::Failed("its answer has a Secret but no Username".into()));

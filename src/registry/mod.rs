@@ -65,12 +65,14 @@ impl Default for ConnectOptions {
     }
 }
 
-/// Installs ring as rustls' process-wide crypto provider (kube and reqwest share it).
-pub fn install_crypto_provider() {
+/// Installs ring as rustls' process-wide crypto provider (kube and reqwest share it), unless
+/// one is installed already; returns the one installed.
+pub fn install_crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+    rustls::crypto::CryptoProvider::get_default().cloned().expect("a provider was installed above")
 }
 
 /// A connection to one registry, authenticated for pushes to the repositories it is built
@@ -110,7 +112,7 @@ impl RegistryClient {
         credential: Credential,
         opts: &ConnectOptions,
     ) -> Result<RegistryClient, Error> {
-        install_crypto_provider();
+        let provider = install_crypto_provider();
         let extra_roots = match &opts.ca_file {
             Some(path) => tls::read_ca_file(path)?,
             None => Vec::new(),
@@ -127,9 +129,6 @@ impl RegistryClient {
             // reqwest's own verifier that accepts anything: no trust store is read.
             builder = builder.tls_danger_accept_invalid_certs(true);
         } else {
-            let provider = rustls::crypto::CryptoProvider::get_default()
-                .cloned()
-                .ok_or_else(|| Error::Client("no TLS crypto provider installed".into()))?;
             builder = builder.tls_backend_preconfigured(tls::client_config(provider, extra_roots)?);
         }
         let http = builder.build().map_err(|e| Error::Client(e.to_string()))?;
